@@ -1,0 +1,102 @@
+#include "moonpool/envelope/envelope.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "moonpool/envelope/envelope_concepts.h"
+#include "moonpool/envelope/envelope_view.h"
+
+namespace moonpool {
+namespace {
+
+static_assert(OwningEnvelope<Envelope>);
+static_assert(EnvelopeLike<EnvelopeView>);
+static_assert(!OwningEnvelope<EnvelopeView>);
+static_assert(!EnvelopeLike<int>);
+
+// An application's own record plugs in through the concept.
+struct AppRecord {
+  CorrelationId correlation_id;
+  EnvelopeKind kind = EnvelopeKind::kRequest;
+  uint64_t endpoint = 0;
+  std::string payload;
+  absl::Duration timeout;
+  absl::StatusCode error_code = absl::StatusCode::kOk;
+  std::string error_message;
+};
+static_assert(EnvelopeLike<AppRecord>);
+
+TEST(Envelope, RequestCarriesItsFields) {
+  Envelope e = Envelope::Request(CorrelationId(5), 9, "ping", absl::Seconds(2));
+  EXPECT_EQ(e.kind, EnvelopeKind::kRequest);
+  EXPECT_EQ(e.correlation_id, CorrelationId(5));
+  EXPECT_EQ(e.endpoint, 9u);
+  EXPECT_EQ(e.payload, "ping");
+  EXPECT_EQ(e.timeout, absl::Seconds(2));
+  EXPECT_TRUE(ErrorStatus(e).ok());
+}
+
+TEST(Envelope, OneWayHasNoCorrelationId) {
+  Envelope e = Envelope::OneWay(3, "note");
+  EXPECT_EQ(e.kind, EnvelopeKind::kOneWay);
+  EXPECT_FALSE(e.correlation_id.valid());
+}
+
+TEST(Envelope, ReplyMatchesItsRequestOnly) {
+  Envelope request = Envelope::Request(CorrelationId(5), 9, "ping");
+  Envelope reply = MakeReply(request, "pong");
+  EXPECT_EQ(reply.kind, EnvelopeKind::kReply);
+  EXPECT_EQ(reply.correlation_id, request.correlation_id);
+  EXPECT_EQ(reply.endpoint, 9u);
+  EXPECT_TRUE(IsResponseTo(reply, request));
+
+  Envelope other = Envelope::Request(CorrelationId(6), 9, "ping");
+  EXPECT_FALSE(IsResponseTo(reply, other));
+  // A request is never a response, even to itself.
+  EXPECT_FALSE(IsResponseTo(request, request));
+  // Nothing answers a one-way message.
+  Envelope note = Envelope::OneWay(9, "x");
+  Envelope fake = MakeReply(note, "y");
+  EXPECT_FALSE(IsResponseTo(fake, note));
+}
+
+TEST(Envelope, ErrorReplyRoundTripsTheStatus) {
+  Envelope request = Envelope::Request(CorrelationId(1), 0, "get k");
+  Envelope error = MakeErrorReply(request, absl::NotFoundError("no such key"));
+  EXPECT_EQ(error.kind, EnvelopeKind::kError);
+  EXPECT_TRUE(IsResponseTo(error, request));
+  EXPECT_EQ(ErrorStatus(error), absl::NotFoundError("no such key"));
+}
+
+TEST(Envelope, ErrorReplyNeverReadsAsSuccess) {
+  Envelope request = Envelope::Request(CorrelationId(1), 0, "");
+  Envelope error = MakeErrorReply(request, absl::OkStatus());
+  EXPECT_EQ(error.error_code, absl::StatusCode::kUnknown);
+  // A peer that sent code 0 ("unknown" on the wire) is read as kUnknown too.
+  error.error_code = absl::StatusCode::kOk;
+  EXPECT_EQ(ErrorStatus(error).code(), absl::StatusCode::kUnknown);
+}
+
+TEST(EnvelopeView, BorrowsAndCopiesBack) {
+  Envelope e = Envelope::Request(CorrelationId(8), 2, "payload", absl::Milliseconds(5));
+  EnvelopeView v = EnvelopeView::Of(e);
+  EXPECT_EQ(v.payload.data(), e.payload.data());
+  Envelope copy = Envelope::CopyOf(v);
+  EXPECT_EQ(copy, e);
+  EXPECT_NE(copy.payload.data(), e.payload.data());
+}
+
+TEST(EnvelopeKind, NamesEveryKind) {
+  EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kRequest), "request");
+  EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kReply), "reply");
+  EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kError), "error");
+  EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kOneWay), "one-way");
+  EXPECT_EQ(EnvelopeKindName(static_cast<EnvelopeKind>(77)), "unknown");
+  EXPECT_TRUE(IsResponseKind(EnvelopeKind::kError));
+  EXPECT_FALSE(IsResponseKind(EnvelopeKind::kOneWay));
+}
+
+}  // namespace
+}  // namespace moonpool

@@ -1,0 +1,39 @@
+# The moonpool frame body, protocol version 1. Normative text: DESIGN.md
+# section 5. Every frame on the wire is a 16-byte header (body length, XXH3
+# body checksum, header check) followed by one message of this schema in the
+# standard unpacked stream framing, root struct Frame.
+@0xad3a0e3e8bcce13d;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("moonpool::wire::schema");
+
+struct Frame {
+  union {
+    hello    @0 :Hello;
+    envelope @1 :Envelope;
+    ping     @2 :UInt64;    # keepalive; the nonce comes back in pong
+    pong     @3 :UInt64;
+    goodbye  @4 :Goodbye;
+  }
+}
+struct Hello {
+  magic           @0 :UInt64;   # 0x4D4F4F4E504F4F4C ("MOONPOOL")
+  protocolVersion @1 :UInt32;   # 1
+  peerName        @2 :Text;     # diagnostics only
+  incarnation     @3 :UInt64;   # random per transport instance, never 0; with a
+                                # correlation id it names a request uniquely
+}
+struct Envelope {
+  correlationId @0 :UInt64;     # chosen by the requester; the reply carries the same
+  kind          @1 :Kind;
+  endpoint      @2 :UInt64;     # destination token; 0 = the server's default queue
+  payload       @3 :Data;
+  errorMessage  @4 :Text;       # only for kind == error
+  timeoutMicros @5 :UInt64;     # request: the budget left when sent, 0 = none
+  errorCode     @6 :UInt32;     # error: an absl::StatusCode, 0 = unknown
+  enum Kind { request @0; reply @1; error @2; oneWay @3; }
+}
+struct Goodbye {
+  lastCorrelationId @0 :UInt64; # requests above this were not and will not be processed
+  reason            @1 :Text;
+}

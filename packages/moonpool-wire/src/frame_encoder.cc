@@ -1,0 +1,199 @@
+#include "moonpool/wire/frame_encoder.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cassert>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <variant>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "in_place_message_builder.h"
+#include "kj/exception.h"
+#include "little_endian.h"
+#include "moonpool/wire/frame.capnp.h"
+
+namespace moonpool::wire {
+namespace {
+
+using internal::InPlaceMessageBuilder;
+using internal::StoreLittleEndian;
+
+constexpr size_t kWord = sizeof(capnp::word);
+// Root pointer, Frame, and the largest fixed part of any frame kind, with
+// room to spare: a short estimate costs a heap segment and a copy.
+constexpr size_t kOverheadWords = 16;
+// Body prefix of a single-segment message: segment count - 1, segment size.
+constexpr size_t kSegmentTableBytes = 8;
+
+constexpr size_t DataWords(size_t bytes) { return (bytes + 7) / kWord; }
+constexpr size_t TextWords(absl::string_view text) {
+  return text.empty() ? 0 : DataWords(text.size() + 1);
+}
+
+absl::Status TooLarge(size_t body_bytes, size_t limit) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "frame body of ", body_bytes, " bytes exceeds the limit of ", limit));
+}
+
+void SetText(absl::string_view text, capnp::Text::Builder builder) {
+  std::memcpy(builder.begin(), text.data(), text.size());
+}
+
+// Builds the body with `fill` in place at the end of `out` (estimate_words
+// of segment reserved), writes the header, and commits. Falls back to a heap
+// message and one copy when the estimate was short or `out` is not
+// word-aligned at its end (someone appended a partial word).
+template <typename Fill>
+absl::Status EncodeFrame(size_t estimate_words, size_t max_frame_bytes,
+                         ByteBuffer& out, Fill&& fill) {
+  const size_t reserve =
+      kFrameHeaderBytes + kSegmentTableBytes + estimate_words * kWord;
+  absl::Span<char> room = out.PrepareAppend(reserve);
+  char* frame = room.data();
+  size_t body_bytes = 0;
+  kj::Array<capnp::word> copied;  // only on the slow path
+  try {
+    if (reinterpret_cast<uintptr_t>(frame) % kWord == 0) {
+      auto* segment = reinterpret_cast<capnp::word*>(
+          frame + kFrameHeaderBytes + kSegmentTableBytes);
+      std::memset(segment, 0, estimate_words * kWord);
+      InPlaceMessageBuilder builder(kj::arrayPtr(segment, estimate_words));
+      fill(builder.initRoot<schema::Frame>());
+      if (builder.InFirstSegmentOnly()) {
+        const size_t used = builder.getSegmentsForOutput()[0].size();
+        body_bytes = kSegmentTableBytes + used * kWord;
+        if (body_bytes > max_frame_bytes) {
+          return TooLarge(body_bytes, max_frame_bytes);
+        }
+        StoreLittleEndian<uint32_t>(frame + kFrameHeaderBytes, 0);
+        StoreLittleEndian<uint32_t>(frame + kFrameHeaderBytes + 4,
+                                    static_cast<uint32_t>(used));
+      } else {
+        copied = capnp::messageToFlatArray(builder);
+      }
+    } else {
+      capnp::MallocMessageBuilder builder(estimate_words);
+      fill(builder.initRoot<schema::Frame>());
+      copied = capnp::messageToFlatArray(builder);
+    }
+  } catch (const kj::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot encode frame: ", e.getDescription().cStr()));
+  }
+  if (copied != nullptr) {
+    body_bytes = copied.size() * kWord;
+    if (body_bytes > max_frame_bytes) {
+      return TooLarge(body_bytes, max_frame_bytes);
+    }
+    frame = out.PrepareAppend(kFrameHeaderBytes + body_bytes).data();
+    std::memcpy(frame + kFrameHeaderBytes, copied.begin(), body_bytes);
+  }
+  WriteFrameHeader(absl::Span<const char>(frame + kFrameHeaderBytes, body_bytes),
+                   frame);
+  out.CommitAppend(kFrameHeaderBytes + body_bytes);
+  return absl::OkStatus();
+}
+
+// The budget in whole microseconds, rounded up so that a positive budget
+// never reads as "none" (0).
+uint64_t TimeoutMicros(absl::Duration timeout) {
+  if (timeout <= absl::ZeroDuration()) return 0;
+  if (timeout == absl::InfiniteDuration()) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  return static_cast<uint64_t>(
+      absl::ToInt64Microseconds(absl::Ceil(timeout, absl::Microseconds(1))));
+}
+
+}  // namespace
+
+FrameEncoder::FrameEncoder(EncoderOptions options) : options_(options) {
+  assert(options_.max_frame_bytes <= kLargestMaxFrameBytes);
+}
+
+absl::Status FrameEncoder::Encode(const FrameValue& frame, ByteBuffer& out) {
+  return std::visit([&](const auto& value) { return Encode(value, out); },
+                    frame);
+}
+
+absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
+  const auto kind = static_cast<uint16_t>(e.kind);
+  if (kind > static_cast<uint16_t>(EnvelopeKind::kOneWay)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("envelope kind ", kind, " has no wire value"));
+  }
+  const auto code = static_cast<int>(e.error_code);
+  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("status code ", code, " has no wire value"));
+  }
+  // Fail before reserving anything for a payload that cannot fit.
+  if (e.payload.size() > options_.max_frame_bytes) {
+    return TooLarge(e.payload.size(), options_.max_frame_bytes);
+  }
+  const size_t words = kOverheadWords + DataWords(e.payload.size()) +
+                       TextWords(e.error_message);
+  return EncodeFrame(
+      words, options_.max_frame_bytes, out, [&](schema::Frame::Builder f) {
+        schema::Envelope::Builder b = f.initEnvelope();
+        b.setCorrelationId(e.correlation_id.value());
+        b.setKind(static_cast<schema::Envelope::Kind>(kind));
+        b.setEndpoint(e.endpoint);
+        b.setTimeoutMicros(TimeoutMicros(e.timeout));
+        b.setErrorCode(static_cast<uint32_t>(code));
+        if (!e.payload.empty()) {
+          capnp::Data::Builder payload = b.initPayload(e.payload.size());
+          std::memcpy(payload.begin(), e.payload.data(), e.payload.size());
+        }
+        if (!e.error_message.empty()) {
+          SetText(e.error_message, b.initErrorMessage(e.error_message.size()));
+        }
+      });
+}
+
+absl::Status FrameEncoder::Encode(const Hello& hello, ByteBuffer& out) {
+  return EncodeFrame(kOverheadWords + TextWords(hello.peer_name),
+                     options_.max_frame_bytes, out,
+                     [&](schema::Frame::Builder f) {
+                       schema::Hello::Builder b = f.initHello();
+                       b.setMagic(hello.magic);
+                       b.setProtocolVersion(hello.protocol_version);
+                       b.setIncarnation(hello.incarnation);
+                       if (!hello.peer_name.empty()) {
+                         SetText(hello.peer_name,
+                                 b.initPeerName(hello.peer_name.size()));
+                       }
+                     });
+}
+
+absl::Status FrameEncoder::Encode(const Ping& ping, ByteBuffer& out) {
+  return EncodeFrame(
+      kOverheadWords, options_.max_frame_bytes, out,
+      [&](schema::Frame::Builder f) { f.setPing(ping.nonce); });
+}
+
+absl::Status FrameEncoder::Encode(const Pong& pong, ByteBuffer& out) {
+  return EncodeFrame(
+      kOverheadWords, options_.max_frame_bytes, out,
+      [&](schema::Frame::Builder f) { f.setPong(pong.nonce); });
+}
+
+absl::Status FrameEncoder::Encode(const Goodbye& goodbye, ByteBuffer& out) {
+  return EncodeFrame(kOverheadWords + TextWords(goodbye.reason),
+                     options_.max_frame_bytes, out,
+                     [&](schema::Frame::Builder f) {
+                       schema::Goodbye::Builder b = f.initGoodbye();
+                       b.setLastCorrelationId(
+                           goodbye.last_correlation_id.value());
+                       if (!goodbye.reason.empty()) {
+                         SetText(goodbye.reason,
+                                 b.initReason(goodbye.reason.size()));
+                       }
+                     });
+}
+
+}  // namespace moonpool::wire

@@ -1,0 +1,65 @@
+#include "moonpool/wire/frame_header.h"
+
+#include <xxhash.h>
+
+#include <cassert>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "little_endian.h"
+
+namespace moonpool::wire {
+namespace {
+
+using internal::LoadLittleEndian;
+using internal::StoreLittleEndian;
+
+uint32_t HeaderCheck(const char* header) {
+  return static_cast<uint32_t>(XXH3_64bits(header, 12));
+}
+
+}  // namespace
+
+uint64_t BodyChecksum(absl::Span<const char> body) {
+  return XXH3_64bits(body.data(), body.size());
+}
+
+void WriteFrameHeader(absl::Span<const char> body, char* out) {
+  assert(body.size() <= UINT32_MAX);
+  StoreLittleEndian<uint32_t>(out, static_cast<uint32_t>(body.size()));
+  StoreLittleEndian<uint64_t>(out + 4, BodyChecksum(body));
+  StoreLittleEndian<uint32_t>(out + 12, HeaderCheck(out));
+}
+
+absl::StatusOr<FrameHeader> ParseFrameHeader(absl::Span<const char> header,
+                                             size_t max_frame_bytes) {
+  assert(header.size() >= kFrameHeaderBytes);
+  const char* p = header.data();
+  const uint32_t stored_check = LoadLittleEndian<uint32_t>(p + 12);
+  const uint32_t computed_check = HeaderCheck(p);
+  if (stored_check != computed_check) {
+    return absl::DataLossError(absl::StrFormat(
+        "frame header check mismatch (stored %#010x, computed %#010x): the "
+        "header is corrupted",
+        stored_check, computed_check));
+  }
+  FrameHeader h;
+  h.body_length = LoadLittleEndian<uint32_t>(p);
+  h.body_checksum = LoadLittleEndian<uint64_t>(p + 4);
+  if (h.body_length == 0 || h.body_length % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame body length ", h.body_length,
+        " is not a positive multiple of 8 (a Cap'n Proto message is whole "
+        "words)"));
+  }
+  if (h.body_length > max_frame_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("frame body length ", h.body_length,
+                     " exceeds the limit of ", max_frame_bytes, " bytes"));
+  }
+  return h;
+}
+
+}  // namespace moonpool::wire

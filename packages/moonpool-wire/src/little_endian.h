@@ -1,0 +1,36 @@
+// Little-endian loads and stores of the frame header's fields. Abseil keeps
+// its own in absl/base/internal, which is not API; these are four lines each.
+#ifndef MOONPOOL_WIRE_SRC_LITTLE_ENDIAN_H_
+#define MOONPOOL_WIRE_SRC_LITTLE_ENDIAN_H_
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+namespace moonpool::wire::internal {
+
+template <typename T>
+inline T ToLittleEndian(T v) {
+  if constexpr (std::endian::native == std::endian::big) {
+    if constexpr (sizeof(T) == 4) return __builtin_bswap32(v);
+    if constexpr (sizeof(T) == 8) return __builtin_bswap64(v);
+  }
+  return v;
+}
+
+template <typename T>
+inline void StoreLittleEndian(char* p, T v) {
+  v = ToLittleEndian(v);
+  std::memcpy(p, &v, sizeof v);
+}
+
+template <typename T>
+inline T LoadLittleEndian(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return ToLittleEndian(v);
+}
+
+}  // namespace moonpool::wire::internal
+
+#endif  // MOONPOOL_WIRE_SRC_LITTLE_ENDIAN_H_
