@@ -1,1 +1,118 @@
-// placeholder
+#include "wire_test_util.h"
+
+#include <xxhash.h>
+
+#include <bit>
+#include <cstring>
+#include <random>
+
+#include "absl/status/status.h"
+#include "gtest/gtest.h"
+#include "moonpool/wire/byte_buffer.h"
+
+namespace moonpool::wire::testing {
+namespace {
+
+std::string Bytes(std::mt19937_64& rng, size_t n) {
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+}  // namespace
+
+FrameSet EveryKind() {
+  FrameSet set;
+  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion,
+                             set.Keep("client-1"), 0x1234567890abcdef});
+  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion, {}, 1});
+  set.frames.push_back(EnvelopeView{CorrelationId(1), EnvelopeKind::kRequest, 7,
+                                    set.Keep("ping"), absl::Milliseconds(250),
+                                    absl::StatusCode::kOk, {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(2), EnvelopeKind::kRequest, 0,
+                                    {}, absl::ZeroDuration(),
+                                    absl::StatusCode::kOk, {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(1), EnvelopeKind::kReply, 7,
+                                    set.Keep(std::string("po\0ng", 5)),
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk, {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(3), EnvelopeKind::kError, 7,
+                                    {}, absl::ZeroDuration(),
+                                    absl::StatusCode::kNotFound,
+                                    set.Keep("no such key")});
+  set.frames.push_back(EnvelopeView{CorrelationId(), EnvelopeKind::kOneWay, 9,
+                                    set.Keep("note"), absl::ZeroDuration(),
+                                    absl::StatusCode::kOk, {}});
+  set.frames.push_back(Ping{0});
+  set.frames.push_back(Ping{~uint64_t{0}});
+  set.frames.push_back(Pong{42});
+  set.frames.push_back(Goodbye{CorrelationId(17), set.Keep("shutting down")});
+  set.frames.push_back(Goodbye{CorrelationId(), {}});
+  return set;
+}
+
+FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
+  std::mt19937_64 rng(seed);
+  FrameSet set;
+  for (int i = 0; i < count; ++i) {
+    switch (rng() % 5) {
+      case 0:
+        set.frames.push_back(Hello{kHelloMagic, kProtocolVersion,
+                                   set.Keep(Bytes(rng, rng() % 20)), rng()});
+        break;
+      case 1: {
+        EnvelopeView e;
+        e.correlation_id = CorrelationId(rng());
+        e.kind = static_cast<EnvelopeKind>(rng() % 4);
+        e.endpoint = rng() % 3;
+        e.payload = set.Keep(Bytes(rng, rng() % (max_payload + 1)));
+        e.timeout = absl::Microseconds(static_cast<int64_t>(rng() % 10'000'000));
+        if (e.kind == EnvelopeKind::kError) {
+          e.error_code = static_cast<absl::StatusCode>(1 + rng() % 16);
+          e.error_message = set.Keep(Bytes(rng, rng() % 40));
+        }
+        set.frames.push_back(e);
+        break;
+      }
+      case 2:
+        set.frames.push_back(Ping{rng()});
+        break;
+      case 3:
+        set.frames.push_back(Pong{rng()});
+        break;
+      default:
+        set.frames.push_back(
+            Goodbye{CorrelationId(rng()), set.Keep(Bytes(rng, rng() % 30))});
+    }
+  }
+  return set;
+}
+
+std::string EncodeAll(absl::Span<const FrameValue> frames,
+                      EncoderOptions options) {
+  FrameEncoder encoder(options);
+  ByteBuffer out;
+  for (const FrameValue& f : frames) {
+    absl::Status s = encoder.Encode(f, out);
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  return std::string(out.Readable().data(), out.size());
+}
+
+std::string EncodeOne(const FrameValue& frame, EncoderOptions options) {
+  return EncodeAll(absl::MakeConstSpan(&frame, 1), options);
+}
+
+std::string FrameAround(const std::string& body) {
+  static_assert(std::endian::native == std::endian::little);
+  std::string frame(16, '\0');
+  const uint32_t length = static_cast<uint32_t>(body.size());
+  const uint64_t checksum = XXH3_64bits(body.data(), body.size());
+  std::memcpy(frame.data(), &length, 4);
+  std::memcpy(frame.data() + 4, &checksum, 8);
+  const uint32_t check = static_cast<uint32_t>(XXH3_64bits(frame.data(), 12));
+  std::memcpy(frame.data() + 12, &check, 4);
+  return frame + body;
+}
+
+}  // namespace moonpool::wire::testing
