@@ -1,0 +1,216 @@
+// Connection is the Sans-I/O state machine of one TCP connection of the
+// moonpool protocol (DESIGN.md sections 5 and 6): bytes and time in, events
+// and bytes out. It does no I/O, reads no clock, starts no thread.
+//
+// The driver's loop, in full:
+//
+//   Connection c(options, now);
+//   // received bytes (straight into the connection's buffer):
+//   auto room = c.PrepareReceive(64 << 10);
+//   size_t n = read(fd, room.data(), room.size());
+//   c.CommitReceive(n, now);                 // or c.OnTransportClosed(why, now)
+//   // time:
+//   c.AdvanceTime(now);                      // at c.NextWakeup() or later
+//   // after every input, drain events and write what is pending:
+//   while (std::optional<Event> e = c.NextEvent()) { ... }
+//   auto out = c.PendingOutput();            // write some prefix of it
+//   c.ConsumeOutput(written);
+//   if (c.WantsClose()) close(fd);
+//
+// The application's commands (SendRequest, SendReply, SendErrorReply,
+// SendOneWay, SendGoodbye) append frames to the output; they fail at once,
+// with the Status each names, instead of queueing without bound.
+//
+// Outcomes (DESIGN.md section 6): every request sent gets exactly one
+// ReplyReceived or RequestFailed event, never silence: a reply or error
+// reply; DeadlineExceeded when its deadline passes; and when the connection
+// ends, Unavailable for what was never written or that the peer said it did
+// not process, Aborted ("maybe delivered") for what was written. Each
+// RequestFailed carries the request's idempotent flag and how far it got, so
+// the layer above decides what to send again (SafeToRetry()).
+//
+// Errors split by who is at fault (the h11 way): the peer breaking the
+// protocol closes the connection with the Status of the check it failed
+// (decoder errors as moonpool-wire documents them; handshake failures as
+// FailedPrecondition or InvalidArgument); the caller misusing the API gets a
+// Status from the command and the connection is unaffected.
+//
+// States:
+//
+//   kHandshaking --peer Hello ok--> kOpen --Goodbye sent/received--> kClosing
+//        |                            |                                 |
+//        +------ error / transport closed / keepalive timeout ----------+--> kClosed
+//                                         kClosing, all answered --> kClosed (OK)
+//
+// Not thread-safe: a connection belongs to one loop thread.
+#ifndef MOONPOOL_PROTOCOL_CONNECTION_H_
+#define MOONPOOL_PROTOCOL_CONNECTION_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "moonpool/envelope/correlation_id.h"
+#include "moonpool/protocol/connection_event.h"
+#include "moonpool/protocol/connection_options.h"
+#include "moonpool/protocol/connection_stats.h"
+#include "moonpool/protocol/internal/pending_requests.h"
+#include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame_decoder.h"
+#include "moonpool/wire/frame_encoder.h"
+
+namespace moonpool::protocol {
+
+enum class ConnectionState { kHandshaking, kOpen, kClosing, kClosed };
+
+absl::string_view ConnectionStateName(ConnectionState state);
+
+class Connection {
+ public:
+  // A client connection starts with its Hello already in the output.
+  Connection(ConnectionOptions options, absl::Time now);
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // ---- Inputs ----
+
+  // At least `min_bytes` of space to receive into; see CommitReceive.
+  absl::Span<char> PrepareReceive(size_t min_bytes);
+  // `n` bytes of the last PrepareReceive() span arrived at `now`.
+  void CommitReceive(size_t n, absl::Time now);
+  // `bytes` arrived at `now` (a copy).
+  void Receive(absl::Span<const char> bytes, absl::Time now);
+  // The clock moved: fires deadlines and keepalive. Call at NextWakeup().
+  void AdvanceTime(absl::Time now);
+  // The socket closed (end of stream: OK; or the error the driver saw).
+  // Bytes already received are still read as frames first, so replies that
+  // arrived before the close are delivered; then the connection closes.
+  void OnTransportClosed(absl::Status why, absl::Time now);
+
+  // ---- Commands ----
+
+  // Sends a request; returns its correlation id.
+  //   FailedPrecondition: a server before its handshake, the connection is
+  //     closing (a Goodbye was sent or received) or closed: send it on
+  //     another connection;
+  //   DeadlineExceeded: the deadline is not after `now`;
+  //   ResourceExhausted: max_pending_requests or max_output_bytes reached,
+  //     or the frame is over max_frame_bytes.
+  absl::StatusOr<CorrelationId> SendRequest(absl::string_view payload,
+                                            const RequestOptions& options,
+                                            absl::Time now);
+  // Answers request `id`, received on this connection and not yet answered.
+  //   NotFound: no such request awaits an answer (never received, already
+  //     answered);
+  //   FailedPrecondition: the connection is closed;
+  //   ResourceExhausted: output or frame bound; the request still awaits an
+  //     answer.
+  absl::Status SendReply(CorrelationId id, absl::string_view payload);
+  // As SendReply, with the handler's `status` (not OK) as an error reply.
+  absl::Status SendErrorReply(CorrelationId id, const absl::Status& status);
+  // A message that expects no answer. FailedPrecondition when closed or
+  // before the handshake on a server; ResourceExhausted on a bound.
+  absl::Status SendOneWay(uint64_t endpoint, absl::string_view payload);
+  // Starts the graceful close: tells the peer that requests above the last
+  // one received so far will not be processed (they are refused when they
+  // arrive). Answer those received; the connection then wants to close. A
+  // second call does nothing. FailedPrecondition when closed.
+  absl::Status SendGoodbye(absl::string_view reason);
+
+  // ---- Outputs ----
+
+  // Bytes to write, oldest first; valid until the next non-const call.
+  absl::Span<const char> PendingOutput() const { return output_.Readable(); }
+  // The driver wrote (handed to the kernel) the first `n` pending bytes.
+  // A request counts as written once all of its bytes are.
+  void ConsumeOutput(size_t n);
+  // The next event, or nullopt when there is none until more input. Views in
+  // it are valid until the next non-const call.
+  std::optional<Event> NextEvent();
+  // When AdvanceTime should next be called; InfiniteFuture() for never.
+  absl::Time NextWakeup() const;
+  // True once the connection is over (kClosed), or closing with nothing left
+  // to answer, wait for or write: the driver should close the socket.
+  bool WantsClose() const;
+
+  ConnectionState state() const { return state_; }
+  Role role() const { return options_.role; }
+  // OK, or why the connection closed.
+  const absl::Status& close_status() const { return close_status_; }
+  ConnectionStats stats() const {
+    ConnectionStats s = stats_;
+    s.requests_in_flight = pending_.size();
+    return s;
+  }
+
+ private:
+  void NoteReceived(size_t n, absl::Time now);
+  absl::Status CheckCanSend() const;
+  absl::Status CheckOutputRoom(size_t payload_bytes) const;
+  // Encodes a control frame (Hello, Ping, Pong, Goodbye); bounds do not apply.
+  template <typename Frame>
+  void EncodeControl(const Frame& frame);
+  // Handles one decoded frame; may queue events and return one directly.
+  std::optional<Event> HandleFrame(const wire::FrameValue& frame);
+  std::optional<Event> HandleHello(const wire::Hello& hello);
+  std::optional<Event> HandleEnvelope(const EnvelopeView& envelope);
+  std::optional<Event> HandleGoodbye(const wire::Goodbye& goodbye);
+  // Closes after a protocol violation by the peer.
+  void Fail(absl::Status why);
+  // Closes: fails what is pending, queues Closed. `why` OK is graceful.
+  void Close(absl::Status why);
+  void FailPendingAbove(CorrelationId last, const absl::Status& why,
+                        Delivery delivery);
+  bool Written(const internal::PendingRequest& r) const {
+    return consumed_bytes_ >= r.end_offset;
+  }
+
+  ConnectionOptions options_;
+  CorrelationIdGenerator own_ids_;
+  CorrelationIdGenerator* ids_;
+  wire::FrameEncoder encoder_;
+  wire::FrameDecoder decoder_;
+  wire::ByteBuffer output_;
+  // Stream offsets of the output: bytes ever encoded and ever consumed.
+  uint64_t encoded_bytes_ = 0;
+  uint64_t consumed_bytes_ = 0;
+
+  ConnectionState state_ = ConnectionState::kHandshaking;
+  absl::Status close_status_;
+  // Set by OnTransportClosed; acted on once the buffered frames are read.
+  std::optional<absl::Status> transport_closed_;
+  bool goodbye_sent_ = false;
+  bool goodbye_received_ = false;
+
+  internal::PendingRequests pending_;
+  // Requests received and not yet answered, and the highest id received.
+  absl::flat_hash_set<uint64_t> awaiting_reply_;
+  CorrelationId last_request_received_;
+  // The Goodbye we sent: requests above this are refused.
+  CorrelationId goodbye_last_;
+
+  // Keepalive.
+  absl::Time last_receive_;
+  absl::Time next_ping_;
+  uint64_t next_ping_nonce_ = 1;
+  size_t queued_pongs_ = 0;
+
+  // Events produced by inputs other than a frame read (time, close), and
+  // by frames that produce more than one. Read from queue_head_ on.
+  std::vector<Event> queue_;
+  size_t queue_head_ = 0;
+
+  ConnectionStats stats_;
+};
+
+}  // namespace moonpool::protocol
+
+#endif  // MOONPOOL_PROTOCOL_CONNECTION_H_

@@ -1,0 +1,106 @@
+// What a Connection (connection.h) tells its driver, one event at a time from
+// Connection::NextEvent().
+//
+// Views (payloads, names, reasons) borrow the connection's receive buffer:
+// they are valid until the next non-const call on the connection. Copy what
+// must outlive that.
+//
+// Order of events on one connection, as a numbered chart:
+//   1. HandshakeDone, once, before any event that carries a peer's envelope;
+//   2. any number of RequestReceived, OneWayReceived, ReplyReceived and
+//      RequestFailed, in the order their causes happened;
+//   3. at most one GoodbyeReceived;
+//   4. exactly one Closed, last. Every request sent on the connection has had
+//      exactly one ReplyReceived or RequestFailed before it.
+#ifndef MOONPOOL_PROTOCOL_CONNECTION_EVENT_H_
+#define MOONPOOL_PROTOCOL_CONNECTION_EVENT_H_
+
+#include <variant>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/envelope_view.h"
+#include "moonpool/wire/frame.h"
+
+namespace moonpool::protocol {
+
+// The peer's Hello was accepted; the connection is open.
+struct HandshakeDone {
+  wire::Hello peer;
+};
+
+// The peer asks for an answer: call SendReply or SendErrorReply with its id.
+struct RequestReceived {
+  EnvelopeView request;
+  // The peer's budget as a deadline on this side's clock; InfiniteFuture()
+  // when the peer sent none.
+  absl::Time deadline;
+};
+
+struct OneWayReceived {
+  EnvelopeView message;
+};
+
+// The answer to a request this side sent: OK with the payload for a reply,
+// or the handler's status (code and message) for an error reply.
+struct ReplyReceived {
+  CorrelationId id;
+  absl::Status status;
+  absl::string_view payload;
+};
+
+// How far a failed request got: what decides whether sending it again is
+// safe.
+enum class Delivery {
+  // Its bytes never left this side (the driver had not taken all of them).
+  kNotSent,
+  // The peer said (Goodbye, or a failed handshake) it was not processed.
+  kNotProcessed,
+  // It was written on a connection that then failed: it may have been
+  // processed.
+  kMaybeDelivered,
+};
+
+// A request this side sent ended without an answer. `status` is one of:
+//   DeadlineExceeded    its deadline passed (delivery tells how far it got);
+//   Unavailable         the connection closed before it was sent, or the
+//                       peer said goodbye before processing it;
+//   Aborted             the connection died after it was written ("maybe
+//                       delivered");
+//   FailedPrecondition  the handshake failed (incompatible peer).
+struct RequestFailed {
+  CorrelationId id;
+  absl::Status status;
+  Delivery delivery;
+  bool idempotent;
+};
+
+// True when the request may be sent again on another connection without
+// risking that it is processed twice.
+inline bool SafeToRetry(const RequestFailed& f) {
+  return f.delivery != Delivery::kMaybeDelivered || f.idempotent;
+}
+
+// The peer is going away: it answers its requests up to and including
+// `last_correlation_id`; this side's requests above it have failed with
+// Delivery::kNotProcessed. Send no new requests on this connection.
+struct GoodbyeReceived {
+  CorrelationId last_correlation_id;
+  absl::string_view reason;
+};
+
+// The connection is over: OK after a graceful goodbye, else why. The driver
+// closes the socket if it has not.
+struct Closed {
+  absl::Status status;
+};
+
+using Event = std::variant<HandshakeDone, RequestReceived, OneWayReceived,
+                           ReplyReceived, RequestFailed, GoodbyeReceived,
+                           Closed>;
+
+}  // namespace moonpool::protocol
+
+#endif  // MOONPOOL_PROTOCOL_CONNECTION_EVENT_H_

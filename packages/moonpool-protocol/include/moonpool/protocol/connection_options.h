@@ -1,0 +1,67 @@
+// The settings of one protocol Connection (connection.h), and of one request
+// sent on it. Every bound DESIGN.md section 6 asks for is here, with its
+// default; nothing is hard-coded elsewhere.
+#ifndef MOONPOOL_PROTOCOL_CONNECTION_OPTIONS_H_
+#define MOONPOOL_PROTOCOL_CONNECTION_OPTIONS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+#include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/envelope.h"
+#include "moonpool/wire/frame_header.h"
+
+namespace moonpool::protocol {
+
+// The client connects and speaks first (its Hello); the server answers.
+// After the handshake both sides may send requests, replies and one-way
+// messages alike.
+enum class Role { kClient, kServer };
+
+struct ConnectionOptions {
+  Role role = Role::kClient;
+  // Sent in this side's Hello, for the peer's diagnostics.
+  std::string peer_name;
+  // Random per transport instance, never 0 (sent in Hello).
+  uint64_t incarnation = 1;
+  // Where request ids come from. A client Peer owns one generator and passes
+  // it to each connection it makes, so that ids are never reused across
+  // reconnects. nullptr: the connection uses its own, starting at 1.
+  // REQUIRES: outlives the connection.
+  CorrelationIdGenerator* ids = nullptr;
+
+  // Keepalive (DESIGN.md section 5): after `keepalive_interval` with no byte
+  // received, send a ping (and another every interval while silence lasts);
+  // after `keepalive_timeout` with no byte received, the peer is gone.
+  absl::Duration keepalive_interval = absl::Seconds(1);
+  absl::Duration keepalive_timeout = absl::Seconds(4);
+  // The deadline of a request sent without one.
+  absl::Duration default_request_timeout = absl::Seconds(30);
+
+  // Bounds. Past them a command returns ResourceExhausted at once.
+  // Requests sent and not yet answered.
+  size_t max_pending_requests = 65536;
+  // Bytes encoded and not yet taken by the driver (ConsumeOutput).
+  size_t max_output_bytes = size_t{32} << 20;
+  // Largest frame body sent or accepted.
+  size_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+  // Pongs owed while the output has not drained: a peer that pings faster
+  // than it reads is flooding, and is disconnected.
+  size_t max_queued_pongs = 64;
+};
+
+struct RequestOptions {
+  // When the caller gives up, on this side's clock. InfiniteFuture() means
+  // now + ConnectionOptions::default_request_timeout: every request has one.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Safe to process twice. Carried into RequestFailed so that the layer above
+  // can send it again when the connection died after writing it.
+  bool idempotent = false;
+  uint64_t endpoint = kDefaultEndpoint;
+};
+
+}  // namespace moonpool::protocol
+
+#endif  // MOONPOOL_PROTOCOL_CONNECTION_OPTIONS_H_

@@ -1,0 +1,519 @@
+#include "moonpool/protocol/connection.h"
+
+#include <algorithm>
+#include <cassert>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "moonpool/envelope/envelope.h"
+#include "moonpool/wire/frame.h"
+
+namespace moonpool::protocol {
+namespace {
+
+// Room kept in the output bound for a frame's header and fixed fields, so a
+// payload check before encoding is conservative.
+constexpr size_t kFrameOverheadBytes = 256;
+
+absl::Status PrefixStatus(absl::StatusCode code, absl::string_view prefix,
+                          const absl::Status& why) {
+  return absl::Status(code, absl::StrCat(prefix, " (", why.message(), ")"));
+}
+
+}  // namespace
+
+absl::string_view ConnectionStateName(ConnectionState state) {
+  switch (state) {
+    case ConnectionState::kHandshaking:
+      return "handshaking";
+    case ConnectionState::kOpen:
+      return "open";
+    case ConnectionState::kClosing:
+      return "closing";
+    case ConnectionState::kClosed:
+      return "closed";
+  }
+  return "unknown";
+}
+
+Connection::Connection(ConnectionOptions options, absl::Time now)
+    : options_(std::move(options)),
+      ids_(options_.ids != nullptr ? options_.ids : &own_ids_),
+      encoder_(wire::EncoderOptions{options_.max_frame_bytes}),
+      decoder_(wire::DecoderOptions{.max_frame_bytes = options_.max_frame_bytes}),
+      last_receive_(now),
+      next_ping_(now + options_.keepalive_interval) {
+  assert(options_.incarnation != 0);
+  if (options_.role == Role::kClient) {
+    EncodeControl(wire::Hello{wire::kHelloMagic, wire::kProtocolVersion,
+                              options_.peer_name, options_.incarnation});
+  }
+}
+
+// ---- Inputs ----
+
+absl::Span<char> Connection::PrepareReceive(size_t min_bytes) {
+  return decoder_.PrepareAppend(min_bytes);
+}
+
+void Connection::CommitReceive(size_t n, absl::Time now) {
+  decoder_.CommitAppend(n);
+  NoteReceived(n, now);
+}
+
+void Connection::Receive(absl::Span<const char> bytes, absl::Time now) {
+  decoder_.Feed(bytes);
+  NoteReceived(bytes.size(), now);
+}
+
+void Connection::NoteReceived(size_t n, absl::Time now) {
+  stats_.bytes_in += n;
+  if (n == 0) return;
+  // Any byte at all is a sign of life (a large frame still arriving too).
+  last_receive_ = std::max(last_receive_, now);
+  next_ping_ = last_receive_ + options_.keepalive_interval;
+}
+
+void Connection::AdvanceTime(absl::Time now) {
+  if (state_ == ConnectionState::kClosed) return;
+  while (std::optional<internal::PendingRequest> r = pending_.PopExpired(now)) {
+    const bool written = Written(*r);
+    queue_.push_back(RequestFailed{
+        r->id,
+        absl::DeadlineExceededError(absl::StrCat(
+            "request ", r->id.ToString(), " reached its deadline ",
+            written ? "after it was written" : "before it was written")),
+        written ? Delivery::kMaybeDelivered : Delivery::kNotSent,
+        r->idempotent});
+  }
+  if (now - last_receive_ >= options_.keepalive_timeout) {
+    ++stats_.keepalive_timeouts;
+    Close(absl::UnavailableError(absl::StrCat(
+        "keepalive: no byte received from the peer for ",
+        absl::FormatDuration(now - last_receive_), " (timeout ",
+        absl::FormatDuration(options_.keepalive_timeout), ")")));
+    return;
+  }
+  if (state_ != ConnectionState::kHandshaking && now >= next_ping_ &&
+      !transport_closed_.has_value()) {
+    EncodeControl(wire::Ping{next_ping_nonce_++});
+    ++stats_.pings_sent;
+    next_ping_ = now + options_.keepalive_interval;
+  }
+}
+
+void Connection::OnTransportClosed(absl::Status why, absl::Time now) {
+  (void)now;
+  if (state_ == ConnectionState::kClosed || transport_closed_.has_value()) {
+    return;
+  }
+  transport_closed_ = std::move(why);
+}
+
+// ---- Commands ----
+
+absl::Status Connection::CheckCanSend() const {
+  if (state_ == ConnectionState::kClosed) {
+    return PrefixStatus(absl::StatusCode::kFailedPrecondition,
+                        "connection is closed", close_status_);
+  }
+  if (transport_closed_.has_value()) {
+    return absl::FailedPreconditionError("connection's transport has closed");
+  }
+  if (options_.role == Role::kServer &&
+      state_ == ConnectionState::kHandshaking) {
+    return absl::FailedPreconditionError(
+        "a server sends nothing before the client's Hello");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Connection::CheckOutputRoom(size_t payload_bytes) const {
+  if (output_.size() + payload_bytes + kFrameOverheadBytes >
+      options_.max_output_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "output buffer full: ", output_.size(), " bytes not yet written, limit ",
+        options_.max_output_bytes, " (the peer is not reading fast enough)"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Frame>
+void Connection::EncodeControl(const Frame& frame) {
+  const size_t before = output_.size();
+  absl::Status s = encoder_.Encode(frame, output_);
+  // Control frames are a few words; only a peer name or reason over the
+  // frame limit could fail, and that is the caller's configuration.
+  assert(s.ok());
+  (void)s;
+  encoded_bytes_ += output_.size() - before;
+  ++stats_.frames_out;
+}
+
+absl::StatusOr<CorrelationId> Connection::SendRequest(
+    absl::string_view payload, const RequestOptions& options, absl::Time now) {
+  if (absl::Status s = CheckCanSend(); !s.ok()) return s;
+  if (goodbye_sent_ || goodbye_received_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "connection is closing (goodbye ",
+        goodbye_sent_ ? "sent" : "received", "): send it on another one"));
+  }
+  if (pending_.size() >= options_.max_pending_requests) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many requests in flight on this connection (limit ",
+                     options_.max_pending_requests, ")"));
+  }
+  if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
+  const absl::Time deadline =
+      options.deadline == absl::InfiniteFuture()
+          ? now + options_.default_request_timeout
+          : options.deadline;
+  if (deadline <= now) {
+    return absl::DeadlineExceededError(
+        "request deadline is not after the current time");
+  }
+  const CorrelationId id = ids_->Next();
+  const size_t before = output_.size();
+  absl::Status s = encoder_.Encode(
+      EnvelopeView{id, EnvelopeKind::kRequest, options.endpoint, payload,
+                   deadline - now, absl::StatusCode::kOk, {}},
+      output_);
+  if (!s.ok()) return s;
+  encoded_bytes_ += output_.size() - before;
+  ++stats_.frames_out;
+  ++stats_.requests_sent;
+  pending_.Add({id, deadline, encoded_bytes_, options.idempotent});
+  return id;
+}
+
+absl::Status Connection::SendReply(CorrelationId id,
+                                   absl::string_view payload) {
+  if (state_ == ConnectionState::kClosed) {
+    return PrefixStatus(absl::StatusCode::kFailedPrecondition,
+                        "connection is closed", close_status_);
+  }
+  auto it = awaiting_reply_.find(id.value());
+  if (it == awaiting_reply_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no request ", id.ToString(), " awaits a reply on this connection"));
+  }
+  if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
+  const size_t before = output_.size();
+  absl::Status s = encoder_.Encode(
+      EnvelopeView{id, EnvelopeKind::kReply, kDefaultEndpoint, payload,
+                   absl::ZeroDuration(), absl::StatusCode::kOk, {}},
+      output_);
+  if (!s.ok()) return s;
+  encoded_bytes_ += output_.size() - before;
+  ++stats_.frames_out;
+  awaiting_reply_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status Connection::SendErrorReply(CorrelationId id,
+                                        const absl::Status& status) {
+  if (status.ok()) {
+    return absl::InvalidArgumentError("an error reply needs a non-OK status");
+  }
+  if (state_ == ConnectionState::kClosed) {
+    return PrefixStatus(absl::StatusCode::kFailedPrecondition,
+                        "connection is closed", close_status_);
+  }
+  auto it = awaiting_reply_.find(id.value());
+  if (it == awaiting_reply_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no request ", id.ToString(), " awaits a reply on this connection"));
+  }
+  if (absl::Status s = CheckOutputRoom(status.message().size()); !s.ok()) {
+    return s;
+  }
+  const size_t before = output_.size();
+  absl::Status s = encoder_.Encode(
+      EnvelopeView{id, EnvelopeKind::kError, kDefaultEndpoint, {},
+                   absl::ZeroDuration(), status.code(), status.message()},
+      output_);
+  if (!s.ok()) return s;
+  encoded_bytes_ += output_.size() - before;
+  ++stats_.frames_out;
+  awaiting_reply_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status Connection::SendOneWay(uint64_t endpoint,
+                                    absl::string_view payload) {
+  if (absl::Status s = CheckCanSend(); !s.ok()) return s;
+  if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
+  const size_t before = output_.size();
+  absl::Status s = encoder_.Encode(
+      EnvelopeView{CorrelationId(), EnvelopeKind::kOneWay, endpoint, payload,
+                   absl::ZeroDuration(), absl::StatusCode::kOk, {}},
+      output_);
+  if (!s.ok()) return s;
+  encoded_bytes_ += output_.size() - before;
+  ++stats_.frames_out;
+  return absl::OkStatus();
+}
+
+absl::Status Connection::SendGoodbye(absl::string_view reason) {
+  if (absl::Status s = CheckCanSend(); !s.ok()) return s;
+  if (goodbye_sent_) return absl::OkStatus();
+  goodbye_sent_ = true;
+  goodbye_last_ = last_request_received_;
+  EncodeControl(wire::Goodbye{goodbye_last_, reason});
+  if (state_ == ConnectionState::kOpen) state_ = ConnectionState::kClosing;
+  return absl::OkStatus();
+}
+
+// ---- Outputs ----
+
+void Connection::ConsumeOutput(size_t n) {
+  output_.Consume(n);
+  consumed_bytes_ += n;
+  stats_.bytes_out += n;
+  if (output_.empty()) queued_pongs_ = 0;
+}
+
+std::optional<Event> Connection::NextEvent() {
+  while (true) {
+    if (queue_head_ < queue_.size()) {
+      Event e = std::move(queue_[queue_head_++]);
+      if (queue_head_ == queue_.size()) {
+        queue_.clear();
+        queue_head_ = 0;
+      }
+      return e;
+    }
+    if (state_ == ConnectionState::kClosed) return std::nullopt;
+    absl::StatusOr<const wire::FrameValue*> frame = decoder_.Next();
+    if (!frame.ok()) {
+      switch (frame.status().code()) {
+        case absl::StatusCode::kDataLoss:
+          ++stats_.protocol_errors.corrupt_frames;
+          break;
+        case absl::StatusCode::kResourceExhausted:
+          ++stats_.protocol_errors.oversized_frames;
+          break;
+        default:
+          ++stats_.protocol_errors.malformed_frames;
+      }
+      Close(frame.status());
+      continue;
+    }
+    if (*frame == nullptr) {
+      if (!transport_closed_.has_value()) return std::nullopt;
+      // Every frame that arrived before the close has been read.
+      absl::Status why = *transport_closed_;
+      if (why.ok()) {
+        absl::Status end = decoder_.Finish();
+        if (!end.ok()) {
+          why = PrefixStatus(absl::StatusCode::kUnavailable,
+                             "connection closed by the peer inside a frame",
+                             end);
+        } else if (!(goodbye_sent_ || goodbye_received_) || !pending_.empty() ||
+                   !awaiting_reply_.empty()) {
+          why = absl::UnavailableError("connection closed by the peer");
+        }
+      }
+      Close(std::move(why));
+      continue;
+    }
+    ++stats_.frames_in;
+    if (std::optional<Event> e = HandleFrame(**frame)) return e;
+  }
+}
+
+absl::Time Connection::NextWakeup() const {
+  if (state_ == ConnectionState::kClosed) return absl::InfiniteFuture();
+  absl::Time t = std::min(pending_.EarliestDeadline(),
+                          last_receive_ + options_.keepalive_timeout);
+  if (state_ != ConnectionState::kHandshaking) t = std::min(t, next_ping_);
+  return t;
+}
+
+bool Connection::WantsClose() const {
+  if (state_ == ConnectionState::kClosed) return true;
+  return (goodbye_sent_ || goodbye_received_) && pending_.empty() &&
+         awaiting_reply_.empty() && queue_head_ == queue_.size();
+}
+
+// ---- Frames ----
+
+std::optional<Event> Connection::HandleFrame(const wire::FrameValue& frame) {
+  if (state_ == ConnectionState::kHandshaking) {
+    if (const auto* hello = std::get_if<wire::Hello>(&frame)) {
+      return HandleHello(*hello);
+    }
+    ++stats_.protocol_errors.handshake_failures;
+    Close(absl::InvalidArgumentError(absl::StrCat(
+        "expected Hello first, received ", wire::FrameKindName(frame))));
+    return std::nullopt;
+  }
+  switch (frame.index()) {
+    case 0:  // Hello
+      ++stats_.protocol_errors.unexpected_frames;
+      Close(absl::InvalidArgumentError("received a second Hello"));
+      return std::nullopt;
+    case 1:
+      return HandleEnvelope(std::get<EnvelopeView>(frame));
+    case 2: {  // Ping
+      ++stats_.pings_received;
+      if (queued_pongs_ >= options_.max_queued_pongs) {
+        ++stats_.protocol_errors.ping_floods;
+        Close(absl::ResourceExhaustedError(absl::StrCat(
+            "ping flood: ", queued_pongs_,
+            " pongs owed and the peer is not reading them")));
+        return std::nullopt;
+      }
+      if (!transport_closed_.has_value()) {
+        EncodeControl(wire::Pong{std::get<wire::Ping>(frame).nonce});
+        ++queued_pongs_;
+      }
+      return std::nullopt;
+    }
+    case 3:  // Pong: its bytes already counted as a sign of life.
+      return std::nullopt;
+    default:
+      return HandleGoodbye(std::get<wire::Goodbye>(frame));
+  }
+}
+
+std::optional<Event> Connection::HandleHello(const wire::Hello& hello) {
+  if (hello.magic != wire::kHelloMagic) {
+    ++stats_.protocol_errors.handshake_failures;
+    Close(absl::InvalidArgumentError(absl::StrFormat(
+        "peer is not a moonpool endpoint: Hello magic %#018x, expected %#018x",
+        hello.magic, wire::kHelloMagic)));
+    return std::nullopt;
+  }
+  const wire::Hello own{wire::kHelloMagic, wire::kProtocolVersion,
+                        options_.peer_name, options_.incarnation};
+  if (hello.protocol_version != wire::kProtocolVersion) {
+    ++stats_.protocol_errors.handshake_failures;
+    absl::Status why = absl::FailedPreconditionError(
+        absl::StrCat("incompatible protocol version ", hello.protocol_version,
+                     ", this side speaks ", wire::kProtocolVersion));
+    Close(why);
+    // A server still answers with its Hello, so that the client learns the
+    // version it speaks and reports it instead of a bare close.
+    if (options_.role == Role::kServer) EncodeControl(own);
+    return std::nullopt;
+  }
+  if (hello.incarnation == 0) {
+    ++stats_.protocol_errors.handshake_failures;
+    Close(absl::InvalidArgumentError("peer's Hello has incarnation 0"));
+    return std::nullopt;
+  }
+  if (options_.role == Role::kServer) EncodeControl(own);
+  state_ = goodbye_sent_ ? ConnectionState::kClosing : ConnectionState::kOpen;
+  return HandshakeDone{hello};
+}
+
+std::optional<Event> Connection::HandleEnvelope(const EnvelopeView& e) {
+  switch (e.kind) {
+    case EnvelopeKind::kRequest: {
+      if (!e.correlation_id.valid() ||
+          e.correlation_id <= last_request_received_) {
+        ++stats_.protocol_errors.unexpected_frames;
+        Close(absl::InvalidArgumentError(absl::StrCat(
+            "request id ", e.correlation_id.ToString(), " is not above ",
+            last_request_received_.ToString(), ": ids must increase")));
+        return std::nullopt;
+      }
+      last_request_received_ = e.correlation_id;
+      if (goodbye_sent_ && e.correlation_id > goodbye_last_) {
+        // The peer knows from our Goodbye that this one is not processed.
+        ++stats_.requests_refused;
+        return std::nullopt;
+      }
+      ++stats_.requests_received;
+      awaiting_reply_.insert(e.correlation_id.value());
+      const absl::Time deadline = e.timeout > absl::ZeroDuration()
+                                      ? last_receive_ + e.timeout
+                                      : absl::InfiniteFuture();
+      return RequestReceived{e, deadline};
+    }
+    case EnvelopeKind::kReply:
+    case EnvelopeKind::kError: {
+      std::optional<internal::PendingRequest> r =
+          pending_.Remove(e.correlation_id);
+      if (!r.has_value()) {
+        // Late (after its deadline) or never sent: never the wrong request,
+        // since ids are not reused.
+        ++stats_.replies_dropped;
+        return std::nullopt;
+      }
+      ++stats_.replies_received;
+        return ReplyReceived{e.correlation_id, ErrorStatus(e), e.payload};
+    }
+    case EnvelopeKind::kOneWay:
+      return OneWayReceived{e};
+  }
+  return std::nullopt;  // the decoder admits no other kind
+}
+
+std::optional<Event> Connection::HandleGoodbye(const wire::Goodbye& goodbye) {
+  if (goodbye_received_) return std::nullopt;
+  goodbye_received_ = true;
+  if (state_ == ConnectionState::kOpen) state_ = ConnectionState::kClosing;
+  FailPendingAbove(
+      goodbye.last_correlation_id,
+      absl::UnavailableError(absl::StrCat(
+          "the peer is going away (", goodbye.reason,
+          ") and did not process this request: safe to send again")),
+      Delivery::kNotProcessed);
+  queue_.push_back(GoodbyeReceived{goodbye.last_correlation_id, goodbye.reason});
+  return std::nullopt;
+}
+
+// ---- Closing ----
+
+void Connection::FailPendingAbove(CorrelationId last, const absl::Status& why,
+                                  Delivery delivery) {
+  for (const internal::PendingRequest& r : pending_.TakeAll()) {
+    if (r.id <= last) {
+      pending_.Add(r);
+      continue;
+    }
+    queue_.push_back(RequestFailed{r.id, why, delivery, r.idempotent});
+  }
+}
+
+void Connection::Close(absl::Status why) {
+  if (state_ == ConnectionState::kClosed) return;
+  const bool handshake_failed =
+      why.code() == absl::StatusCode::kFailedPrecondition;
+  state_ = ConnectionState::kClosed;
+  close_status_ = why;
+  for (const internal::PendingRequest& r : pending_.TakeAll()) {
+    const bool written = Written(r);
+    const Delivery delivery =
+        written ? Delivery::kMaybeDelivered : Delivery::kNotSent;
+    absl::Status status;
+    if (handshake_failed) {
+      status = why;
+    } else if (written) {
+      status = PrefixStatus(
+          absl::StatusCode::kAborted,
+          absl::StrCat("request ", r.id.ToString(),
+                       " may have been delivered: the connection failed "
+                       "after it was written"),
+          why);
+    } else {
+      status = PrefixStatus(
+          absl::StatusCode::kUnavailable,
+          absl::StrCat("request ", r.id.ToString(),
+                       " was not sent: the connection closed first"),
+          why);
+    }
+    queue_.push_back(RequestFailed{r.id, std::move(status), delivery,
+                                   r.idempotent});
+  }
+  awaiting_reply_.clear();
+  // What was not written will never be.
+  output_.Clear();
+  queue_.push_back(Closed{std::move(why)});
+}
+
+}  // namespace moonpool::protocol
