@@ -1,0 +1,101 @@
+// Loop is the event loop interface that everything above moonpool-driver
+// uses: the time, timers, posted callbacks, TCP listen / connect / read /
+// write / shutdown / close, a seeded random source, and running.
+//
+// Two implementations: UvLoop (uv_loop.h), on libuv, for production; and the
+// simulated loop of moonpool-chaos, for deterministic tests. Code above the
+// driver cannot tell them apart and must not try: it takes a Loop&.
+//
+// Threads: a loop and everything made from it (timers, streams, listeners,
+// tasks) belong to the thread that runs it. The only call allowed from
+// another thread is the one an implementation documents for waking it
+// (UvLoop::PostFromAnyThread).
+//
+// Lifetimes (libuv's and kj's rules): an object made by a loop is owned by
+// its creator through std::unique_ptr and must be destroyed before the loop;
+// destroying it cancels it and no callback of it runs afterwards. A call that
+// fails up front returns a Status and calls nothing back; no callback runs
+// inside the call that started it. Tasks spawned on the loop (task.h) are
+// destroyed, at their suspension points, when the loop is destroyed.
+//
+// Example:
+//
+//   moonpool::driver::UvLoop loop;
+//   auto timer = loop.CreateTimer([&] { loop.Stop(); });
+//   timer->Start(loop.Now() + absl::Milliseconds(10));
+//   loop.Run();
+#ifndef MOONPOOL_DRIVER_LOOP_H_
+#define MOONPOOL_DRIVER_LOOP_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "moonpool/driver/address.h"
+#include "moonpool/driver/listener.h"
+#include "moonpool/driver/stream.h"
+#include "moonpool/driver/timer.h"
+
+namespace moonpool::driver {
+
+class TaskScope;
+
+// Called once when a connect completes: OK, or why it failed (refused,
+// unreachable, timed out).
+using ConnectCallback = absl::AnyInvocable<void(absl::Status)>;
+
+class Loop {
+ public:
+  Loop() = default;
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+  virtual ~Loop();
+
+  // The loop's time: updated once per turn, as libuv does; monotonic.
+  virtual absl::Time Now() const = 0;
+  // Seeded pseudo-random numbers; the seed is the implementation's option.
+  virtual uint64_t Random() = 0;
+
+  virtual std::unique_ptr<Timer> CreateTimer(
+      absl::AnyInvocable<void()> on_fire) = 0;
+  // Runs `fn` on a later turn of the loop, in the order posted.
+  virtual void Post(absl::AnyInvocable<void()> fn) = 0;
+
+  // Binds and listens. InvalidArgument for a bad address, the OS error
+  // (address in use, permission) otherwise.
+  virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(
+      const Address& address, const ListenOptions& options,
+      AcceptCallback on_accept) = 0;
+  // Starts connecting to `address`. The Stream is usable (SetHandler,
+  // Write queues) at once; `on_connected` runs once, unless the Stream is
+  // destroyed first.
+  virtual absl::StatusOr<std::unique_ptr<Stream>> Connect(
+      const Address& address, ConnectCallback on_connected) = 0;
+
+  // Runs until Stop() or until nothing is left to wait for.
+  virtual void Run() = 0;
+  // Runs until `done()` is true (checked after every turn) or the loop's
+  // time reaches `deadline`; returns done().
+  virtual bool RunUntil(absl::FunctionRef<bool()> done,
+                        absl::Time deadline) = 0;
+  // Makes Run / RunUntil return after the current turn.
+  virtual void Stop() = 0;
+
+ protected:
+  // Destroys every task still suspended in a TaskScope of this loop.
+  // Implementations call it first thing in their destructor, while timers
+  // and streams the tasks own can still be closed.
+  void DestroyTasks();
+
+ private:
+  friend class TaskScope;
+  TaskScope* scopes_ = nullptr;  // intrusive list of live scopes
+};
+
+}  // namespace moonpool::driver
+
+#endif  // MOONPOOL_DRIVER_LOOP_H_
