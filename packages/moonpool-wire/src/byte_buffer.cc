@@ -21,7 +21,8 @@ void ByteBuffer::Consume(size_t n) {
   if (begin_ == end_) begin_ = end_ = 0;
 }
 
-absl::Span<char> ByteBuffer::PrepareAppend(size_t min_bytes) {
+absl::Span<char> ByteBuffer::PrepareAppend(size_t min_bytes,
+                                           size_t capacity_limit) {
   if (capacity_ - end_ < min_bytes) {
     // Moving by whole words keeps each byte's offset modulo 8.
     const size_t shift = begin_ & ~size_t{7};
@@ -32,8 +33,9 @@ absl::Span<char> ByteBuffer::PrepareAppend(size_t min_bytes) {
       end_ = kept_end;
     } else {
       const size_t needed = RoundUpToWord(kept_end + min_bytes);
-      const size_t new_capacity =
-          std::max({needed, capacity_ * 2, kMinCapacity});
+      const size_t grown =
+          std::min(std::max(capacity_ * 2, kMinCapacity), capacity_limit);
+      const size_t new_capacity = std::max(needed, grown & ~size_t{7});
       std::unique_ptr<uint64_t[]> words(new uint64_t[new_capacity / 8]);
       const size_t new_begin = begin_ & 7;
       if (!empty()) {

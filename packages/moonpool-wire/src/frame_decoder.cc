@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kj/exception.h"
@@ -67,7 +68,10 @@ absl::Span<char> FrameDecoder::PrepareAppend(size_t min_bytes) {
     // because the last frame's views borrow this storage until this call.
     buffer_.Release();
   }
-  return buffer_.PrepareAppend(want);
+  // One frame plus this append, and a word of alignment, is all a caller
+  // that drains Next() can make us hold; doubling past it could hold twice.
+  return buffer_.PrepareAppend(
+      want, kFrameHeaderBytes + options_.max_frame_bytes + min_bytes + kWord);
 }
 
 void FrameDecoder::CommitAppend(size_t n) { buffer_.CommitAppend(n); }
@@ -173,9 +177,11 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
             "frame has unknown kind ", static_cast<int>(root.which())));
     }
   } catch (const kj::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "frame body is not a valid Frame message: ",
-        e.getDescription().cStr()));
+    // kj's description may hold NUL bytes; take all of it, escaped.
+    const kj::StringPtr d = e.getDescription();
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame body is not a valid Frame message: ",
+                     absl::CHexEscape(absl::string_view(d.begin(), d.size()))));
   }
   return absl::OkStatus();
 }

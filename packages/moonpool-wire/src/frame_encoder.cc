@@ -10,6 +10,7 @@
 #include <variant>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "in_place_message_builder.h"
 #include "kj/exception.h"
@@ -81,8 +82,10 @@ absl::Status EncodeFrame(size_t estimate_words, size_t max_frame_bytes,
       copied = capnp::messageToFlatArray(builder);
     }
   } catch (const kj::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot encode frame: ", e.getDescription().cStr()));
+    const kj::StringPtr d = e.getDescription();
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot encode frame: ",
+                     absl::CHexEscape(absl::string_view(d.begin(), d.size()))));
   }
   if (copied != nullptr) {
     body_bytes = copied.size() * kWord;

@@ -163,6 +163,20 @@ TEST(FrameDecoder, ReusesItsStorageBetweenFrames) {
   EXPECT_LE(peak, 4096u);
 }
 
+// Found by the fuzzer: doubling the storage could hold twice the bound the
+// header promises (one frame plus one append).
+TEST(FrameDecoder, CapacityStaysUnderOneFramePlusOneAppend) {
+  const size_t max_frame = 512;
+  FrameDecoder decoder(DecoderOptions{.max_frame_bytes = max_frame});
+  for (int i = 0; i < 2; ++i) {
+    absl::Span<char> room = decoder.PrepareAppend(4096);
+    room[0] = static_cast<char>(0xff);
+    decoder.CommitAppend(1);  // a short read
+    ASSERT_TRUE(decoder.Next().ok());
+    EXPECT_LE(decoder.capacity(), kFrameHeaderBytes + max_frame + 4096 + 8);
+  }
+}
+
 TEST(FrameDecoder, GivesBackStorageAfterALargeFrame) {
   FrameDecoder decoder(DecoderOptions{.retained_bytes = 64 * 1024});
   std::string payload(1 << 20, 'b');

@@ -50,7 +50,10 @@ class ByteBuffer {
   // Returns at least `min_bytes` of writable space just past the readable
   // bytes (possibly more: all the room there is). Its contents are
   // unspecified. Moves or grows the storage if needed, never shrinks it.
-  absl::Span<char> PrepareAppend(size_t min_bytes);
+  // Growth doubles the storage, but not past `capacity_limit` unless
+  // `min_bytes` needs more: a caller that knows its bound passes it.
+  absl::Span<char> PrepareAppend(size_t min_bytes,
+                                 size_t capacity_limit = SIZE_MAX);
   // Makes the first `n` bytes of the last PrepareAppend() span readable.
   // REQUIRES: n <= that span's size, and no other non-const call since.
   void CommitAppend(size_t n);
