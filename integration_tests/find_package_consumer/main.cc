@@ -4,14 +4,14 @@
 // <moonpool/wire/frame.capnp.h>, builds one more frame with that schema,
 // feeds all of it one byte at a time to FrameDecoder, and checks every
 // decoded frame. Prints each step; returns non-zero on the first mismatch.
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/array.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <capnp/message.h>
-#include <capnp/serialize.h>
-#include <kj/array.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -42,7 +42,8 @@ bool Check(bool ok, const std::string& what) {
 }
 
 bool CheckOk(const absl::Status& status, const std::string& what) {
-  return Check(status.ok(), status.ok() ? what : what + ": " + status.ToString());
+  return Check(status.ok(),
+               status.ok() ? what : what + ": " + status.ToString());
 }
 
 // Like Check, for checks repeated per byte: prints only a failure.
@@ -80,14 +81,15 @@ void CheckFirstBodyWithSchema(absl::Span<const char> frames,
     return;
   }
   schema::Envelope::Reader e = frame.getEnvelope();
-  Check(e.getCorrelationId() == request.correlation_id.value() &&
-            e.getKind() == schema::Envelope::Kind::REQUEST &&
-            e.getEndpoint() == request.endpoint &&
-            View(e.getPayload()) == request.payload &&
-            e.getTimeoutMicros() ==
-                static_cast<uint64_t>(absl::ToInt64Microseconds(request.timeout)),
-        "schema: envelope fields read back (id, kind, endpoint, payload, "
-        "timeout)");
+  Check(
+      e.getCorrelationId() == request.correlation_id.value() &&
+          e.getKind() == schema::Envelope::Kind::REQUEST &&
+          e.getEndpoint() == request.endpoint &&
+          View(e.getPayload()) == request.payload &&
+          e.getTimeoutMicros() ==
+              static_cast<uint64_t>(absl::ToInt64Microseconds(request.timeout)),
+      "schema: envelope fields read back (id, kind, endpoint, payload, "
+      "timeout)");
 }
 
 // A goodbye frame built with the generated schema classes and framed with
@@ -167,13 +169,13 @@ int main() {
       const wire::FrameValue& frame = **next;
       const std::string name(wire::FrameKindName(frame));
       if (!Expect(decoded < expected.size(),
-                  "decoded frame " + std::to_string(decoded + 1) + " (" +
-                      name + ") was expected")) {
+                  "decoded frame " + std::to_string(decoded + 1) + " (" + name +
+                      ") was expected")) {
         return 1;
       }
-      Check(frame == expected[decoded],
-            "decoded frame " + std::to_string(decoded + 1) + " (" + name +
-                ") equals what was sent");
+      Check(frame == expected[decoded], "decoded frame " +
+                                            std::to_string(decoded + 1) + " (" +
+                                            name + ") equals what was sent");
       ++decoded;
     }
   }

@@ -80,7 +80,8 @@ TEST(Envelope, ErrorReplyNeverReadsAsSuccess) {
 }
 
 TEST(EnvelopeView, BorrowsAndCopiesBack) {
-  Envelope e = Envelope::Request(CorrelationId(8), 2, "payload", absl::Milliseconds(5));
+  Envelope e =
+      Envelope::Request(CorrelationId(8), 2, "payload", absl::Milliseconds(5));
   EnvelopeView v = EnvelopeView::Of(e);
   EXPECT_EQ(v.payload.data(), e.payload.data());
   Envelope copy = Envelope::CopyOf(v);

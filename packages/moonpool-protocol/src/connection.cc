@@ -42,7 +42,8 @@ Connection::Connection(ConnectionOptions options, absl::Time now)
     : options_(std::move(options)),
       ids_(options_.ids != nullptr ? options_.ids : &own_ids_),
       encoder_(wire::EncoderOptions{options_.max_frame_bytes}),
-      decoder_(wire::DecoderOptions{.max_frame_bytes = options_.max_frame_bytes}),
+      decoder_(
+          wire::DecoderOptions{.max_frame_bytes = options_.max_frame_bytes}),
       last_receive_(now),
       next_ping_(now + options_.keepalive_interval) {
   assert(options_.incarnation != 0);
@@ -90,10 +91,10 @@ void Connection::AdvanceTime(absl::Time now) {
   }
   if (now - last_receive_ >= options_.keepalive_timeout) {
     ++stats_.keepalive_timeouts;
-    Close(absl::UnavailableError(absl::StrCat(
-        "keepalive: no byte received from the peer for ",
-        absl::FormatDuration(now - last_receive_), " (timeout ",
-        absl::FormatDuration(options_.keepalive_timeout), ")")));
+    Close(absl::UnavailableError(
+        absl::StrCat("keepalive: no byte received from the peer for ",
+                     absl::FormatDuration(now - last_receive_), " (timeout ",
+                     absl::FormatDuration(options_.keepalive_timeout), ")")));
     return;
   }
   if (state_ != ConnectionState::kHandshaking && now >= next_ping_ &&
@@ -134,8 +135,9 @@ absl::Status Connection::CheckOutputRoom(size_t payload_bytes) const {
   if (output_.size() + payload_bytes + kFrameOverheadBytes >
       options_.max_output_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "output buffer full: ", output_.size(), " bytes not yet written, limit ",
-        options_.max_output_bytes, " (the peer is not reading fast enough)"));
+        "output buffer full: ", output_.size(),
+        " bytes not yet written, limit ", options_.max_output_bytes,
+        " (the peer is not reading fast enough)"));
   }
   return absl::OkStatus();
 }
@@ -157,8 +159,8 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
   if (absl::Status s = CheckCanSend(); !s.ok()) return s;
   if (goodbye_sent_ || goodbye_received_) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "connection is closing (goodbye ",
-        goodbye_sent_ ? "sent" : "received", "): send it on another one"));
+        "connection is closing (goodbye ", goodbye_sent_ ? "sent" : "received",
+        "): send it on another one"));
   }
   if (pending_.size() >= options_.max_pending_requests) {
     return absl::ResourceExhaustedError(
@@ -166,20 +168,23 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
                      options_.max_pending_requests, ")"));
   }
   if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
-  const absl::Time deadline =
-      options.deadline == absl::InfiniteFuture()
-          ? now + options_.default_request_timeout
-          : options.deadline;
+  const absl::Time deadline = options.deadline == absl::InfiniteFuture()
+                                  ? now + options_.default_request_timeout
+                                  : options.deadline;
   if (deadline <= now) {
     return absl::DeadlineExceededError(
         "request deadline is not after the current time");
   }
   const CorrelationId id = ids_->Next();
   const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(
-      EnvelopeView{id, EnvelopeKind::kRequest, options.endpoint, payload,
-                   deadline - now, absl::StatusCode::kOk, {}},
-      output_);
+  absl::Status s = encoder_.Encode(EnvelopeView{id,
+                                                EnvelopeKind::kRequest,
+                                                options.endpoint,
+                                                payload,
+                                                deadline - now,
+                                                absl::StatusCode::kOk,
+                                                {}},
+                                   output_);
   if (!s.ok()) return s;
   encoded_bytes_ += output_.size() - before;
   ++stats_.frames_out;
@@ -201,10 +206,14 @@ absl::Status Connection::SendReply(CorrelationId id,
   }
   if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
   const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(
-      EnvelopeView{id, EnvelopeKind::kReply, kDefaultEndpoint, payload,
-                   absl::ZeroDuration(), absl::StatusCode::kOk, {}},
-      output_);
+  absl::Status s = encoder_.Encode(EnvelopeView{id,
+                                                EnvelopeKind::kReply,
+                                                kDefaultEndpoint,
+                                                payload,
+                                                absl::ZeroDuration(),
+                                                absl::StatusCode::kOk,
+                                                {}},
+                                   output_);
   if (!s.ok()) return s;
   encoded_bytes_ += output_.size() - before;
   ++stats_.frames_out;
@@ -230,10 +239,14 @@ absl::Status Connection::SendErrorReply(CorrelationId id,
     return s;
   }
   const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(
-      EnvelopeView{id, EnvelopeKind::kError, kDefaultEndpoint, {},
-                   absl::ZeroDuration(), status.code(), status.message()},
-      output_);
+  absl::Status s = encoder_.Encode(EnvelopeView{id,
+                                                EnvelopeKind::kError,
+                                                kDefaultEndpoint,
+                                                {},
+                                                absl::ZeroDuration(),
+                                                status.code(),
+                                                status.message()},
+                                   output_);
   if (!s.ok()) return s;
   encoded_bytes_ += output_.size() - before;
   ++stats_.frames_out;
@@ -246,10 +259,14 @@ absl::Status Connection::SendOneWay(uint64_t endpoint,
   if (absl::Status s = CheckCanSend(); !s.ok()) return s;
   if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
   const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(
-      EnvelopeView{CorrelationId(), EnvelopeKind::kOneWay, endpoint, payload,
-                   absl::ZeroDuration(), absl::StatusCode::kOk, {}},
-      output_);
+  absl::Status s = encoder_.Encode(EnvelopeView{CorrelationId(),
+                                                EnvelopeKind::kOneWay,
+                                                endpoint,
+                                                payload,
+                                                absl::ZeroDuration(),
+                                                absl::StatusCode::kOk,
+                                                {}},
+                                   output_);
   if (!s.ok()) return s;
   encoded_bytes_ += output_.size() - before;
   ++stats_.frames_out;
@@ -308,9 +325,9 @@ std::optional<Event> Connection::NextEvent() {
       if (why.ok()) {
         absl::Status end = decoder_.Finish();
         if (!end.ok()) {
-          why = PrefixStatus(absl::StatusCode::kUnavailable,
-                             "connection closed by the peer inside a frame",
-                             end);
+          why =
+              PrefixStatus(absl::StatusCode::kUnavailable,
+                           "connection closed by the peer inside a frame", end);
         } else if (!(goodbye_sent_ || goodbye_received_) || !pending_.empty() ||
                    !awaiting_reply_.empty()) {
           why = absl::UnavailableError("connection closed by the peer");
@@ -361,9 +378,9 @@ std::optional<Event> Connection::HandleFrame(const wire::FrameValue& frame) {
       ++stats_.pings_received;
       if (queued_pongs_ >= options_.max_queued_pongs) {
         ++stats_.protocol_errors.ping_floods;
-        Close(absl::ResourceExhaustedError(absl::StrCat(
-            "ping flood: ", queued_pongs_,
-            " pongs owed and the peer is not reading them")));
+        Close(absl::ResourceExhaustedError(
+            absl::StrCat("ping flood: ", queued_pongs_,
+                         " pongs owed and the peer is not reading them")));
         return std::nullopt;
       }
       if (!transport_closed_.has_value()) {
@@ -445,7 +462,7 @@ std::optional<Event> Connection::HandleEnvelope(const EnvelopeView& e) {
         return std::nullopt;
       }
       ++stats_.replies_received;
-        return ReplyReceived{e.correlation_id, ErrorStatus(e), e.payload};
+      return ReplyReceived{e.correlation_id, ErrorStatus(e), e.payload};
     }
     case EnvelopeKind::kOneWay:
       return OneWayReceived{e};
@@ -463,7 +480,8 @@ std::optional<Event> Connection::HandleGoodbye(const wire::Goodbye& goodbye) {
           "the peer is going away (", goodbye.reason,
           ") and did not process this request: safe to send again")),
       Delivery::kNotProcessed);
-  queue_.push_back(GoodbyeReceived{goodbye.last_correlation_id, goodbye.reason});
+  queue_.push_back(
+      GoodbyeReceived{goodbye.last_correlation_id, goodbye.reason});
   return std::nullopt;
 }
 
@@ -507,8 +525,8 @@ void Connection::Close(absl::Status why) {
                        " was not sent: the connection closed first"),
           why);
     }
-    queue_.push_back(RequestFailed{r.id, std::move(status), delivery,
-                                   r.idempotent});
+    queue_.push_back(
+        RequestFailed{r.id, std::move(status), delivery, r.idempotent});
   }
   awaiting_reply_.clear();
   // What was not written will never be.

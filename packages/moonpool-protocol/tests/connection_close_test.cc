@@ -2,9 +2,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "connection_test_util.h"
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
-#include "connection_test_util.h"
 
 namespace moonpool::protocol {
 namespace {
@@ -49,9 +49,12 @@ TEST(ConnectionClose, ResetFailsWrittenAsMaybeDeliveredAndUnwrittenAsNotSent) {
 
 TEST(ConnectionClose, SafeToRetryFollowsDeliveryAndIdempotence) {
   EXPECT_TRUE(SafeToRetry({CorrelationId(1), {}, Delivery::kNotSent, false}));
-  EXPECT_TRUE(SafeToRetry({CorrelationId(1), {}, Delivery::kNotProcessed, false}));
-  EXPECT_FALSE(SafeToRetry({CorrelationId(1), {}, Delivery::kMaybeDelivered, false}));
-  EXPECT_TRUE(SafeToRetry({CorrelationId(1), {}, Delivery::kMaybeDelivered, true}));
+  EXPECT_TRUE(
+      SafeToRetry({CorrelationId(1), {}, Delivery::kNotProcessed, false}));
+  EXPECT_FALSE(
+      SafeToRetry({CorrelationId(1), {}, Delivery::kMaybeDelivered, false}));
+  EXPECT_TRUE(
+      SafeToRetry({CorrelationId(1), {}, Delivery::kMaybeDelivered, true}));
 }
 
 TEST(ConnectionClose, RepliesReceivedBeforeTheCloseAreStillDelivered) {

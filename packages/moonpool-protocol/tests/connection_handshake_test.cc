@@ -2,11 +2,11 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "connection_test_util.h"
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame_encoder.h"
-#include "connection_test_util.h"
 
 namespace moonpool::protocol {
 namespace {
@@ -84,7 +84,8 @@ TEST(ConnectionHandshake, VersionMismatchFailsRequestsWithFailedPrecondition) {
 
 TEST(ConnectionHandshake, ServerAnswersAWrongVersionWithItsHelloThenCloses) {
   Connection server(ServerOptions(), kStart);
-  server.Receive(Encoded(wire::Hello{wire::kHelloMagic, 7, "future", 5}), kStart);
+  server.Receive(Encoded(wire::Hello{wire::kHelloMagic, 7, "future", 5}),
+                 kStart);
   std::vector<Recorded> events = Drain(server);
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].kind, Recorded::kClosed);
@@ -112,8 +113,13 @@ TEST(ConnectionHandshake, HostileOpeningsCloseTheConnection) {
       {"incarnation 0", Encoded(wire::Hello{wire::kHelloMagic, 1, "x", 0}),
        absl::StatusCode::kInvalidArgument},
       {"envelope before Hello",
-       Encoded(EnvelopeView{CorrelationId(1), EnvelopeKind::kRequest, 0, "x",
-                            absl::ZeroDuration(), absl::StatusCode::kOk, {}}),
+       Encoded(EnvelopeView{CorrelationId(1),
+                            EnvelopeKind::kRequest,
+                            0,
+                            "x",
+                            absl::ZeroDuration(),
+                            absl::StatusCode::kOk,
+                            {}}),
        absl::StatusCode::kInvalidArgument},
       {"ping before Hello", Encoded(wire::Ping{1}),
        absl::StatusCode::kInvalidArgument},
@@ -135,7 +141,8 @@ TEST(ConnectionHandshake, HostileOpeningsCloseTheConnection) {
 TEST(ConnectionHandshake, SecondHelloIsAProtocolError) {
   ConnectionPair p;
   p.Open();
-  p.server.Receive(Encoded(wire::Hello{wire::kHelloMagic, 1, "again", 5}), p.now);
+  p.server.Receive(Encoded(wire::Hello{wire::kHelloMagic, 1, "again", 5}),
+                   p.now);
   std::vector<Recorded> events = Drain(p.server);
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].status.code(), absl::StatusCode::kInvalidArgument);

@@ -2,11 +2,11 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "connection_test_util.h"
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame_encoder.h"
-#include "connection_test_util.h"
 
 namespace moonpool::protocol {
 namespace {

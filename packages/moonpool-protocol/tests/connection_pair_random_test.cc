@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "connection_test_util.h"
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
-#include "connection_test_util.h"
 
 namespace moonpool::protocol {
 namespace {
@@ -160,8 +160,8 @@ class RandomRun {
 
   void DrainServer() {
     for (Recorded& r : Drain(server_)) {
-      ASSERT_FALSE(server_closed_) << "event after Closed: "
-                                   << testing::KindName(r.kind);
+      ASSERT_FALSE(server_closed_)
+          << "event after Closed: " << testing::KindName(r.kind);
       if (r.kind == Recorded::kRequestReceived) {
         ASSERT_EQ(sent_.count(r.id.value()), 1u)
             << "server received a request never sent: " << r.id;
@@ -177,8 +177,8 @@ class RandomRun {
 
   void DrainClient() {
     for (Recorded& r : Drain(client_)) {
-      ASSERT_FALSE(client_closed_) << "event after Closed: "
-                                   << testing::KindName(r.kind);
+      ASSERT_FALSE(client_closed_)
+          << "event after Closed: " << testing::KindName(r.kind);
       if (r.kind == Recorded::kReplyReceived ||
           r.kind == Recorded::kRequestFailed) {
         ASSERT_EQ(sent_.count(r.id.value()), 1u)
@@ -290,8 +290,8 @@ TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcome) {
   Coverage coverage;
   for (int i = 0; i < runs; ++i) {
     const uint64_t seed = first + i;
-    SCOPED_TRACE(absl::StrCat("seed ", seed, " (reproduce: MOONPOOL_SEED=",
-                              seed, ")"));
+    SCOPED_TRACE(
+        absl::StrCat("seed ", seed, " (reproduce: MOONPOOL_SEED=", seed, ")"));
     RandomRun run(seed, coverage);
     run.Go();
     if (HasFailure()) return;

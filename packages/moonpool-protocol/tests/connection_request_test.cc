@@ -2,11 +2,11 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "connection_test_util.h"
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame_encoder.h"
-#include "connection_test_util.h"
 
 namespace moonpool::protocol {
 namespace {
@@ -72,7 +72,8 @@ TEST(ConnectionRequest, ErrorReplyCarriesTheHandlersStatus) {
   p.Open();
   auto id = p.client.SendRequest("get k", {}, p.now);
   p.Pump();
-  ASSERT_TRUE(p.server.SendErrorReply(*id, absl::NotFoundError("no key k")).ok());
+  ASSERT_TRUE(
+      p.server.SendErrorReply(*id, absl::NotFoundError("no key k")).ok());
   p.Pump();
   auto replies = OfKind(p.client_events, Recorded::kReplyReceived);
   ASSERT_EQ(replies.size(), 1u);
@@ -196,9 +197,13 @@ TEST(ConnectionRequest, ReplyForAnIdNeverSentIsDroppedNotFatal) {
   wire::FrameEncoder encoder;
   wire::ByteBuffer out;
   ASSERT_TRUE(encoder
-                  .Encode(EnvelopeView{CorrelationId(12345), EnvelopeKind::kReply,
-                                       0, "stray", absl::ZeroDuration(),
-                                       absl::StatusCode::kOk, {}},
+                  .Encode(EnvelopeView{CorrelationId(12345),
+                                       EnvelopeKind::kReply,
+                                       0,
+                                       "stray",
+                                       absl::ZeroDuration(),
+                                       absl::StatusCode::kOk,
+                                       {}},
                           out)
                   .ok());
   p.client.Receive(out.Readable(), p.now);
@@ -222,7 +227,8 @@ TEST(ConnectionRequest, PendingRequestBoundIsResourceExhausted) {
   options.max_pending_requests = 3;
   ConnectionPair p(options);
   p.Open();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p.client.SendRequest("x", {}, p.now).ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(p.client.SendRequest("x", {}, p.now).ok());
   EXPECT_EQ(p.client.SendRequest("x", {}, p.now).status().code(),
             absl::StatusCode::kResourceExhausted);
   p.Pump();
@@ -263,10 +269,9 @@ TEST(ConnectionRequest, FrameBoundIsResourceExhausted) {
   options.max_frame_bytes = 1024;
   ConnectionPair p(options);
   p.Open();
-  EXPECT_EQ(p.client.SendRequest(std::string(2000, 'x'), {}, p.now)
-                .status()
-                .code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(
+      p.client.SendRequest(std::string(2000, 'x'), {}, p.now).status().code(),
+      absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(p.client.SendRequest(std::string(500, 'x'), {}, p.now).ok());
 }
 
@@ -291,9 +296,12 @@ TEST(ConnectionRequest, RequestIdsThatGoBackwardsAreAProtocolError) {
   for (uint64_t id : {5, 5}) {
     ASSERT_TRUE(encoder
                     .Encode(EnvelopeView{CorrelationId(id),
-                                         EnvelopeKind::kRequest, 0, "x",
+                                         EnvelopeKind::kRequest,
+                                         0,
+                                         "x",
                                          absl::ZeroDuration(),
-                                         absl::StatusCode::kOk, {}},
+                                         absl::StatusCode::kOk,
+                                         {}},
                             out)
                     .ok());
   }

@@ -4,9 +4,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "connection_test_util.h"
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
-#include "connection_test_util.h"
 
 namespace moonpool::protocol {
 namespace {
@@ -45,6 +45,7 @@ struct Row {
 };
 
 TEST(ConnectionStateTable, CommandsByState) {
+  // clang-format off
   const Row rows[] = {
       // state                       request           one-way          goodbye          reply to #99      wants close
       {ConnectionState::kHandshaking, Code::kOk, Code::kOk, Code::kOk, Code::kNotFound, false},
@@ -53,11 +54,13 @@ TEST(ConnectionStateTable, CommandsByState) {
       {ConnectionState::kClosed, Code::kFailedPrecondition, Code::kFailedPrecondition,
        Code::kFailedPrecondition, Code::kFailedPrecondition, true},
   };
+  // clang-format on
   for (const Row& row : rows) {
     SCOPED_TRACE(ConnectionStateName(row.state));
     auto make = [&] { return ClientIn(row.state); };
-    EXPECT_EQ(make()->client.SendRequest("x", {}, testing::kStart).status().code(),
-              row.request);
+    EXPECT_EQ(
+        make()->client.SendRequest("x", {}, testing::kStart).status().code(),
+        row.request);
     EXPECT_EQ(make()->client.SendOneWay(0, "x").code(), row.one_way);
     EXPECT_EQ(make()->client.SendGoodbye("x").code(), row.goodbye);
     EXPECT_EQ(make()->client.SendReply(CorrelationId(99), "x").code(),
@@ -83,7 +86,9 @@ TEST(ConnectionStateTable, Transitions) {
        },
        ConnectionState::kClosed},
       {"keepalive timeout in handshake closes",
-       [](ConnectionPair& p) { p.client.AdvanceTime(p.now + absl::Seconds(4)); },
+       [](ConnectionPair& p) {
+         p.client.AdvanceTime(p.now + absl::Seconds(4));
+       },
        ConnectionState::kClosed},
       {"goodbye received closes gracefully",
        [](ConnectionPair& p) {

@@ -28,10 +28,10 @@ struct Recorded {
     kClosed,
   };
   Kind kind;
-  CorrelationId id;       // request, reply, failure; goodbye's last id
-  absl::Status status;    // reply (handler's), failure, closed
-  std::string payload;    // request, one-way, reply; goodbye's reason; peer name
-  absl::Time deadline;    // request
+  CorrelationId id;     // request, reply, failure; goodbye's last id
+  absl::Status status;  // reply (handler's), failure, closed
+  std::string payload;  // request, one-way, reply; goodbye's reason; peer name
+  absl::Time deadline;  // request
   uint64_t endpoint = 0;  // request, one-way
   Delivery delivery = Delivery::kNotSent;
   bool idempotent = false;

@@ -60,7 +60,8 @@ TEST(PendingRequests, RemoveFromTheMiddleKeepsTheOrder) {
     }
     ASSERT_EQ(p.size(), model.size());
     absl::Time earliest = absl::InfiniteFuture();
-    for (const auto& [id, deadline] : model) earliest = std::min(earliest, deadline);
+    for (const auto& [id, deadline] : model)
+      earliest = std::min(earliest, deadline);
     ASSERT_EQ(p.EarliestDeadline(), earliest);
   }
   auto all = p.TakeAll();

@@ -129,10 +129,10 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
   try {
     capnp::FlatArrayMessageReader reader(words, reader_options);
     if (reader.getEnd() != words.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "frame body is not one Frame message: ",
-          (words.end() - reader.getEnd()) * kWord,
-          " bytes follow the message"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("frame body is not one Frame message: ",
+                       (words.end() - reader.getEnd()) * kWord,
+                       " bytes follow the message"));
     }
     schema::Frame::Reader root = reader.getRoot<schema::Frame>();
     // Walks every pointer, so a malformed message fails here, not later.

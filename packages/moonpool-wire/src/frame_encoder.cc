@@ -59,8 +59,8 @@ absl::Status EncodeFrame(size_t estimate_words, size_t max_frame_bytes,
   kj::Array<capnp::word> copied;  // only on the slow path
   try {
     if (reinterpret_cast<uintptr_t>(frame) % kWord == 0) {
-      auto* segment = reinterpret_cast<capnp::word*>(
-          frame + kFrameHeaderBytes + kSegmentTableBytes);
+      auto* segment = reinterpret_cast<capnp::word*>(frame + kFrameHeaderBytes +
+                                                     kSegmentTableBytes);
       std::memset(segment, 0, estimate_words * kWord);
       InPlaceMessageBuilder builder(kj::arrayPtr(segment, estimate_words));
       fill(builder.initRoot<schema::Frame>());
@@ -95,8 +95,8 @@ absl::Status EncodeFrame(size_t estimate_words, size_t max_frame_bytes,
     frame = out.PrepareAppend(kFrameHeaderBytes + body_bytes).data();
     std::memcpy(frame + kFrameHeaderBytes, copied.begin(), body_bytes);
   }
-  WriteFrameHeader(absl::Span<const char>(frame + kFrameHeaderBytes, body_bytes),
-                   frame);
+  WriteFrameHeader(
+      absl::Span<const char>(frame + kFrameHeaderBytes, body_bytes), frame);
   out.CommitAppend(kFrameHeaderBytes + body_bytes);
   return absl::OkStatus();
 }
@@ -138,8 +138,8 @@ absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
   if (e.payload.size() > options_.max_frame_bytes) {
     return TooLarge(e.payload.size(), options_.max_frame_bytes);
   }
-  const size_t words = kOverheadWords + DataWords(e.payload.size()) +
-                       TextWords(e.error_message);
+  const size_t words =
+      kOverheadWords + DataWords(e.payload.size()) + TextWords(e.error_message);
   return EncodeFrame(
       words, options_.max_frame_bytes, out, [&](schema::Frame::Builder f) {
         schema::Envelope::Builder b = f.initEnvelope();
@@ -159,44 +159,39 @@ absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
 }
 
 absl::Status FrameEncoder::Encode(const Hello& hello, ByteBuffer& out) {
-  return EncodeFrame(kOverheadWords + TextWords(hello.peer_name),
-                     options_.max_frame_bytes, out,
-                     [&](schema::Frame::Builder f) {
-                       schema::Hello::Builder b = f.initHello();
-                       b.setMagic(hello.magic);
-                       b.setProtocolVersion(hello.protocol_version);
-                       b.setIncarnation(hello.incarnation);
-                       if (!hello.peer_name.empty()) {
-                         SetText(hello.peer_name,
-                                 b.initPeerName(hello.peer_name.size()));
-                       }
-                     });
+  return EncodeFrame(
+      kOverheadWords + TextWords(hello.peer_name), options_.max_frame_bytes,
+      out, [&](schema::Frame::Builder f) {
+        schema::Hello::Builder b = f.initHello();
+        b.setMagic(hello.magic);
+        b.setProtocolVersion(hello.protocol_version);
+        b.setIncarnation(hello.incarnation);
+        if (!hello.peer_name.empty()) {
+          SetText(hello.peer_name, b.initPeerName(hello.peer_name.size()));
+        }
+      });
 }
 
 absl::Status FrameEncoder::Encode(const Ping& ping, ByteBuffer& out) {
-  return EncodeFrame(
-      kOverheadWords, options_.max_frame_bytes, out,
-      [&](schema::Frame::Builder f) { f.setPing(ping.nonce); });
+  return EncodeFrame(kOverheadWords, options_.max_frame_bytes, out,
+                     [&](schema::Frame::Builder f) { f.setPing(ping.nonce); });
 }
 
 absl::Status FrameEncoder::Encode(const Pong& pong, ByteBuffer& out) {
-  return EncodeFrame(
-      kOverheadWords, options_.max_frame_bytes, out,
-      [&](schema::Frame::Builder f) { f.setPong(pong.nonce); });
+  return EncodeFrame(kOverheadWords, options_.max_frame_bytes, out,
+                     [&](schema::Frame::Builder f) { f.setPong(pong.nonce); });
 }
 
 absl::Status FrameEncoder::Encode(const Goodbye& goodbye, ByteBuffer& out) {
-  return EncodeFrame(kOverheadWords + TextWords(goodbye.reason),
-                     options_.max_frame_bytes, out,
-                     [&](schema::Frame::Builder f) {
-                       schema::Goodbye::Builder b = f.initGoodbye();
-                       b.setLastCorrelationId(
-                           goodbye.last_correlation_id.value());
-                       if (!goodbye.reason.empty()) {
-                         SetText(goodbye.reason,
-                                 b.initReason(goodbye.reason.size()));
-                       }
-                     });
+  return EncodeFrame(
+      kOverheadWords + TextWords(goodbye.reason), options_.max_frame_bytes, out,
+      [&](schema::Frame::Builder f) {
+        schema::Goodbye::Builder b = f.initGoodbye();
+        b.setLastCorrelationId(goodbye.last_correlation_id.value());
+        if (!goodbye.reason.empty()) {
+          SetText(goodbye.reason, b.initReason(goodbye.reason.size()));
+        }
+      });
 }
 
 }  // namespace moonpool::wire

@@ -90,7 +90,8 @@ TEST(FrameDecoderErrors, DecoderRejectsOversizedFrameBeforeAllocating) {
 TEST(FrameDecoderErrors, LimitIsConfigurable) {
   const std::string frame = ValidRequest();
   const size_t body = frame.size() - kFrameHeaderBytes;
-  EXPECT_TRUE(DecodeStatus(frame, DecoderOptions{.max_frame_bytes = body}).ok());
+  EXPECT_TRUE(
+      DecodeStatus(frame, DecoderOptions{.max_frame_bytes = body}).ok());
   EXPECT_EQ(
       DecodeStatus(frame, DecoderOptions{.max_frame_bytes = body - 8}).code(),
       absl::StatusCode::kResourceExhausted);

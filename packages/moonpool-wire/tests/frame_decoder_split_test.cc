@@ -21,8 +21,8 @@ using ::moonpool::wire::testing::FrameSet;
 using ::moonpool::wire::testing::RandomFrames;
 
 // Drains every frame available, checking each against `expected` in order.
-void DrainAndCheck(FrameDecoder& decoder, const std::vector<FrameValue>& expected,
-                   size_t& next) {
+void DrainAndCheck(FrameDecoder& decoder,
+                   const std::vector<FrameValue>& expected, size_t& next) {
   while (true) {
     absl::StatusOr<const FrameValue*> frame = decoder.Next();
     ASSERT_TRUE(frame.ok()) << frame.status();
@@ -60,7 +60,8 @@ TEST(FrameDecoderSplit, EveryTwoWaySplitOfASmallStream) {
     size_t next = 0;
     decoder.Feed(absl::Span<const char>(stream.data(), cut));
     DrainAndCheck(decoder, set.frames, next);
-    decoder.Feed(absl::Span<const char>(stream.data() + cut, stream.size() - cut));
+    decoder.Feed(
+        absl::Span<const char>(stream.data() + cut, stream.size() - cut));
     DrainAndCheck(decoder, set.frames, next);
     ASSERT_EQ(next, set.frames.size());
     ASSERT_TRUE(decoder.Finish().ok());
@@ -129,10 +130,10 @@ TEST(FrameDecoder, ReadsABodyThatArrivedWholeInPlace) {
   // The payload is the bytes where they were received, not a copy.
   EXPECT_GE(payload.data(), room.data());
   EXPECT_LE(payload.data() + payload.size(), room.data() + bytes.size());
-  EXPECT_EQ(std::memcmp(payload.data(),
-                        bytes.data() + (payload.data() - room.data()),
-                        payload.size()),
-            0);
+  EXPECT_EQ(
+      std::memcmp(payload.data(), bytes.data() + (payload.data() - room.data()),
+                  payload.size()),
+      0);
 }
 
 TEST(FrameDecoder, ReservesRoomForTheWholeFrameOnceItsHeaderIsIn) {

@@ -16,7 +16,8 @@ TEST(FrameHeader, WriteMatchesAnIndependentEncodingAndParsesBack) {
   const std::string body(24, '\x5a');
   char header[kFrameHeaderBytes];
   WriteFrameHeader(body, header);
-  EXPECT_EQ(std::string(header, sizeof header), FrameAround(body).substr(0, 16));
+  EXPECT_EQ(std::string(header, sizeof header),
+            FrameAround(body).substr(0, 16));
 
   absl::StatusOr<FrameHeader> parsed =
       ParseFrameHeader(absl::MakeConstSpan(header), kDefaultMaxFrameBytes);
@@ -56,11 +57,12 @@ TEST(FrameHeader, LengthRulesInOrder) {
     SCOPED_TRACE(c.length);
     char header[16] = {};
     std::memcpy(header, &c.length, 4);
-    const uint32_t check = static_cast<uint32_t>(
-        BodyChecksum(absl::Span<const char>(header, 12)));
+    const uint32_t check =
+        static_cast<uint32_t>(BodyChecksum(absl::Span<const char>(header, 12)));
     std::memcpy(header + 12, &check, 4);
-    EXPECT_EQ(ParseFrameHeader(absl::MakeConstSpan(header), 1024).status().code(),
-              c.code);
+    EXPECT_EQ(
+        ParseFrameHeader(absl::MakeConstSpan(header), 1024).status().code(),
+        c.code);
   }
 }
 

@@ -70,7 +70,7 @@ TEST(FrameRoundTrip, SixteenMebibytePayloadWithARaisedLimit) {
   std::string payload(size_t{16} << 20, '\0');
   for (size_t i = 0; i < payload.size(); i += 4093) payload[i] = char(i);
   EnvelopeView e{CorrelationId(1), EnvelopeKind::kRequest, 0, payload,
-                 absl::Seconds(3), absl::StatusCode::kOk, {}};
+                 absl::Seconds(3), absl::StatusCode::kOk,  {}};
   const std::string bytes = EncodeOne(e, EncoderOptions{limit});
   FrameDecoder decoder(DecoderOptions{.max_frame_bytes = limit});
   FrameValue back = DecodeOne(decoder, bytes);
@@ -84,8 +84,8 @@ TEST(FrameRoundTrip, LargestPayloadUnderTheDefaultLimitFits) {
   FrameEncoder encoder;
   ByteBuffer out;
   std::string payload(kDefaultMaxFrameBytes - 256, 'p');
-  EnvelopeView e{CorrelationId(1), EnvelopeKind::kRequest, 0, payload,
-                 absl::ZeroDuration(), absl::StatusCode::kOk, {}};
+  EnvelopeView e{CorrelationId(1),     EnvelopeKind::kRequest, 0, payload,
+                 absl::ZeroDuration(), absl::StatusCode::kOk,  {}};
   ASSERT_TRUE(encoder.Encode(e, out).ok());
   FrameDecoder decoder;
   FrameValue back =
@@ -102,10 +102,14 @@ TEST(FrameEncoder, RejectsAPayloadOverTheLimitAndLeavesTheBufferUnchanged) {
                       kDefaultMaxFrameBytes - 8}) {
     SCOPED_TRACE(size);
     std::string payload(size, 'x');
-    absl::Status s = encoder.Encode(
-        EnvelopeView{CorrelationId(1), EnvelopeKind::kRequest, 0, payload,
-                     absl::ZeroDuration(), absl::StatusCode::kOk, {}},
-        out);
+    absl::Status s = encoder.Encode(EnvelopeView{CorrelationId(1),
+                                                 EnvelopeKind::kRequest,
+                                                 0,
+                                                 payload,
+                                                 absl::ZeroDuration(),
+                                                 absl::StatusCode::kOk,
+                                                 {}},
+                                    out);
     EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
     EXPECT_EQ(std::string(out.Readable().data(), out.size()), before);
   }
@@ -165,8 +169,8 @@ TEST(FrameEncoder, AllocatesNothingOnceTheBufferHasGrown) {
   FrameEncoder encoder;
   ByteBuffer out;
   std::string payload(1000, 'q');
-  EnvelopeView e{CorrelationId(1), EnvelopeKind::kRequest, 0, payload,
-                 absl::ZeroDuration(), absl::StatusCode::kOk, {}};
+  EnvelopeView e{CorrelationId(1),     EnvelopeKind::kRequest, 0, payload,
+                 absl::ZeroDuration(), absl::StatusCode::kOk,  {}};
   ASSERT_TRUE(encoder.Encode(e, out).ok());
   const char* storage = out.Readable().data();
   const size_t capacity = out.capacity();

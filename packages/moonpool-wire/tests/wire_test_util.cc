@@ -26,23 +26,41 @@ FrameSet EveryKind() {
   set.frames.push_back(Hello{kHelloMagic, kProtocolVersion,
                              set.Keep("client-1"), 0x1234567890abcdef});
   set.frames.push_back(Hello{kHelloMagic, kProtocolVersion, {}, 1});
-  set.frames.push_back(EnvelopeView{CorrelationId(1), EnvelopeKind::kRequest, 7,
-                                    set.Keep("ping"), absl::Milliseconds(250),
-                                    absl::StatusCode::kOk, {}});
-  set.frames.push_back(EnvelopeView{CorrelationId(2), EnvelopeKind::kRequest, 0,
-                                    {}, absl::ZeroDuration(),
-                                    absl::StatusCode::kOk, {}});
-  set.frames.push_back(EnvelopeView{CorrelationId(1), EnvelopeKind::kReply, 7,
+  set.frames.push_back(EnvelopeView{CorrelationId(1),
+                                    EnvelopeKind::kRequest,
+                                    7,
+                                    set.Keep("ping"),
+                                    absl::Milliseconds(250),
+                                    absl::StatusCode::kOk,
+                                    {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(2),
+                                    EnvelopeKind::kRequest,
+                                    0,
+                                    {},
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(1),
+                                    EnvelopeKind::kReply,
+                                    7,
                                     set.Keep(std::string("po\0ng", 5)),
                                     absl::ZeroDuration(),
-                                    absl::StatusCode::kOk, {}});
-  set.frames.push_back(EnvelopeView{CorrelationId(3), EnvelopeKind::kError, 7,
-                                    {}, absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(3),
+                                    EnvelopeKind::kError,
+                                    7,
+                                    {},
+                                    absl::ZeroDuration(),
                                     absl::StatusCode::kNotFound,
                                     set.Keep("no such key")});
-  set.frames.push_back(EnvelopeView{CorrelationId(), EnvelopeKind::kOneWay, 9,
-                                    set.Keep("note"), absl::ZeroDuration(),
-                                    absl::StatusCode::kOk, {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(),
+                                    EnvelopeKind::kOneWay,
+                                    9,
+                                    set.Keep("note"),
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {}});
   set.frames.push_back(Ping{0});
   set.frames.push_back(Ping{~uint64_t{0}});
   set.frames.push_back(Pong{42});
@@ -66,7 +84,8 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
         e.kind = static_cast<EnvelopeKind>(rng() % 4);
         e.endpoint = rng() % 3;
         e.payload = set.Keep(Bytes(rng, rng() % (max_payload + 1)));
-        e.timeout = absl::Microseconds(static_cast<int64_t>(rng() % 10'000'000));
+        e.timeout =
+            absl::Microseconds(static_cast<int64_t>(rng() % 10'000'000));
         if (e.kind == EnvelopeKind::kError) {
           e.error_code = static_cast<absl::StatusCode>(1 + rng() % 16);
           e.error_message = set.Keep(Bytes(rng, rng() % 40));

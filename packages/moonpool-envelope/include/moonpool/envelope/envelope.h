@@ -101,8 +101,7 @@ Envelope MakeErrorReply(const E& request, const absl::Status& status) {
   reply.correlation_id = request.correlation_id;
   reply.kind = EnvelopeKind::kError;
   reply.endpoint = request.endpoint;
-  reply.error_code =
-      status.ok() ? absl::StatusCode::kUnknown : status.code();
+  reply.error_code = status.ok() ? absl::StatusCode::kUnknown : status.code();
   reply.error_message = std::string(status.message());
   return reply;
 }

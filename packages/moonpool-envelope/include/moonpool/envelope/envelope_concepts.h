@@ -38,10 +38,10 @@ concept EnvelopeLike = requires(const E& e) {
 // An EnvelopeLike that owns its bytes and can be made from any EnvelopeLike
 // (through a static CopyOf), so a layer can keep it past a borrowed view.
 template <typename E>
-concept OwningEnvelope =
-    EnvelopeLike<E> && std::movable<E> && requires(const E& other) {
-      { E::CopyOf(other) } -> std::same_as<E>;
-    };
+concept OwningEnvelope = EnvelopeLike<E> && std::movable<E> &&
+    requires(const E& other) {
+  { E::CopyOf(other) } -> std::same_as<E>;
+};
 
 }  // namespace moonpool
 

@@ -8,7 +8,8 @@
 //   // received bytes (straight into the connection's buffer):
 //   auto room = c.PrepareReceive(64 << 10);
 //   size_t n = read(fd, room.data(), room.size());
-//   c.CommitReceive(n, now);                 // or c.OnTransportClosed(why, now)
+//   c.CommitReceive(n, now);                 // or c.OnTransportClosed(why,
+//   now)
 //   // time:
 //   c.AdvanceTime(now);                      // at c.NextWakeup() or later
 //   // after every input, drain events and write what is pending:
@@ -39,8 +40,10 @@
 //
 //   kHandshaking --peer Hello ok--> kOpen --Goodbye sent/received--> kClosing
 //        |                            |                                 |
-//        +------ error / transport closed / keepalive timeout ----------+--> kClosed
-//                                         kClosing, all answered --> kClosed (OK)
+//        +------ error / transport closed / keepalive timeout ----------+-->
+//        kClosed
+//                                         kClosing, all answered --> kClosed
+//                                         (OK)
 //
 // Not thread-safe: a connection belongs to one loop thread.
 #ifndef MOONPOOL_PROTOCOL_CONNECTION_H_

@@ -97,9 +97,9 @@ struct Closed {
   absl::Status status;
 };
 
-using Event = std::variant<HandshakeDone, RequestReceived, OneWayReceived,
-                           ReplyReceived, RequestFailed, GoodbyeReceived,
-                           Closed>;
+using Event =
+    std::variant<HandshakeDone, RequestReceived, OneWayReceived, ReplyReceived,
+                 RequestFailed, GoodbyeReceived, Closed>;
 
 }  // namespace moonpool::protocol
 

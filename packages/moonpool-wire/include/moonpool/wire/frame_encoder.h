@@ -55,11 +55,11 @@ class FrameEncoder {
   // Any envelope-like record (an Envelope, an application's own type).
   template <EnvelopeLike E>
   [[nodiscard]] absl::Status EncodeEnvelope(const E& e, ByteBuffer& out) {
-    return Encode(EnvelopeView{e.correlation_id, e.kind, e.endpoint,
-                               absl::string_view(e.payload), e.timeout,
-                               e.error_code,
-                               absl::string_view(e.error_message)},
-                  out);
+    return Encode(
+        EnvelopeView{e.correlation_id, e.kind, e.endpoint,
+                     absl::string_view(e.payload), e.timeout, e.error_code,
+                     absl::string_view(e.error_message)},
+        out);
   }
 
   size_t max_frame_bytes() const { return options_.max_frame_bytes; }

@@ -4,7 +4,8 @@
 //   offset  size  field
 //   0       4     body_length    u32 LE: a multiple of 8, 8..max_frame_bytes
 //   4       8     body_checksum  u64 LE: XXH3_64bits(body), seed 0
-//   12      4     header_check   u32 LE: low 32 bits of XXH3_64bits(bytes 0..11)
+//   12      4     header_check   u32 LE: low 32 bits of XXH3_64bits(bytes
+//   0..11)
 //
 // FrameEncoder and FrameDecoder use these functions; they are public for
 // tests, fuzzers and tools that inspect a capture.
