@@ -55,7 +55,8 @@ class Loop {
   Loop& operator=(const Loop&) = delete;
   virtual ~Loop();
 
-  // The loop's time: updated once per turn, as libuv does; monotonic.
+  // The loop's time: monotonic, sampled at most twice per turn (when the
+  // turn starts and after the poll returns), constant within a callback.
   virtual absl::Time Now() const = 0;
   // Seeded pseudo-random numbers; the seed is the implementation's option.
   virtual uint64_t Random() = 0;

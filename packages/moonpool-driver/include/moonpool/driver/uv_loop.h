@@ -4,12 +4,49 @@
 // What it adds to the Loop contract:
 //   - Writes try the kernel at once (uv_try_write) and queue the rest as one
 //     gathered write; bytes written while a write is in flight are coalesced
-//     into the next one.
+//     into the next one. OnWritten reports only queued bytes. A write the
+//     kernel takes at once, a read, and a timer re-arm allocate nothing.
 //   - Reads go into the buffer the StreamHandler provides (zero copy into a
-//     protocol's receive buffer).
+//     protocol's receive buffer). ReadBuffer may be asked again without an
+//     OnRead in between (the socket had nothing after all); the newest span
+//     is the one used.
 //   - A closed handle never calls back after Close; its memory is freed in
 //     libuv's close callback.
-//   - PostFromAnyThread is the one call allowed from another thread (uv_async).
+//   - Connect: a failed connect is reported by the connect callback alone;
+//     bytes queued before it are dropped and Write / StartReading return
+//     the error from then on. Every stream has TCP_NODELAY set.
+//   - Errors carry libuv's text ("connect to 127.0.0.1:9: connection refused
+//     (ECONNREFUSED)") and these codes: refused, reset, broken pipe, timed
+//     out, unreachable -> Unavailable; address in use -> AlreadyExists;
+//     EACCES/EPERM -> PermissionDenied; EINVAL, or a listen address this
+//     host lacks -> InvalidArgument; out of descriptors or memory ->
+//     ResourceExhausted; anything else -> Unknown.
+//   - Now() is CLOCK_MONOTONIC with nanosecond resolution, offset to read as
+//     the wall clock when the loop was made. It is sampled lazily at most
+//     twice per turn: on the first use after the turn begins and on the
+//     first use after the poll for I/O returns (libuv's own two updates);
+//     within one phase it does not move. When a Timer fires, Now() is at or
+//     past the time it was started for.
+//   - Timers started for a time not in the future fire on the loop's next
+//     drain of posted work, in the order started, once per turn at most (a
+//     timer re-armed for "now" from its own callback cannot starve the
+//     loop). A timer armed for absl::InfiniteFuture() is active but does not
+//     keep Run going. Timers due in the same millisecond may fire in the
+//     order they were started rather than by their sub-millisecond times.
+//   - Posted work runs in a libuv idle phase once per turn; the idle handle
+//     is active only while work is queued, so the loop never blocks in the
+//     poll with work queued.
+//   - PostFromAnyThread is the one call allowed from another thread
+//     (uv_async). It does not by itself keep Run going: work that has
+//     arrived runs before Run reports that nothing is left, but a Run with
+//     nothing else to wait for does not wait for future posts.
+//   - Destroying the loop destroys suspended tasks, then destroys queued
+//     posted work without running it, then closes what is left. Timers,
+//     streams and listeners must be gone by then (asserted in debug builds).
+//   - Writing to a reset connection raises SIGPIPE on Linux; the first
+//     UvLoop made sets SIGPIPE to ignored unless the program has its own
+//     disposition for it.
+//   - Run / RunUntil must not be called from inside the loop's callbacks.
 //
 // Example:
 //
