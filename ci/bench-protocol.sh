@@ -16,8 +16,10 @@ build/release/benchmarks/protocol_benchmark \
 
 python3 - "$json" <<'PY'
 import json, sys
-rows = [b for b in json.load(open(sys.argv[1]))["benchmarks"]
-        if b.get("run_type") == "iteration" or b.get("aggregate_name") == "median"]
+all_rows = json.load(open(sys.argv[1]))["benchmarks"]
+# With --benchmark_repetitions, use the medians; otherwise the single runs.
+medians = [b for b in all_rows if b.get("aggregate_name") == "median"]
+rows = medians or [b for b in all_rows if b.get("run_type") == "iteration"]
 print(f"{'benchmark':<48} {'round trips/s':>14} {'allocs/rt':>10}")
 for b in rows:
     print(f"{b['name']:<48} {b['items_per_second']:>14,.0f} {b['allocs_per_round_trip']:>10.2f}")
