@@ -32,6 +32,7 @@ Peer::Peer(Loop& loop, Address address, PeerOptions options)
   options_.connection.ids = &ids_;
   if (options_.connection.incarnation == 0) options_.connection.incarnation = 1;
   timer_ = loop_.CreateTimer([this] { OnTimer(); });
+  pump_timer_ = loop_.CreateTimer([this] { Pump(); });
   StartConnect();
 }
 
@@ -194,12 +195,10 @@ void Peer::ScheduleReconnect(const absl::Status& why) {
 // ---- Pumping ----
 
 void Peer::SchedulePump() {
-  if (pump_posted_ || state_ == PeerState::kClosed) return;
-  pump_posted_ = true;
-  loop_.Post([this] {
-    pump_posted_ = false;
-    Pump();
-  });
+  // A timer of our own rather than Loop::Post: a posted callback cannot be
+  // cancelled, and it would outlive a Peer destroyed before it runs.
+  if (state_ == PeerState::kClosed || pump_timer_->active()) return;
+  pump_timer_->Start(loop_.Now());
 }
 
 void Peer::Pump() {
@@ -423,6 +422,7 @@ void Peer::Close() {
   if (state_ == PeerState::kClosed) return;
   state_ = PeerState::kClosed;
   timer_->Stop();
+  pump_timer_->Stop();
   if (connection_ != nullptr && !in_pump_) {
     (void)connection_->SendGoodbye("client closed");
     Flush();

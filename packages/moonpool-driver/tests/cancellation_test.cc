@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -41,9 +42,13 @@ static_assert(std::is_same_v<decltype(WithCancellation(CancellationToken(),
                                                        std::declval<Task<>>())),
                              Task<absl::Status>>);
 
-Task<absl::StatusOr<int>> SleepThenAnswer(Loop& loop, absl::Duration d,
-                                          bool* destroyed) {
+// `on_sleeping`, if given, runs once the task is about to sleep: tests that
+// cancel from there know the task started, whatever the machine's load.
+Task<absl::StatusOr<int>> SleepThenAnswer(
+    Loop& loop, absl::Duration d, bool* destroyed,
+    absl::AnyInvocable<void()> on_sleeping = nullptr) {
   DestroyFlag flag(destroyed);
+  if (on_sleeping) on_sleeping();
   co_await Sleep(loop, d);
   co_return 42;
 }
@@ -59,12 +64,15 @@ TEST(Cancellation, CancelReachesASleepingTaskAndStopsItsTimer) {
   UvLoop loop;
   CancellationSource source(loop);
   bool destroyed = false;
-  auto canceller = CancelLater(loop, source, absl::Milliseconds(2));
+  std::unique_ptr<Timer> canceller;
   absl::Time start = loop.Now();
   auto result = RunTask(
-      loop,
-      WithCancellation(source.token(),
-                       SleepThenAnswer(loop, absl::Hours(1), &destroyed)));
+      loop, WithCancellation(
+                source.token(),
+                SleepThenAnswer(loop, absl::Hours(1), &destroyed, [&] {
+                  canceller =
+                      CancelLater(loop, source, absl::Milliseconds(2));
+                })));
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->status(), absl::CancelledError("shutting down"));
   EXPECT_TRUE(destroyed);
@@ -78,14 +86,16 @@ TEST(Cancellation, TaskFinishingFirstIsNotAffectedByALaterCancel) {
   UvLoop loop;
   CancellationSource source(loop);
   bool destroyed = false;
-  auto canceller = CancelLater(loop, source, absl::Milliseconds(50));
   auto result = RunTask(
       loop, WithCancellation(
                 source.token(),
                 SleepThenAnswer(loop, absl::Milliseconds(1), &destroyed)));
   EXPECT_EQ(result, absl::StatusOr<int>(42));
+  EXPECT_TRUE(destroyed);
+  source.Cancel("too late");
   loop.Run();
   EXPECT_TRUE(source.cancelled());
+  EXPECT_EQ(result, absl::StatusOr<int>(42));
 }
 
 TEST(Cancellation, AlreadyCancelledTokenNeverStartsTheTask) {

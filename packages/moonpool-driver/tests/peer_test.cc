@@ -194,6 +194,18 @@ TEST(Peer, CloseCancelsEverythingPending) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(Peer, DestroyedWithAPumpScheduledIsSafe) {
+  UvLoop loop(UvLoopOptions{.seed = 9});
+  Outcome o;
+  {
+    Peer peer(loop, FreePort(loop), FastOptions());
+    ASSERT_TRUE(peer.Request("x", {}, Record(o)).ok());  // schedules a pump
+  }
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled);
+  // The pump must not run for the destroyed Peer (ASan would catch it).
+  loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(20));
+}
+
 TEST(Peer, BoundedQueueRefusesAtOnce) {
   UvLoop loop(UvLoopOptions{.seed = 8});
   PeerOptions options = FastOptions();

@@ -188,9 +188,10 @@ class Peer final : private StreamHandler {
   absl::Time reconnect_at_ = absl::InfiniteFuture();
   absl::Time connect_deadline_ = absl::InfiniteFuture();
   std::unique_ptr<Timer> timer_;
+  // Runs Pump on the next turn (see SchedulePump).
+  std::unique_ptr<Timer> pump_timer_;
   bool in_pump_ = false;
   bool repump_ = false;
-  bool pump_posted_ = false;
   // Where the next retried request goes in queue_: retries keep their order
   // and go before requests that were never sent.
   size_t retry_position_ = 0;
