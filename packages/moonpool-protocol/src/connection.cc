@@ -254,6 +254,15 @@ absl::Status Connection::SendErrorReply(CorrelationId id,
   return absl::OkStatus();
 }
 
+absl::Status Connection::AbandonRequest(CorrelationId id) {
+  if (awaiting_reply_.erase(id.value()) == 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "no request ", id.ToString(), " awaits a reply on this connection"));
+  }
+  ++stats_.requests_abandoned;
+  return absl::OkStatus();
+}
+
 absl::Status Connection::SendOneWay(uint64_t endpoint,
                                     absl::string_view payload) {
   if (absl::Status s = CheckCanSend(); !s.ok()) return s;

@@ -102,6 +102,23 @@ TEST(ConnectionRequest, ReplyToUnknownOrAnsweredRequestIsNotFound) {
             absl::StatusCode::kNotFound);
 }
 
+TEST(ConnectionRequest, AbandonedRequestIsForgottenUnanswered) {
+  ConnectionPair p;
+  p.Open();
+  auto id = p.client.SendRequest("x", {}, p.now);
+  p.Pump();
+  const size_t output_before = p.server.PendingOutput().size();
+  ASSERT_TRUE(p.server.AbandonRequest(*id).ok());
+  EXPECT_EQ(p.server.PendingOutput().size(), output_before);  // nothing sent
+  EXPECT_EQ(p.server.SendReply(*id, "late").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(p.server.AbandonRequest(*id).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(p.server.stats().requests_abandoned, 1u);
+  // A goodbye has nothing left to wait for.
+  ASSERT_TRUE(p.server.SendGoodbye("bye").ok());
+  EXPECT_TRUE(p.server.WantsClose());
+}
+
 TEST(ConnectionRequest, OneWayArrivesWithItsEndpoint) {
   ConnectionPair p;
   p.Open();

@@ -119,6 +119,11 @@ class Connection {
   absl::Status SendReply(CorrelationId id, absl::string_view payload);
   // As SendReply, with the handler's `status` (not OK) as an error reply.
   absl::Status SendErrorReply(CorrelationId id, const absl::Status& status);
+  // Forgets request `id` without answering it: for a request whose deadline
+  // passed before a handler took it (DESIGN.md section 5: dropped
+  // unanswered; its requester has given up). NotFound when no such request
+  // awaits an answer. Works in every state.
+  absl::Status AbandonRequest(CorrelationId id);
   // A message that expects no answer. FailedPrecondition when closed or
   // before the handshake on a server; ResourceExhausted on a bound.
   absl::Status SendOneWay(uint64_t endpoint, absl::string_view payload);

@@ -1,0 +1,140 @@
+// ClientTransport sends typed requests to any number of servers over one
+// Loop: one driver::Peer per address (made on first use, kept until Close),
+// each with its own connection, reconnection and queue. Requests are
+// self-driving coroutines: nothing to tick or poll.
+//
+//   ClientTransport client(loop);
+//   absl::StatusOr<std::string> reply =
+//       co_await client.Request<std::string>(addr, std::string("hello"),
+//                                            RequestOptions::Timeout(
+//                                                absl::Seconds(1)));
+//
+// Outcomes (DESIGN.md section 6), exactly one per request: the decoded reply;
+// the handler's Status (code and message) for an error reply; DeadlineExceeded
+// when the deadline passes; Unavailable when it was never written and the
+// server stayed unreachable; Aborted ("maybe delivered") when the connection
+// died after writing it (idempotent requests are sent again instead);
+// Cancelled when the transport closes; InvalidArgument when the reply does not
+// decode as Reply. Failing up front: FailedPrecondition after Close,
+// ResourceExhausted when the peer's queue is full, and whatever Codec::Encode
+// returns.
+//
+// Laziness: Request encodes `req` at once (so it may be a temporary), and
+// sends it when the returned Task starts (is awaited, spawned or selected).
+// Destroying the Task before that sends nothing; destroying it after (losing
+// a Select, cancellation) abandons the wait, not the request: the server may
+// still process it, and its reply is dropped.
+//
+// Ownership and lifetime: the transport owns its Peers; it borrows the Loop,
+// and must be destroyed before it. Tasks returned by Request borrow the
+// transport: destroy (or finish) them before it. Loop's thread only.
+#ifndef MOONPOOL_TRANSPORT_CLIENT_TRANSPORT_H_
+#define MOONPOOL_TRANSPORT_CLIENT_TRANSPORT_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "moonpool/driver/address.h"
+#include "moonpool/driver/loop.h"
+#include "moonpool/driver/peer.h"
+#include "moonpool/driver/promise.h"
+#include "moonpool/driver/task.h"
+#include "moonpool/transport/client_options.h"
+#include "moonpool/transport/codec.h"
+#include "moonpool/transport/request_options.h"
+
+namespace moonpool::transport {
+
+class ClientTransport {
+ public:
+  explicit ClientTransport(driver::Loop& loop, ClientOptions options = {});
+  ClientTransport(const ClientTransport&) = delete;
+  ClientTransport& operator=(const ClientTransport&) = delete;
+  // Closes (Cancelled to everything pending) and destroys the Peers.
+  ~ClientTransport();
+
+  // Sends `req` to `address` and yields the decoded reply or why there is
+  // none (see the class comment).
+  template <Decodable Reply, Payload Req>
+  driver::Task<absl::StatusOr<Reply>> Request(const driver::Address& address,
+                                              const Req& req,
+                                              RequestOptions options = {}) {
+    absl::StatusOr<std::string> payload = std::string();
+    if (absl::Status s = EncodePayload(req, *payload); !s.ok()) {
+      payload = std::move(s);
+    }
+    return RequestEncoded<Reply>(address, std::move(payload), options);
+  }
+
+  // Sends a one-way message (no reply) to `address`'s `endpoint`, queued
+  // behind the requests to it. At most once: lost if the connection dies
+  // before it is written. FailedPrecondition after Close, ResourceExhausted
+  // when the peer's queue is full.
+  template <Payload T>
+  absl::Status Send(const driver::Address& address, const T& message,
+                    uint64_t endpoint = kDefaultEndpoint) {
+    std::string payload;
+    if (absl::Status s = EncodePayload(message, payload); !s.ok()) return s;
+    return SendEncoded(address, std::move(payload), endpoint);
+  }
+  // The same with the payload bytes as they are.
+  absl::Status SendEncoded(const driver::Address& address, std::string payload,
+                           uint64_t endpoint = kDefaultEndpoint);
+
+  // Fails everything pending with Cancelled, closes every connection (with a
+  // Goodbye where open) and makes every later call fail with
+  // FailedPrecondition. Idempotent.
+  void Close();
+  bool closed() const { return closed_; }
+
+  // The Peer for `address`, or nullptr if none was made yet. For stats and
+  // diagnostics; do not Close it behind the transport's back.
+  const driver::Peer* peer(const driver::Address& address) const;
+  size_t peer_count() const { return peers_.size(); }
+
+ private:
+  template <typename Reply>
+  driver::Task<absl::StatusOr<Reply>> RequestEncoded(
+      driver::Address address, absl::StatusOr<std::string> payload,
+      RequestOptions options) {
+    if (!payload.ok()) co_return payload.status();
+    absl::StatusOr<driver::Peer*> peer = PeerFor(address);
+    if (!peer.ok()) co_return peer.status();
+    std::pair<driver::Promise<Reply>, driver::Future<Reply>> channel =
+        driver::MakePromise<Reply>(loop_);
+    // The callback holds one pointer (the promise): AnyInvocable keeps it
+    // inline, so a request allocates nothing beyond its payload.
+    absl::Status sent =
+        (*peer)->Request(std::move(*payload), ToPeerOptions(options),
+                         [promise = std::move(channel.first)](
+                             absl::StatusOr<absl::string_view> reply) mutable {
+                           if (!reply.ok()) {
+                             promise.Set(reply.status());
+                           } else {
+                             promise.Set(Codec<Reply>::Decode(*reply));
+                           }
+                         });
+    if (!sent.ok()) co_return sent;
+    co_return co_await std::move(channel.second);
+  }
+
+  absl::StatusOr<driver::Peer*> PeerFor(const driver::Address& address);
+  driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;
+
+  driver::Loop& loop_;
+  ClientOptions options_;
+  bool closed_ = false;
+  absl::flat_hash_map<driver::Address, std::unique_ptr<driver::Peer>> peers_;
+};
+
+}  // namespace moonpool::transport
+
+#endif  // MOONPOOL_TRANSPORT_CLIENT_TRANSPORT_H_

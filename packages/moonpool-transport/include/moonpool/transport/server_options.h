@@ -1,0 +1,55 @@
+// ServerOptions: the settings and bounds of a ServerTransport. Every bound
+// of DESIGN.md section 6 that belongs to a server is here, with its default.
+//
+// Backpressure: when a bound below is reached the server stops reading from
+// the connection(s) concerned (the kernel's buffers, then TCP's window, push
+// back on the clients) instead of queueing more, and resumes once answers or
+// NextMessage calls bring it back under the bound.
+#ifndef MOONPOOL_TRANSPORT_SERVER_OPTIONS_H_
+#define MOONPOOL_TRANSPORT_SERVER_OPTIONS_H_
+
+#include <cstddef>
+
+#include "absl/time/time.h"
+#include "moonpool/driver/listener.h"
+#include "moonpool/protocol/connection_options.h"
+
+namespace moonpool::transport {
+
+struct ServerOptions {
+  // Each accepted connection's settings (keepalive, frame and output
+  // bounds). The role is always server; an incarnation of 0 (the default
+  // here) draws a random non-zero one from the loop.
+  protocol::ConnectionOptions connection = DefaultConnectionOptions();
+  driver::ListenOptions listen;
+
+  // Connections open at once; an accepted socket past it is closed at once
+  // and counted (ServerStats::connections_refused). The client backs off.
+  size_t max_connections = 1024;
+  // Requests received and not yet answered (queued or handed out), per
+  // connection and in all. Reaching one stops reading the connection (or, for
+  // the total, every connection).
+  size_t max_requests_in_flight_per_connection = 1024;
+  size_t max_requests_in_flight = 65536;
+  // Payload bytes waiting in the queue (not yet handed out by NextMessage).
+  // Reaching it stops reading every connection.
+  size_t max_queued_bytes = size_t{64} << 20;
+
+  // Close(/*drain=*/true) closes whatever is still open after this long.
+  absl::Duration drain_timeout = absl::Seconds(10);
+  // Bytes handed to a stream and not yet taken by the kernel; beyond this the
+  // write pump waits (the rest stays in the protocol's bounded output).
+  size_t stream_high_water_bytes = size_t{256} << 10;
+
+  static protocol::ConnectionOptions DefaultConnectionOptions() {
+    protocol::ConnectionOptions o;
+    o.role = protocol::Role::kServer;
+    o.incarnation = 0;
+    o.peer_name = "moonpool-server";
+    return o;
+  }
+};
+
+}  // namespace moonpool::transport
+
+#endif  // MOONPOOL_TRANSPORT_SERVER_OPTIONS_H_

@@ -1,0 +1,77 @@
+// Helpers for the transport tests: run tasks on a real UvLoop, store their
+// results, and a small echo handler. Every test declares, in this order, the
+// loop, then the transports, then the TaskScope: so tasks go first, the
+// transports next, and the loop closes clean last.
+#ifndef MOONPOOL_TRANSPORT_TESTS_TRANSPORT_TEST_UTIL_H_
+#define MOONPOOL_TRANSPORT_TESTS_TRANSPORT_TEST_UTIL_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "moonpool/driver/task.h"
+#include "moonpool/driver/task_scope.h"
+#include "moonpool/driver/uv_loop.h"
+#include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/server_transport.h"
+
+namespace moonpool::transport::testing {
+
+inline absl::AnyInvocable<void(absl::Status)> FailOnError() {
+  return [](absl::Status s) { ADD_FAILURE() << "task failed: " << s; };
+}
+
+template <typename T>
+driver::Task<void> Store(driver::Task<T> task, std::optional<T>* out) {
+  out->emplace(co_await std::move(task));
+}
+
+// Answers every request with its own payload; counts what it handled.
+inline driver::Task<void> Echo(ServerTransport& server, int* handled) {
+  while (std::optional<IncomingMessage> m = co_await server.NextMessage()) {
+    if (m->is_request()) {
+      EXPECT_TRUE(server.Reply(*m, m->envelope.payload).ok());
+    }
+    ++*handled;
+  }
+}
+
+// Fast keepalive and backoff, so failure paths take milliseconds.
+inline ClientOptions FastClient() {
+  ClientOptions o;
+  o.peer.connection.keepalive_interval = absl::Milliseconds(200);
+  o.peer.connection.keepalive_timeout = absl::Seconds(2);
+  o.peer.connection.default_request_timeout = absl::Seconds(5);
+  o.peer.backoff.initial = absl::Milliseconds(10);
+  o.peer.backoff.max = absl::Milliseconds(100);
+  return o;
+}
+
+inline std::unique_ptr<ServerTransport> BindOrDie(
+    driver::Loop& loop, ServerOptions options = {},
+    driver::Address address = driver::Address::Loopback(0)) {
+  absl::StatusOr<std::unique_ptr<ServerTransport>> s =
+      ServerTransport::Bind(loop, address, std::move(options));
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// Runs the loop until `done()` or 10 s of loop time; returns done().
+template <typename F>
+bool RunUntil(driver::UvLoop& loop, F done,
+              absl::Duration timeout = absl::Seconds(10)) {
+  return loop.RunUntil(done, loop.Now() + timeout);
+}
+
+// Runs the loop for `d` of its time.
+inline void RunFor(driver::UvLoop& loop, absl::Duration d) {
+  loop.RunUntil([] { return false; }, loop.Now() + d);
+}
+
+}  // namespace moonpool::transport::testing
+
+#endif  // MOONPOOL_TRANSPORT_TESTS_TRANSPORT_TEST_UTIL_H_
