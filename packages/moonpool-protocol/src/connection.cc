@@ -167,6 +167,7 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
         absl::StrCat("too many requests in flight on this connection (limit ",
                      options_.max_pending_requests, ")"));
   }
+  // Checked before an id is taken, so that refusals do not use up ids.
   if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
   const absl::Time deadline = options.deadline == absl::InfiniteFuture()
                                   ? now + options_.default_request_timeout
@@ -176,49 +177,59 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
         "request deadline is not after the current time");
   }
   const CorrelationId id = ids_->Next();
-  const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(EnvelopeView{id,
-                                                EnvelopeKind::kRequest,
-                                                options.endpoint,
-                                                payload,
-                                                deadline - now,
-                                                absl::StatusCode::kOk,
-                                                {}},
-                                   output_);
-  if (!s.ok()) return s;
-  encoded_bytes_ += output_.size() - before;
-  ++stats_.frames_out;
+  if (absl::Status s = EncodeEnvelope(EnvelopeView{id,
+                                                   EnvelopeKind::kRequest,
+                                                   options.endpoint,
+                                                   payload,
+                                                   deadline - now,
+                                                   absl::StatusCode::kOk,
+                                                   {}});
+      !s.ok()) {
+    return s;
+  }
   ++stats_.requests_sent;
   pending_.Add({id, deadline, encoded_bytes_, options.idempotent});
   return id;
 }
 
-absl::Status Connection::SendReply(CorrelationId id,
-                                   absl::string_view payload) {
+absl::Status Connection::EncodeEnvelope(const EnvelopeView& envelope) {
+  if (absl::Status s = CheckOutputRoom(envelope.payload.size() +
+                                       envelope.error_message.size());
+      !s.ok()) {
+    return s;
+  }
+  const size_t before = output_.size();
+  if (absl::Status s = encoder_.Encode(envelope, output_); !s.ok()) return s;
+  encoded_bytes_ += output_.size() - before;
+  ++stats_.frames_out;
+  return absl::OkStatus();
+}
+
+absl::Status Connection::Answer(const EnvelopeView& answer) {
   if (state_ == ConnectionState::kClosed) {
     return PrefixStatus(absl::StatusCode::kFailedPrecondition,
                         "connection is closed", close_status_);
   }
-  auto it = awaiting_reply_.find(id.value());
+  auto it = awaiting_reply_.find(answer.correlation_id.value());
   if (it == awaiting_reply_.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "no request ", id.ToString(), " awaits a reply on this connection"));
+    return absl::NotFoundError(
+        absl::StrCat("no request ", answer.correlation_id.ToString(),
+                     " awaits a reply on this connection"));
   }
-  if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
-  const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(EnvelopeView{id,
-                                                EnvelopeKind::kReply,
-                                                kDefaultEndpoint,
-                                                payload,
-                                                absl::ZeroDuration(),
-                                                absl::StatusCode::kOk,
-                                                {}},
-                                   output_);
-  if (!s.ok()) return s;
-  encoded_bytes_ += output_.size() - before;
-  ++stats_.frames_out;
+  if (absl::Status s = EncodeEnvelope(answer); !s.ok()) return s;
   awaiting_reply_.erase(it);
   return absl::OkStatus();
+}
+
+absl::Status Connection::SendReply(CorrelationId id,
+                                   absl::string_view payload) {
+  return Answer(EnvelopeView{id,
+                             EnvelopeKind::kReply,
+                             kDefaultEndpoint,
+                             payload,
+                             absl::ZeroDuration(),
+                             absl::StatusCode::kOk,
+                             {}});
 }
 
 absl::Status Connection::SendErrorReply(CorrelationId id,
@@ -226,32 +237,13 @@ absl::Status Connection::SendErrorReply(CorrelationId id,
   if (status.ok()) {
     return absl::InvalidArgumentError("an error reply needs a non-OK status");
   }
-  if (state_ == ConnectionState::kClosed) {
-    return PrefixStatus(absl::StatusCode::kFailedPrecondition,
-                        "connection is closed", close_status_);
-  }
-  auto it = awaiting_reply_.find(id.value());
-  if (it == awaiting_reply_.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "no request ", id.ToString(), " awaits a reply on this connection"));
-  }
-  if (absl::Status s = CheckOutputRoom(status.message().size()); !s.ok()) {
-    return s;
-  }
-  const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(EnvelopeView{id,
-                                                EnvelopeKind::kError,
-                                                kDefaultEndpoint,
-                                                {},
-                                                absl::ZeroDuration(),
-                                                status.code(),
-                                                status.message()},
-                                   output_);
-  if (!s.ok()) return s;
-  encoded_bytes_ += output_.size() - before;
-  ++stats_.frames_out;
-  awaiting_reply_.erase(it);
-  return absl::OkStatus();
+  return Answer(EnvelopeView{id,
+                             EnvelopeKind::kError,
+                             kDefaultEndpoint,
+                             {},
+                             absl::ZeroDuration(),
+                             status.code(),
+                             status.message()});
 }
 
 absl::Status Connection::AbandonRequest(CorrelationId id) {
@@ -266,20 +258,13 @@ absl::Status Connection::AbandonRequest(CorrelationId id) {
 absl::Status Connection::SendOneWay(uint64_t endpoint,
                                     absl::string_view payload) {
   if (absl::Status s = CheckCanSend(); !s.ok()) return s;
-  if (absl::Status s = CheckOutputRoom(payload.size()); !s.ok()) return s;
-  const size_t before = output_.size();
-  absl::Status s = encoder_.Encode(EnvelopeView{CorrelationId(),
-                                                EnvelopeKind::kOneWay,
-                                                endpoint,
-                                                payload,
-                                                absl::ZeroDuration(),
-                                                absl::StatusCode::kOk,
-                                                {}},
-                                   output_);
-  if (!s.ok()) return s;
-  encoded_bytes_ += output_.size() - before;
-  ++stats_.frames_out;
-  return absl::OkStatus();
+  return EncodeEnvelope(EnvelopeView{CorrelationId(),
+                                     EnvelopeKind::kOneWay,
+                                     endpoint,
+                                     payload,
+                                     absl::ZeroDuration(),
+                                     absl::StatusCode::kOk,
+                                     {}});
 }
 
 absl::Status Connection::SendGoodbye(absl::string_view reason) {

@@ -163,6 +163,10 @@ class Connection {
   void NoteReceived(size_t n, absl::Time now);
   absl::Status CheckCanSend() const;
   absl::Status CheckOutputRoom(size_t payload_bytes) const;
+  // Encodes a data frame (request, reply, error, one-way) within the bounds.
+  absl::Status EncodeEnvelope(const EnvelopeView& envelope);
+  // Sends a reply or error reply to a request awaiting one.
+  absl::Status Answer(const EnvelopeView& answer);
   // Encodes a control frame (Hello, Ping, Pong, Goodbye); bounds do not apply.
   template <typename Frame>
   void EncodeControl(const Frame& frame);
