@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds the `release` preset and runs
 # what exists of the transport so far, each beside its baseline: the wire
-# codec against bare Cap'n Proto, and protocol round trips in memory.
+# codec against bare Cap'n Proto, and protocol round trips in memory; then
+# the real thing, moonpool-pingpong over TCP on loopback (echo server and
+# client in one process, each on its own thread and loop) for 5 s.
 # Usage: ci/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +12,12 @@ bash ci/install-deps.sh
 bash ci/bench-wire.sh
 echo
 bash ci/bench-protocol.sh
+echo
+
+# Real TCP ping-pong: throughput, latency percentiles and every outcome.
+echo "== moonpool-pingpong: loopback TCP, 4 connections x 64 in flight, 64 B, 5 s =="
+cmake --preset release >/dev/null
+cmake --build --preset release --target moonpool-pingpong >/dev/null
+build/release/packages/moonpool-transport/moonpool-pingpong \
+  --connections 4 --in-flight 64 --payload 64 --duration 5 \
+  --json build/release/pingpong.json

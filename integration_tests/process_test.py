@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Process-level integration tests of the transport (CTest label integration).
+
+Real moonpool-echo-server and moonpool-pingpong processes on loopback (and,
+for `netns`, across a veth pair between two network namespaces):
+
+  many_clients      100 connections against one server: every request answered
+                    and its payload checked.
+  kill_restart      the server is SIGKILLed mid-load and restarted on the same
+                    port: idempotent requests all succeed; non-idempotent ones
+                    succeed or fail with Aborted/Unavailable/DeadlineExceeded,
+                    never silence, never a wrong payload.
+  graceful_restart  the server is SIGTERMed mid-load (a drain with Goodbye) and
+                    restarted: nothing is lost, every request ends OK.
+  netns             server and client in two network namespaces joined by a veth
+                    pair (192.0.2.1/24 and 192.0.2.2/24); skipped, with the
+                    reason, where `ip netns add` is not permitted.
+
+Usage: process_test.py TEST --server PATH --pingpong PATH
+Every child is killed when the test ends, however it ends (and, through
+PR_SET_PDEATHSIG, if this script itself is killed); namespaces it made are
+deleted. Exit status 0 (pass), 1 (fail), 77 (skipped).
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+FAULT_CODES = {"ABORTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+
+children = []
+namespaces = []
+tmpdir = tempfile.mkdtemp(prefix="moonpool-process-test.")
+
+
+class Failure(Exception):
+    pass
+
+
+class Skipped(Exception):
+    pass
+
+
+def log(msg):
+    print(f"process_test: {msg}", flush=True)
+
+
+def die_with_parent():
+    # SIGKILL this child if the test driver dies (ctest timeout, ^C).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def spawn(cmd, **kw):
+    p = subprocess.Popen(cmd, preexec_fn=die_with_parent, **kw)
+    children.append(p)
+    return p
+
+
+def cleanup():
+    for p in children:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for ns in namespaces:
+        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+
+
+def prefix(netns):
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+class Server:
+    """A moonpool-echo-server; its address comes from its first stdout line."""
+
+    def __init__(self, binary, host="127.0.0.1", port=0, netns=None):
+        self.log_path = os.path.join(tmpdir, f"server-{len(children)}.log")
+        self.log = open(self.log_path, "w")
+        cmd = prefix(netns) + [binary, "--listen", f"{host}:{port}",
+                               "--drain-timeout", "5"]
+        self.proc = spawn(cmd, stdout=subprocess.PIPE, stderr=self.log,
+                          text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise Failure(f"server did not start: {line!r}; "
+                          f"log: {self.stderr()}")
+        self.address = line.split()[-1]
+        self.port = int(self.address.rsplit(":", 1)[1])
+
+    def stderr(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read().strip()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"server did not exit within {timeout} s; "
+                          f"log: {self.stderr()}")
+
+
+def restart_server(binary, port, netns=None):
+    # The port was just released; give the kernel a moment if it disagrees.
+    for _ in range(50):
+        try:
+            return Server(binary, port=port, netns=netns)
+        except Failure as e:
+            last = e
+            time.sleep(0.1)
+    raise last
+
+
+class Pingpong:
+    def __init__(self, binary, address, args, name, netns=None):
+        self.name = name
+        self.json_path = os.path.join(tmpdir, f"{name}.json")
+        self.out_path = os.path.join(tmpdir, f"{name}.out")
+        self.out = open(self.out_path, "w")
+        cmd = prefix(netns) + [binary, "--connect", address,
+                               "--json", self.json_path] + args
+        log(f"{name}: {' '.join(cmd)}")
+        self.proc = spawn(cmd, stdout=self.out, stderr=subprocess.STDOUT)
+
+    def finish(self, timeout=30):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{self.name}: still running after {timeout} s")
+        self.out.close()
+        with open(self.out_path) as f:
+            output = f.read()
+        print("".join(f"  {self.name} | {l}\n" for l in output.splitlines()),
+              end="", flush=True)
+        try:
+            with open(self.json_path) as f:
+                summary = json.load(f)
+        except (OSError, ValueError) as e:
+            raise Failure(f"{self.name}: no summary ({e}), exit {rc}")
+        return rc, summary
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def check_accounted(name, s, allowed):
+    """Every request has exactly one outcome, all of them allowed."""
+    outcomes = s["outcomes"]
+    check(s["mismatches"] == 0, f"{name}: {s['mismatches']} wrong payloads")
+    check(s["unfinished"] == 0, f"{name}: {s['unfinished']} requests silent")
+    check(sum(outcomes.values()) + s["mismatches"] == s["requests"],
+          f"{name}: outcomes {outcomes} do not add up to {s['requests']}")
+    check(s["completed"] == s["requests"], f"{name}: not all completed")
+    bad = {k: v for k, v in outcomes.items() if k != "OK" and k not in allowed}
+    check(not bad, f"{name}: unexpected outcomes {bad}")
+    check(outcomes.get("OK", 0) > 0, f"{name}: no request succeeded")
+
+
+def test_many_clients(a):
+    server = Server(a.server)
+    pp = Pingpong(a.pingpong, server.address,
+                  ["--connections", "100", "--in-flight", "2", "--payload",
+                   "256", "--duration", "2"], "pingpong")
+    rc, s = pp.finish()
+    check_accounted("pingpong", s, allowed=set())
+    check(rc == 0, f"pingpong exited {rc}")
+    server.signal(signal.SIGTERM)
+    check(server.wait(10) == 0, f"server exit status; log: {server.stderr()}")
+    log(f"server: {server.stderr()}")
+    check("100 connections accepted" in server.stderr(),
+          "server did not see 100 connections")
+
+
+def test_kill_restart(a):
+    server = Server(a.server)
+    common = ["--connections", "4", "--in-flight", "8", "--duration", "3",
+              "--timeout", "5", "--max-backoff", "0.2"]
+    idem = Pingpong(a.pingpong, server.address, common + ["--idempotent"],
+                    "idempotent")
+    plain = Pingpong(a.pingpong, server.address, common + ["--allow-faults"],
+                     "non-idempotent")
+    time.sleep(1.0)
+    log("SIGKILL the server mid-load")
+    server.signal(signal.SIGKILL)
+    server.wait(5)
+    time.sleep(0.3)
+    server = restart_server(a.server, server.port)
+    log(f"restarted on {server.address}")
+    rc_i, s_i = idem.finish()
+    rc_p, s_p = plain.finish()
+    check_accounted("idempotent", s_i, allowed=set())
+    check(rc_i == 0, f"idempotent pingpong exited {rc_i}")
+    check_accounted("non-idempotent", s_p, allowed=FAULT_CODES)
+    check(rc_p == 0, f"non-idempotent pingpong exited {rc_p}")
+    log(f"outcomes: idempotent {s_i['outcomes']}, "
+        f"non-idempotent {s_p['outcomes']}")
+    for name, s in (("idempotent", s_i), ("non-idempotent", s_p)):
+        check(s["tcp_connections"] > 4,
+              f"{name}: never reconnected ({s['tcp_connections']})")
+    server.signal(signal.SIGTERM)
+    check(server.wait(10) == 0, "restarted server exit status")
+
+
+def test_graceful_restart(a):
+    server = Server(a.server)
+    pp = Pingpong(a.pingpong, server.address,
+                  ["--connections", "4", "--in-flight", "16", "--duration",
+                   "3", "--timeout", "5", "--max-backoff", "0.2"],
+                  "pingpong")
+    time.sleep(1.0)
+    log("SIGTERM the server mid-load (drain)")
+    server.signal(signal.SIGTERM)
+    rc = server.wait(10)
+    log(f"server: {server.stderr()}")
+    check(rc == 0, f"drained server exited {rc}")
+    server = restart_server(a.server, server.port)
+    log(f"restarted on {server.address}")
+    rc, s = pp.finish()
+    check_accounted("pingpong", s, allowed=set())
+    check(rc == 0, f"pingpong exited {rc}")
+    check(s["tcp_connections"] > 4,
+          f"never reconnected ({s['tcp_connections']} connections)")
+    log(f"{s['retries']} requests sent again after the Goodbye")
+    server.signal(signal.SIGTERM)
+    check(server.wait(10) == 0, "restarted server exit status")
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise Failure(f"{' '.join(cmd)}: {r.stderr.strip()}")
+
+
+def test_netns(a):
+    tag = f"mp{os.getpid()}"
+    ns_srv, ns_cli = f"{tag}-srv", f"{tag}-cli"
+    r = subprocess.run(["ip", "netns", "add", ns_srv], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise Skipped(f"`ip netns add` is not permitted here: "
+                      f"{r.stderr.strip()}")
+    namespaces.append(ns_srv)
+    run(["ip", "netns", "add", ns_cli])
+    namespaces.append(ns_cli)
+    veth_s, veth_c = f"{tag}s", f"{tag}c"
+    run(["ip", "link", "add", veth_s, "type", "veth", "peer", "name", veth_c])
+    # Moved into the namespaces at once: deleting them deletes the pair.
+    for dev, ns, addr in ((veth_s, ns_srv, "192.0.2.1/24"),
+                          (veth_c, ns_cli, "192.0.2.2/24")):
+        run(["ip", "link", "set", dev, "netns", ns])
+        run(["ip", "-n", ns, "addr", "add", addr, "dev", dev])
+        run(["ip", "-n", ns, "link", "set", dev, "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    server = Server(a.server, host="192.0.2.1", netns=ns_srv)
+    log(f"server in {ns_srv} on {server.address}")
+    pp = Pingpong(a.pingpong, server.address,
+                  ["--connections", "8", "--in-flight", "8", "--payload",
+                   "1024", "--duration", "2"], "pingpong", netns=ns_cli)
+    rc, s = pp.finish()
+    check_accounted("pingpong", s, allowed=set())
+    check(rc == 0, f"pingpong exited {rc}")
+    server.signal(signal.SIGTERM)
+    check(server.wait(10) == 0, "server exit status")
+
+
+TESTS = {
+    "many_clients": test_many_clients,
+    "kill_restart": test_kill_restart,
+    "graceful_restart": test_graceful_restart,
+    "netns": test_netns,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("test", choices=sorted(TESTS))
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--pingpong", required=True)
+    a = parser.parse_args()
+    # ctest's timeout (or ^C) still cleans up.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(1))
+    start = time.monotonic()
+    try:
+        TESTS[a.test](a)
+    except Skipped as e:
+        log(f"SKIPPED {a.test}: {e}")
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        return SKIP
+    except Failure as e:
+        log(f"FAIL {a.test}: {e} (logs kept in {tmpdir})")
+        return 1
+    finally:
+        cleanup()
+    log(f"PASS {a.test} ({time.monotonic() - start:.1f} s)")
+    shutil.rmtree(tmpdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
