@@ -1,0 +1,266 @@
+// grpc_echo: the gRPC C++ baseline of transport_benchmark, a unary echo
+// (echo.proto) over insecure HTTP/2 on loopback.
+//
+// One loop thread per side maps onto gRPC's completion-queue API:
+//   - server: the async service (Echo::AsyncService) with one
+//     ServerCompletionQueue, drained by the server thread alone. With only
+//     async methods registered, the server has no synchronous thread pool;
+//     the thread that calls Next() is the one that polls the sockets and runs
+//     the calls. Enough Echo requests are posted up front (one per request in
+//     flight) that an arriving call never waits for a handler to be posted.
+//   - client: one channel per connection (GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+//     so that channels do not share one TCP connection), an async stub each,
+//     and one CompletionQueue drained by the client thread, with K calls in
+//     flight per channel; each completion starts the next call on the same
+//     channel.
+// gRPC core still owns a few threads of its own (timers, an executor for
+// resolution and some callbacks), so allocations cannot all be counted on
+// the two loop threads: allocs_per_request is null here.
+//
+// Usage and output: peer_harness.h and README.md in this directory.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "echo.grpc.pb.h"
+#include "peer_harness.h"
+
+namespace moonpool::bench::peers {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using grpc_echo::Echo;
+using grpc_echo::EchoMessage;
+
+constexpr int kMaxMessage = 64 << 20;
+
+// One server-side call, from RequestEcho to Finish; it posts its successor
+// when its request arrives, and deletes itself at the end.
+class ServerCall {
+ public:
+  ServerCall(Echo::AsyncService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), responder_(&context_) {
+    service_->RequestEcho(&context_, &request_, &responder_, cq_, cq_, this);
+  }
+
+  void Proceed(bool ok) {
+    if (finishing_ || !ok) {  // done, or the server is shutting down
+      delete this;
+      return;
+    }
+    new ServerCall(service_, cq_);
+    // An echo may hand the request's bytes over rather than copy them.
+    reply_.mutable_payload()->swap(*request_.mutable_payload());
+    finishing_ = true;
+    responder_.Finish(reply_, grpc::Status::OK, this);
+  }
+
+ private:
+  Echo::AsyncService* service_;
+  grpc::ServerCompletionQueue* cq_;
+  grpc::ServerContext context_;
+  EchoMessage request_;
+  EchoMessage reply_;
+  grpc::ServerAsyncResponseWriter<EchoMessage> responder_;
+  bool finishing_ = false;
+};
+
+class Server {
+ public:
+  // Listens on 127.0.0.1 on an ephemeral port.
+  Server() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(&service_);
+    builder.SetMaxReceiveMessageSize(kMaxMessage);
+    builder.SetMaxSendMessageSize(kMaxMessage);
+    cq_ = builder.AddCompletionQueue();
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) Die("server: BuildAndStart failed");
+  }
+
+  int port() const { return port_; }
+
+  // Serves on the calling thread until Stop, with `posted` calls waiting for
+  // requests.
+  void Run(int posted) {
+    for (int i = 0; i < posted; ++i) new ServerCall(&service_, cq_.get());
+    void* tag;
+    bool ok;
+    while (cq_->Next(&tag, &ok)) static_cast<ServerCall*>(tag)->Proceed(ok);
+  }
+
+  // From another thread while Run runs: ends the calls, then the queue.
+  void Stop() {
+    server_->Shutdown();
+    cq_->Shutdown();
+  }
+
+ private:
+  Echo::AsyncService service_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+class Client {
+ public:
+  explicit Client(const Options& options)
+      : options_(options), payload_(options.workload.payload_size) {}
+
+  // Connects every channel, runs the workload and drains; on the client's
+  // loop thread.
+  void Run(int port) {
+    const std::string target = "127.0.0.1:" + std::to_string(port);
+    for (int i = 0; i < options_.workload.connections; ++i) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      args.SetMaxReceiveMessageSize(kMaxMessage);
+      args.SetMaxSendMessageSize(kMaxMessage);
+      auto channel = grpc::CreateCustomChannel(
+          target, grpc::InsecureChannelCredentials(), args);
+      if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                     std::chrono::seconds(10))) {
+        Die("client: channel " + std::to_string(i) + " did not connect");
+      }
+      stubs_.push_back(Echo::NewStub(channel));
+    }
+    for (size_t conn = 0; conn < stubs_.size(); ++conn) {
+      for (int i = 0; i < options_.workload.in_flight; ++i) {
+        calls_.push_back(std::make_unique<Call>());
+        calls_.back()->stub = stubs_[conn].get();
+      }
+    }
+
+    warmup_begin_ = Clock::now();
+    for (auto& call : calls_) Issue(*call);
+    size_t outstanding = calls_.size();
+    while (outstanding > 0) {
+      void* tag;
+      bool ok;
+      if (!cq_.Next(&tag, &ok)) Die("client: completion queue shut down");
+      Call& call = *static_cast<Call*>(tag);
+      if (!ok || !call.status.ok()) {
+        Die("client: call failed: " + call.status.error_message());
+      }
+      if (!payload_.Matches(call.seq, call.reply.payload())) {
+        DieMismatch(call.seq, "reply of " +
+                                  std::to_string(call.reply.payload().size()) +
+                                  " bytes differs from the request");
+      }
+      const Clock::time_point now = Clock::now();
+      if (!measuring_ && !stopping_) {
+        if (now - warmup_begin_ >= options_.warmup) {
+          latencies_.Reserve(EstimateSamples(
+              warmup_requests_, now - warmup_begin_, options_.duration));
+          measuring_ = true;
+          measure_begin_ = now;
+        } else {
+          ++warmup_requests_;
+        }
+      }
+      if (measuring_) {
+        ++requests_;
+        latencies_.Record(now - call.sent_at);
+        if (now - measure_begin_ >= options_.duration) {
+          measure_end_ = now;
+          measuring_ = false;
+          stopping_ = true;
+        }
+      }
+      if (stopping_) {
+        --outstanding;
+      } else {
+        Issue(call);
+      }
+    }
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+  uint64_t requests() const { return requests_; }
+  double seconds() const {
+    return std::chrono::duration<double>(measure_end_ - measure_begin_).count();
+  }
+  LatencyRecorder& latencies() { return latencies_; }
+
+ private:
+  // One of the K calls in flight on a channel, reused for the next call
+  // once it completes (but for its ClientContext, which serves one call).
+  struct Call {
+    Echo::Stub* stub = nullptr;
+    uint64_t seq = 0;
+    Clock::time_point sent_at;
+    std::unique_ptr<grpc::ClientContext> context;
+    EchoMessage request;
+    EchoMessage reply;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<EchoMessage>> rpc;
+  };
+
+  void Issue(Call& call) {
+    call.seq = next_seq_++;
+    call.sent_at = Clock::now();
+    call.context = std::make_unique<grpc::ClientContext>();
+    std::string* bytes = call.request.mutable_payload();
+    bytes->resize(payload_.size());
+    payload_.Fill(call.seq, bytes->data());
+    call.reply.Clear();
+    call.rpc =
+        call.stub->PrepareAsyncEcho(call.context.get(), call.request, &cq_);
+    call.rpc->StartCall();
+    call.rpc->Finish(&call.reply, &call.status, &call);
+  }
+
+  const Options options_;
+  const Payload payload_;
+  grpc::CompletionQueue cq_;
+  std::vector<std::unique_ptr<Echo::Stub>> stubs_;
+  std::vector<std::unique_ptr<Call>> calls_;
+
+  uint64_t next_seq_ = 0;
+  bool measuring_ = false;
+  bool stopping_ = false;
+  uint64_t warmup_requests_ = 0;
+  uint64_t requests_ = 0;
+  Clock::time_point warmup_begin_;
+  Clock::time_point measure_begin_;
+  Clock::time_point measure_end_;
+  LatencyRecorder latencies_;
+};
+
+}  // namespace
+}  // namespace moonpool::bench::peers
+
+int main(int argc, char** argv) {
+  using namespace moonpool::bench::peers;
+  const Options options = ParseOptionsOrDie(argc, argv);
+  ConfigureMalloc();
+
+  Server server;
+  const int in_flight =
+      options.workload.in_flight * options.workload.connections;
+  std::thread server_thread([&] { server.Run(std::min(in_flight, 1024)); });
+  Client client(options);
+  std::thread client_thread([&] { client.Run(server.port()); });
+  client_thread.join();
+  server.Stop();
+  server_thread.join();
+
+  Report report;
+  report.peer = "grpc";
+  report.workload = options.workload;
+  report.requests = client.requests();
+  report.seconds = client.seconds();
+  PrintReport(report, client.latencies());
+  return 0;
+}

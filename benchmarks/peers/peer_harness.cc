@@ -1,0 +1,228 @@
+// The transport benchmark contract (peer_harness.h): option parsing, the
+// payload and its check, latency percentiles and the JSON report.
+#include "peer_harness.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace moonpool::bench::peers {
+namespace {
+
+std::string& ProgramName() {
+  static std::string* name = new std::string("peer");
+  return *name;
+}
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: %s --workload NAME [--duration_ms N] [--warmup_ms N]\n"
+               "  NAME: ",
+               ProgramName().c_str());
+  for (const Workload& w : kWorkloads) {
+    std::fprintf(out, "%.*s ", static_cast<int>(w.name.size()), w.name.data());
+  }
+  std::fprintf(out,
+               "\n  --duration_ms  measured time after the warm-up "
+               "(default 2000)\n"
+               "  --warmup_ms    time run and discarded first (default 300)\n"
+               "Prints one JSON object on stdout (benchmarks/peers/README.md)."
+               "\n");
+}
+
+[[noreturn]] void UsageError(const std::string& message) {
+  std::fprintf(stderr, "%s: %s\n", ProgramName().c_str(), message.c_str());
+  PrintUsage(stderr);
+  std::exit(2);
+}
+
+int64_t ParseMillis(std::string_view flag, std::string_view value) {
+  if (value.empty() || value.size() > 9 ||
+      !std::all_of(value.begin(), value.end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    UsageError(std::string(flag) + " wants a number of milliseconds, got '" +
+               std::string(value) + "'");
+  }
+  return std::stoll(std::string(value));
+}
+
+// Writes `value` as JSON: finite numbers with up to `digits` decimals.
+std::string Number(double value, int digits) {
+  if (!std::isfinite(value)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, value);
+  return buf;
+}
+
+}  // namespace
+
+Options ParseOptionsOrDie(int argc, char** argv) {
+  if (argc > 0) {
+    std::string_view name = argv[0];
+    if (size_t slash = name.rfind('/'); slash != std::string_view::npos) {
+      name.remove_prefix(slash + 1);
+    }
+    ProgramName() = std::string(name);
+  }
+  Options options;
+  std::optional<Workload> workload;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      PrintUsage(stdout);
+      std::exit(0);
+    }
+    std::string_view flag = arg;
+    std::optional<std::string_view> value;
+    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
+      flag = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    if (flag != "--workload" && flag != "--duration_ms" &&
+        flag != "--warmup_ms") {
+      UsageError("unknown argument '" + std::string(arg) + "'");
+    }
+    if (!value) {
+      if (i + 1 >= argc) UsageError(std::string(flag) + " wants a value");
+      value = argv[++i];
+    }
+    if (flag == "--workload") {
+      workload.reset();
+      for (const Workload& w : kWorkloads) {
+        if (w.name == *value) workload = w;
+      }
+      if (!workload) {
+        UsageError("unknown workload '" + std::string(*value) + "'");
+      }
+    } else if (flag == "--duration_ms") {
+      options.duration = std::chrono::milliseconds(ParseMillis(flag, *value));
+      if (options.duration.count() == 0) UsageError("--duration_ms is 0");
+    } else {
+      options.warmup = std::chrono::milliseconds(ParseMillis(flag, *value));
+    }
+  }
+  if (!workload) UsageError("--workload is required");
+  options.workload = *workload;
+  return options;
+}
+
+void ConfigureMalloc() {
+#if defined(__GLIBC__)
+  const char* choice = std::getenv("MOONPOOL_BENCH_MALLOC");
+  if (choice != nullptr && std::string_view(choice) == "default") return;
+  if (mallopt(M_MMAP_THRESHOLD, 32 << 20) != 1 ||
+      mallopt(M_TRIM_THRESHOLD, 256 << 20) != 1) {
+    std::fprintf(stderr, "%s: mallopt failed; glibc's defaults stay\n",
+                 ProgramName().c_str());
+  }
+#endif
+}
+
+void Die(std::string_view message) {
+  std::fprintf(stderr, "%s: %.*s\n", ProgramName().c_str(),
+               static_cast<int>(message.size()), message.data());
+  std::fflush(stderr);
+  std::fflush(stdout);
+  std::_Exit(1);
+}
+
+void DieMismatch(uint64_t seq, std::string_view detail) {
+  Die("reply payload mismatch for request " + std::to_string(seq) + ": " +
+      std::string(detail));
+}
+
+Payload::Payload(size_t size)
+    : pattern_(size), stamp_size_(std::min<size_t>(size, 8)) {
+  // A pattern with period 251 (prime), so that no power-of-two shift of the
+  // bytes compares equal.
+  for (size_t i = 0; i < size; ++i) {
+    pattern_[i] = static_cast<char>((i * 7 + 13) % 251);
+  }
+}
+
+void Payload::Stamp(uint64_t seq, char* dst) const {
+  for (size_t i = 0; i < stamp_size_; ++i) {
+    dst[i] = static_cast<char>(seq >> (8 * i));
+  }
+}
+
+void Payload::Fill(uint64_t seq, char* dst) const {
+  Stamp(seq, dst);
+  const std::span<const char> rest = tail();
+  if (!rest.empty()) std::memcpy(dst + stamp_size_, rest.data(), rest.size());
+}
+
+bool Payload::Matches(uint64_t seq, std::span<const char> data) const {
+  return data.size() == size() && MatchesAt(seq, 0, data);
+}
+
+bool Payload::MatchesAt(uint64_t seq, size_t offset,
+                        std::span<const char> data) const {
+  size_t i = 0;
+  if (offset < stamp_size_) {
+    char stamp[8];
+    Stamp(seq, stamp);
+    for (; i < data.size() && offset + i < stamp_size_; ++i) {
+      if (data[i] != stamp[offset + i]) return false;
+    }
+  }
+  const size_t n = data.size() - i;
+  return n == 0 ||
+         std::memcmp(data.data() + i, pattern_.data() + offset + i, n) == 0;
+}
+
+double LatencyRecorder::PercentileMicros(double q) {
+  if (samples_.empty()) return 0;
+  if (!sorted_) {
+    std::sort(samples_.begin(), samples_.end());
+    sorted_ = true;
+  }
+  const double n = static_cast<double>(samples_.size());
+  size_t rank = static_cast<size_t>(std::ceil(q * n));
+  rank = std::clamp<size_t>(rank, 1, samples_.size());
+  return static_cast<double>(samples_[rank - 1]) / 1e3;
+}
+
+size_t EstimateSamples(uint64_t warmup_requests,
+                       std::chrono::steady_clock::duration warmup,
+                       std::chrono::milliseconds duration) {
+  const double warmup_s = std::chrono::duration<double>(warmup).count();
+  if (warmup_s <= 0) return 1 << 20;
+  const double rate = static_cast<double>(warmup_requests) / warmup_s;
+  const double estimate =
+      rate * std::chrono::duration<double>(duration).count() * 2.0 + 4096;
+  return static_cast<size_t>(std::min(estimate, 1e9));
+}
+
+void PrintReport(const Report& report, LatencyRecorder& latencies) {
+  const double rps = report.seconds > 0
+                         ? static_cast<double>(report.requests) / report.seconds
+                         : 0;
+  const double bps = rps * static_cast<double>(report.workload.payload_size);
+  std::string json;
+  json += "{\"peer\": \"" + report.peer + "\"";
+  json += ", \"workload\": \"" + std::string(report.workload.name) + "\"";
+  json += ", \"requests\": " + std::to_string(report.requests);
+  json += ", \"seconds\": " + Number(report.seconds, 6);
+  json += ", \"requests_per_second\": " + Number(rps, 1);
+  json += ", \"bytes_per_second\": " + Number(bps, 1);
+  json += ", \"latency_us\": {\"p50\": " +
+          Number(latencies.PercentileMicros(0.50), 3) +
+          ", \"p99\": " + Number(latencies.PercentileMicros(0.99), 3) +
+          ", \"p999\": " + Number(latencies.PercentileMicros(0.999), 3) + "}";
+  json += ", \"allocs_per_request\": " +
+          (report.allocs_per_request ? Number(*report.allocs_per_request, 3)
+                                     : std::string("null"));
+  json += "}\n";
+  std::fputs(json.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace moonpool::bench::peers

@@ -1,0 +1,185 @@
+// The command-line and output contract shared by every transport benchmark
+// program: the three baselines in this directory (raw libuv, Cap'n Proto RPC,
+// gRPC) and moonpool's own benchmarks/transport_benchmark. Each program is
+//
+//   <program> --workload NAME [--duration_ms 2000] [--warmup_ms 300]
+//
+// runs one in-process server thread and one client thread on 127.0.0.1, keeps
+// the workload's requests in flight for the duration after the warm-up,
+// byte-compares every reply with the payload it sent, and prints exactly one
+// JSON object on stdout (PrintReport). README.md in this directory states the
+// contract in full; this header is its code.
+//
+// Example (a client loop, schematically):
+//
+//   const Options options = ParseOptionsOrDie(argc, argv);
+//   ConfigureMalloc();
+//   const Payload payload(options.workload.payload_size);
+//   LatencyRecorder latencies;
+//   ...
+//   payload.Fill(seq, request_bytes);                    // sending
+//   if (!payload.Matches(seq, reply)) DieMismatch(...);  // receiving
+//   if (measuring) latencies.Record(now - sent_at);
+//   ...
+//   PrintReport(report);
+//
+// What it is not: a benchmark framework. It owns no threads, loops or
+// sockets; each program drives its own stack its own way.
+#ifndef MOONPOOL_BENCHMARKS_PEERS_PEER_HARNESS_H_
+#define MOONPOOL_BENCHMARKS_PEERS_PEER_HARNESS_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moonpool::bench::peers {
+
+// One workload: `connections` client connections, each keeping `in_flight`
+// requests of `payload_size` bytes outstanding (a closed loop: a reply lets
+// the next request go).
+struct Workload {
+  std::string_view name;
+  size_t payload_size;
+  int in_flight;    // per connection
+  int connections;  // all from the one client thread to the one server thread
+};
+
+// Every workload, in the order ci/bench prints them.
+inline constexpr Workload kWorkloads[] = {
+    {"64B_x1", 64, 1, 1},
+    {"64B_x16", 64, 16, 1},
+    {"64B_x256", 64, 256, 1},
+    {"64KiB_x16", 64 << 10, 16, 1},
+    {"1MiB_x16", 1 << 20, 16, 1},
+    // 100 connections, one request in flight on each: what it costs to serve
+    // many quiet clients, not how well one connection batches.
+    {"100conn", 64, 1, 100},
+};
+
+// The parsed command line.
+struct Options {
+  Workload workload;
+  std::chrono::milliseconds duration{2000};  // measured, after the warm-up
+  std::chrono::milliseconds warmup{300};     // run, then discarded
+};
+
+// Parses `--workload NAME [--duration_ms N] [--warmup_ms N]` (also the
+// `--flag=value` form). Prints the usage on stderr and exits with status 2 on
+// anything else; `--help` prints it on stdout and exits 0.
+Options ParseOptionsOrDie(int argc, char** argv);
+
+// Fixes glibc's mmap and trim thresholds (32 MiB, 256 MiB) so that a 1 MiB
+// message freed and allocated again stays in the heap instead of costing page
+// faults per request, as a long-running server's allocator behaves; the same
+// policy as wire_codec_benchmark. MOONPOOL_BENCH_MALLOC=default keeps glibc's
+// own. Call once at the start of main, before any thread.
+void ConfigureMalloc();
+
+// Prints "<program>: <message>" on stderr and ends the process with status 1
+// at once (no destructors: other threads may still be running).
+[[noreturn]] void Die(std::string_view message);
+
+// The bytes of each request. Every request carries a distinct sequence
+// number in its first min(8, size) bytes (little-endian); the rest is a fixed
+// pattern. So an echo that returned another request's bytes, or shifted,
+// truncated or corrupted them, fails the comparison.
+class Payload {
+ public:
+  explicit Payload(size_t size);
+
+  size_t size() const { return pattern_.size(); }
+
+  // Bytes [0, stamp_size()) of a payload are the sequence number.
+  size_t stamp_size() const { return stamp_size_; }
+
+  // Writes the stamp of `seq` (stamp_size() bytes) to `dst`.
+  void Stamp(uint64_t seq, char* dst) const;
+
+  // The bytes after the stamp, identical in every request: a sender may point
+  // at them rather than copy them.
+  std::span<const char> tail() const {
+    return std::span<const char>(pattern_).subspan(stamp_size_);
+  }
+
+  // Writes the whole payload of `seq` (size() bytes) to `dst`.
+  void Fill(uint64_t seq, char* dst) const;
+
+  // True when `data` is exactly the payload of `seq`.
+  bool Matches(uint64_t seq, std::span<const char> data) const;
+
+  // True when `data` equals bytes [offset, offset + data.size()) of the
+  // payload of `seq`, for a receiver that checks a reply as it streams in.
+  // REQUIRES: offset + data.size() <= size().
+  bool MatchesAt(uint64_t seq, size_t offset, std::span<const char> data) const;
+
+ private:
+  std::vector<char> pattern_;
+  size_t stamp_size_;
+};
+
+// Ends the process (Die) with a message naming the request whose reply did
+// not match.
+[[noreturn]] void DieMismatch(uint64_t seq, std::string_view detail);
+
+// Per-request latencies of the measured window, in nanoseconds. Record
+// allocates only when the vector grows; growth_allocations() counts those, so
+// that a program can subtract the harness's own allocations from its
+// allocs_per_request.
+class LatencyRecorder {
+ public:
+  // Room for `n` samples, so that recording does not allocate; call it
+  // before the measured window starts.
+  void Reserve(size_t n) { samples_.reserve(n); }
+
+  void Record(std::chrono::steady_clock::duration latency) {
+    if (samples_.size() == samples_.capacity()) ++growth_allocations_;
+    samples_.push_back(static_cast<int64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count()));
+  }
+
+  size_t size() const { return samples_.size(); }
+  uint64_t growth_allocations() const { return growth_allocations_; }
+
+  // The sample at quantile `q` in [0, 1] (nearest rank), in microseconds;
+  // 0 when there are none. Sorts the samples on first use.
+  double PercentileMicros(double q);
+
+ private:
+  std::vector<int64_t> samples_;
+  bool sorted_ = false;
+  uint64_t growth_allocations_ = 0;
+};
+
+// Samples to reserve for the measured window: the warm-up's completion rate
+// (`warmup_requests` in `warmup`) stretched to `duration`, with headroom.
+size_t EstimateSamples(uint64_t warmup_requests,
+                       std::chrono::steady_clock::duration warmup,
+                       std::chrono::milliseconds duration);
+
+// What a run measured. `requests` are the replies received (and checked)
+// inside the window of `seconds`.
+struct Report {
+  std::string peer;  // "raw_uv", "capnp_rpc", "grpc", "moonpool"
+  Workload workload;
+  uint64_t requests = 0;
+  double seconds = 0;
+  // Heap allocations per request on the client and server loop threads
+  // together, or nullopt when the program cannot count them all.
+  std::optional<double> allocs_per_request;
+};
+
+// Prints the one JSON object of the contract on stdout, followed by a newline:
+//   {"peer", "workload", "requests", "seconds", "requests_per_second",
+//    "bytes_per_second" (payload bytes one way: requests_per_second *
+//    payload_size), "latency_us": {"p50", "p99", "p999"},
+//    "allocs_per_request" (a number or null)}
+void PrintReport(const Report& report, LatencyRecorder& latencies);
+
+}  // namespace moonpool::bench::peers
+
+#endif  // MOONPOOL_BENCHMARKS_PEERS_PEER_HARNESS_H_

@@ -1,0 +1,387 @@
+// transport_benchmark: moonpool's column of ci/bench. An echo over
+// moonpool-transport, under the same contract as the baselines in
+// benchmarks/peers (peer_harness.h, README.md there):
+//
+//   transport_benchmark --workload NAME [--duration_ms 2000] [--warmup_ms 300]
+//
+// The server runs on a thread of its own with its own UvLoop:
+// ServerTransport::Bind(127.0.0.1:0) and a few handler tasks, each looping on
+// NextMessage() and Reply(msg, msg.envelope.payload). The client runs on a
+// second thread with its own UvLoop: one ClientTransport per connection (a
+// transport keeps one Peer, so one TCP connection, per address), and K worker
+// coroutines per connection, each looping on
+// co_await Request<std::string>(server, payload, 10 s timeout): a closed loop
+// keeping K requests in flight per connection. Every reply is byte-compared
+// with the payload of its request (Payload::Matches: a sequence number stamp
+// and a fixed pattern); a mismatch or any failed request ends the process
+// with status 1.
+//
+// Measured: the replies received inside the window (after the warm-up, for
+// --duration_ms), their latencies (steady_clock from just before the Request
+// call to just after the co_await returns), and the heap allocations made on
+// the client loop's thread and on the server loop's thread inside the window
+// (alloc_counter.h, read on each loop's own thread at the start and end of
+// the window). stdout is the contract's one JSON object plus
+// "client_allocs_per_request" and "server_allocs_per_request".
+//
+// What a request allocates by design (moonpool-transport/README.md): the
+// client's encoded payload string (Request copies the caller's bytes), the
+// decoded reply std::string, and the server's IncomingMessage payload copy;
+// payloads of 15 bytes or fewer would fit std::string's inline buffer, the
+// workloads' 64 B and up do not.
+//
+// MOONPOOL_BENCH_HANDLERS=N (environment) overrides the number of server
+// handler tasks (default 4), for experiments; ci/bench does not set it.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "alloc_counter.h"
+#include "moonpool/driver/address.h"
+#include "moonpool/driver/sleep.h"
+#include "moonpool/driver/task.h"
+#include "moonpool/driver/task_scope.h"
+#include "moonpool/driver/uv_loop.h"
+#include "moonpool/transport/client_options.h"
+#include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/request_options.h"
+#include "moonpool/transport/server_options.h"
+#include "moonpool/transport/server_transport.h"
+#include "peer_harness.h"
+
+namespace moonpool::bench::transport_benchmark {
+namespace {
+
+using moonpool::driver::Address;
+using moonpool::driver::Task;
+using moonpool::driver::TaskScope;
+using moonpool::driver::UvLoop;
+using moonpool::transport::ClientOptions;
+using moonpool::transport::ClientTransport;
+using moonpool::transport::IncomingMessage;
+using moonpool::transport::RequestOptions;
+using moonpool::transport::ServerOptions;
+using moonpool::transport::ServerTransport;
+using peers::Die;
+using peers::LatencyRecorder;
+using peers::Options;
+using peers::Payload;
+using peers::Report;
+using Clock = std::chrono::steady_clock;
+
+// Each request's deadline: far beyond any latency of a healthy run, so a
+// DeadlineExceeded is a failure, not load shedding.
+constexpr absl::Duration kRequestTimeout = absl::Seconds(10);
+
+size_t HandlerCount() {
+  if (const char* env = std::getenv("MOONPOOL_BENCH_HANDLERS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return static_cast<size_t>(n);
+  }
+  return 4;
+}
+
+// ---------------------------------------------------------------------------
+// Server: one thread, one UvLoop, one ServerTransport, a few echo handlers.
+
+class Server {
+ public:
+  // Starts the thread and waits until the server is bound.
+  Server() {
+    std::promise<Address> bound;
+    std::future<Address> address = bound.get_future();
+    thread_ = std::thread(
+        [this, bound = std::move(bound)]() mutable { Run(bound); });
+    address_ = address.get();
+  }
+
+  const Address& address() const { return address_; }
+
+  // Thread-safe: the server loop reads its thread's allocation count.
+  void RequestBeginSnapshot() {
+    loop_->PostFromAnyThread([this] { allocs_begin_ = ThreadAllocations(); });
+  }
+  void RequestEndSnapshot() {
+    loop_->PostFromAnyThread([this] { allocs_end_ = ThreadAllocations(); });
+  }
+
+  // Closes the server (its handlers end, its loop runs out) and joins.
+  void StopAndJoin() {
+    loop_->PostFromAnyThread([this] { scope_->Spawn(server_->Close(false)); });
+    thread_.join();
+  }
+
+  // Valid after StopAndJoin.
+  uint64_t measured_allocations() const { return allocs_end_ - allocs_begin_; }
+
+ private:
+  static Task<void> Echo(ServerTransport& server) {
+    while (std::optional<IncomingMessage> msg = co_await server.NextMessage()) {
+      if (!msg->is_request()) continue;
+      absl::Status s =
+          server.Reply(*msg, absl::string_view(msg->envelope.payload));
+      if (!s.ok()) Die("server: Reply failed: " + s.ToString());
+    }
+  }
+
+  void Run(std::promise<Address>& bound) {
+    UvLoop loop;
+    ServerOptions options;
+    absl::StatusOr<std::unique_ptr<ServerTransport>> server =
+        ServerTransport::Bind(loop, Address::Loopback(0), options);
+    if (!server.ok()) Die("server: Bind failed: " + server.status().ToString());
+    TaskScope scope(loop, [](absl::Status s) {
+      Die("server: a task failed: " + s.ToString());
+    });
+    for (size_t i = 0, n = HandlerCount(); i < n; ++i) {
+      scope.Spawn(Echo(**server));
+    }
+    loop_ = &loop;
+    server_ = server->get();
+    scope_ = &scope;
+    bound.set_value((*server)->address());  // publishes the three above
+    loop.Run();  // until Close ends the listener and the handlers
+    scope.Clear();
+    server->reset();
+  }
+
+  std::thread thread_;
+  Address address_;
+  // Set on the server thread before the constructor returns (the promise
+  // orders them); used from the client thread only through
+  // PostFromAnyThread.
+  UvLoop* loop_ = nullptr;
+  ServerTransport* server_ = nullptr;
+  TaskScope* scope_ = nullptr;
+  // Written and read on the server thread; read by main after the join.
+  uint64_t allocs_begin_ = 0;
+  uint64_t allocs_end_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Client: one thread, one UvLoop, a ClientTransport per connection, K
+// workers per connection, the measurement window.
+
+class Client {
+ public:
+  Client(const Options& options, Server& server)
+      : options_(options),
+        payload_(options.workload.payload_size),
+        server_(server) {}
+
+  // Runs the workload to its end on the calling thread.
+  void Run() {
+    UvLoop loop;
+    loop_ = &loop;
+    ClientOptions client_options;
+    client_options.expected_peers = 1;
+    client_options.peer.max_queued_requests =
+        std::max<size_t>(client_options.peer.max_queued_requests,
+                         static_cast<size_t>(options_.workload.in_flight));
+    std::vector<std::unique_ptr<ClientTransport>> clients;
+    for (int c = 0; c < options_.workload.connections; ++c) {
+      clients.push_back(std::make_unique<ClientTransport>(loop, client_options));
+    }
+    {
+      TaskScope scope(loop, [](absl::Status s) {
+        Die("client: a task failed: " + s.ToString());
+      });
+      live_workers_ = static_cast<size_t>(options_.workload.connections) *
+                      static_cast<size_t>(options_.workload.in_flight);
+      for (auto& client : clients) {
+        for (int k = 0; k < options_.workload.in_flight; ++k) {
+          scope.Spawn(Worker(*client));
+        }
+      }
+      scope.Spawn(Controller());
+      // Every request has a deadline, so the workers end; past this, a
+      // request went silent.
+      const absl::Time give_up =
+          loop.Now() + absl::FromChrono(options_.warmup + options_.duration) +
+          kRequestTimeout + absl::Seconds(5);
+      if (!loop.RunUntil([this] { return stopping_ && live_workers_ == 0; },
+                         give_up)) {
+        Die("client: requests had no outcome long after their deadline");
+      }
+    }
+    for (auto& client : clients) client->Close();
+    clients.clear();  // the Peers' streams and timers go before the loop
+  }
+
+  uint64_t requests() const { return requests_; }
+  double seconds() const {
+    return std::chrono::duration<double>(measure_end_ - measure_begin_).count();
+  }
+  uint64_t measured_allocations() const {
+    return allocs_end_ - allocs_begin_ - latencies_.growth_allocations();
+  }
+  LatencyRecorder& latencies() { return latencies_; }
+
+ private:
+  // One request in flight on `client`, again and again, until stopping_.
+  Task<void> Worker(ClientTransport& client) {
+    std::string request(payload_.size(), '\0');
+    const RequestOptions request_options =
+        RequestOptions::Timeout(kRequestTimeout);
+    const Address server = server_.address();
+    while (!stopping_) {
+      const uint64_t seq = next_seq_++;
+      payload_.Fill(seq, request.data());
+      const Clock::time_point sent_at = Clock::now();
+      absl::StatusOr<std::string> reply =
+          co_await client.Request<std::string>(server, request,
+                                               request_options);
+      const Clock::time_point now = Clock::now();
+      if (!reply.ok()) {
+        Die("client: request " + std::to_string(seq) +
+            " failed: " + reply.status().ToString());
+      }
+      if (!payload_.Matches(seq, std::span<const char>(*reply))) {
+        peers::DieMismatch(seq, "reply of " + std::to_string(reply->size()) +
+                                    " bytes differs from the request");
+      }
+      if (measuring_) {
+        ++requests_;
+        latencies_.Record(now - sent_at);
+      } else if (!stopping_) {
+        ++warmup_requests_;
+      }
+    }
+    --live_workers_;
+  }
+
+  // Until `t` by the steady clock. The loop's Now() is sampled once per
+  // turn, so a Sleep started late in a long turn (1 MiB payloads) ends early
+  // by steady_clock: sleep again for what is left.
+  Task<void> SleepUntil(Clock::time_point t) {
+    for (Clock::time_point now = Clock::now(); now < t; now = Clock::now()) {
+      co_await driver::Sleep(*loop_, absl::FromChrono(t - now));
+    }
+  }
+
+  // The warm-up, then the measured window; then tells the workers to stop
+  // (each finishes the request it has in flight).
+  Task<void> Controller() {
+    const Clock::time_point warmup_begin = Clock::now();
+    co_await SleepUntil(warmup_begin + options_.warmup);
+    latencies_.Reserve(peers::EstimateSamples(
+        warmup_requests_, Clock::now() - warmup_begin, options_.duration));
+    server_.RequestBeginSnapshot();
+    allocs_begin_ = ThreadAllocations();
+    measuring_ = true;
+    measure_begin_ = Clock::now();
+    co_await SleepUntil(measure_begin_ + options_.duration);
+    measure_end_ = Clock::now();
+    measuring_ = false;
+    stopping_ = true;
+    allocs_end_ = ThreadAllocations();
+    server_.RequestEndSnapshot();
+  }
+
+  const Options options_;
+  const Payload payload_;
+  Server& server_;
+  UvLoop* loop_ = nullptr;
+
+  size_t live_workers_ = 0;
+  uint64_t next_seq_ = 0;
+  bool measuring_ = false;
+  bool stopping_ = false;
+  uint64_t warmup_requests_ = 0;
+  uint64_t requests_ = 0;
+  Clock::time_point measure_begin_;
+  Clock::time_point measure_end_;
+  uint64_t allocs_begin_ = 0;
+  uint64_t allocs_end_ = 0;
+  LatencyRecorder latencies_;
+};
+
+// JSON numbers as peer_harness.cc writes them.
+std::string Number(double value, int digits) {
+  if (!std::isfinite(value)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, value);
+  return buf;
+}
+
+// The contract's object (peers::PrintReport, same keys, order and number
+// formats) with the client's and the server's share of allocs_per_request
+// appended.
+void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
+                          std::optional<double> client_allocs,
+                          std::optional<double> server_allocs) {
+  const double rps = report.seconds > 0
+                         ? static_cast<double>(report.requests) / report.seconds
+                         : 0;
+  const double bps = rps * static_cast<double>(report.workload.payload_size);
+  auto optional_number = [](std::optional<double> v) {
+    return v ? Number(*v, 3) : std::string("null");
+  };
+  std::string json;
+  json += "{\"peer\": \"" + report.peer + "\"";
+  json += ", \"workload\": \"" + std::string(report.workload.name) + "\"";
+  json += ", \"requests\": " + std::to_string(report.requests);
+  json += ", \"seconds\": " + Number(report.seconds, 6);
+  json += ", \"requests_per_second\": " + Number(rps, 1);
+  json += ", \"bytes_per_second\": " + Number(bps, 1);
+  json += ", \"latency_us\": {\"p50\": " +
+          Number(latencies.PercentileMicros(0.50), 3) +
+          ", \"p99\": " + Number(latencies.PercentileMicros(0.99), 3) +
+          ", \"p999\": " + Number(latencies.PercentileMicros(0.999), 3) + "}";
+  json += ", \"allocs_per_request\": " +
+          optional_number(report.allocs_per_request);
+  json += ", \"client_allocs_per_request\": " + optional_number(client_allocs);
+  json += ", \"server_allocs_per_request\": " + optional_number(server_allocs);
+  json += "}\n";
+  std::fputs(json.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace
+}  // namespace moonpool::bench::transport_benchmark
+
+int main(int argc, char** argv) {
+  using namespace moonpool::bench::transport_benchmark;  // NOLINT: main
+  using namespace moonpool::bench::peers;                // NOLINT: main
+  const Options options = ParseOptionsOrDie(argc, argv);
+  ConfigureMalloc();
+
+  Server server;
+  Client client(options, server);
+  std::thread client_thread([&client] { client.Run(); });
+  client_thread.join();
+  server.StopAndJoin();
+
+  Report report;
+  report.peer = "moonpool";
+  report.workload = options.workload;
+  report.requests = client.requests();
+  report.seconds = client.seconds();
+  std::optional<double> client_allocs;
+  std::optional<double> server_allocs;
+  if (moonpool::bench::CountsMallocCalls() && report.requests > 0) {
+    const double n = static_cast<double>(report.requests);
+    client_allocs = static_cast<double>(client.measured_allocations()) / n;
+    server_allocs = static_cast<double>(server.measured_allocations()) / n;
+    report.allocs_per_request = *client_allocs + *server_allocs;
+  }
+  PrintReportWithSplit(report, client.latencies(), client_allocs,
+                       server_allocs);
+  return 0;
+}
