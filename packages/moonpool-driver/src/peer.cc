@@ -36,7 +36,25 @@ Peer::Peer(Loop& loop, Address address, PeerOptions options)
   StartConnect();
 }
 
-Peer::~Peer() { Close(); }
+Peer::~Peer() {
+  Close();
+  if (flush_scheduled_) loop_.CancelTurnEnd(this);
+}
+
+void Peer::ScheduleFlush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  loop_.ScheduleTurnEnd(this);
+}
+
+void Peer::OnTurnEnd() {
+  flush_scheduled_ = false;
+  if (connection_ == nullptr || in_pump_ || state_ == PeerState::kClosed) {
+    return;
+  }
+  Flush();  // on a write error it schedules a pump itself
+  ArmTimer();
+}
 
 absl::Time Peer::ResolveDeadline(absl::Time deadline) const {
   return deadline == absl::InfiniteFuture()
@@ -55,9 +73,9 @@ absl::Status Peer::Request(std::string payload,
   }
   if (queue_.size() >= options_.max_queued_requests ||
       queued_bytes_ + payload.size() > options_.max_queued_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request queue to ", address_.ToString(), " is full (",
-        queue_.size(), " requests, ", queued_bytes_, " bytes)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request queue to ", address_.ToString(), " is full (",
+                     queue_.size(), " requests, ", queued_bytes_, " bytes)"));
   }
   PeerRequestOptions resolved = options;
   resolved.deadline = ResolveDeadline(options.deadline);
@@ -68,10 +86,10 @@ absl::Status Peer::Request(std::string payload,
   Pending p{std::move(payload), resolved, std::move(done), false};
   // The fast path: straight onto an open connection with nothing ahead of
   // it. Events are not processed here, so no callback runs inside Request.
-  if (queue_.empty() && connection_ != nullptr && !in_pump_ &&
-      Submit(p).ok()) {
-    Flush();
-    ArmTimer();
+  if (queue_.empty() && connection_ != nullptr && !in_pump_ && Submit(p).ok()) {
+    // Written at the end of the turn, with whatever else the turn sends:
+    // one write for a batch of requests, not one each.
+    ScheduleFlush();
     return absl::OkStatus();
   }
   queued_bytes_ += p.payload.size();
@@ -87,8 +105,8 @@ absl::Status Peer::SendOneWay(uint64_t endpoint, std::string payload) {
   }
   if (queue_.size() >= options_.max_queued_requests ||
       queued_bytes_ + payload.size() > options_.max_queued_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request queue to ", address_.ToString(), " is full"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request queue to ", address_.ToString(), " is full"));
   }
   PeerRequestOptions options;
   options.endpoint = endpoint;
@@ -143,7 +161,8 @@ void Peer::StartConnect() {
   state_ = PeerState::kConnecting;
   ++stats_.connect_attempts;
   absl::StatusOr<std::unique_ptr<Stream>> stream = loop_.Connect(
-      address_, [this](absl::Status status) { OnConnected(std::move(status)); });
+      address_,
+      [this](absl::Status status) { OnConnected(std::move(status)); });
   if (!stream.ok()) {
     ScheduleReconnect(stream.status());
     return;
@@ -358,10 +377,10 @@ void Peer::ExpireQueued(absl::Time now) {
   for (Pending& p : expired) {
     ++stats_.failures;
     if (p.written || state_ == PeerState::kConnected) {
-      Complete(p, absl::DeadlineExceededError(absl::StrCat(
-                      "request to ", address_.ToString(),
-                      " reached its deadline before it could be ",
-                      p.written ? "answered" : "written")));
+      Complete(p, absl::DeadlineExceededError(
+                      absl::StrCat("request to ", address_.ToString(),
+                                   " reached its deadline before it could be ",
+                                   p.written ? "answered" : "written")));
     } else {
       Complete(p, absl::UnavailableError(absl::StrCat(
                       "peer ", address_.ToString(),
@@ -445,8 +464,8 @@ void Peer::Close() {
   }
   for (Pending& p : pending) {
     ++stats_.failures;
-    Complete(p, absl::CancelledError(absl::StrCat(
-                    "peer ", address_.ToString(), " was closed")));
+    Complete(p, absl::CancelledError(
+                    absl::StrCat("peer ", address_.ToString(), " was closed")));
   }
 }
 

@@ -97,6 +97,8 @@ class UvLoop::Impl {
 
   // --- Posted work and timers due at once, drained by the idle handle.
   void Post(absl::AnyInvocable<void()> fn);
+  void ScheduleTurnEnd(TurnEndHandler* handler);
+  void CancelTurnEnd(TurnEndHandler* handler);
   void PostFromAnyThread(absl::AnyInvocable<void()> fn);
   void AddDueTimer(internal::TimerState* timer);
   void RemoveDueTimer(internal::TimerState* timer);
@@ -126,6 +128,8 @@ class UvLoop::Impl {
   int Turn();
   void DrainPosted();
   void UpdateIdle();
+  // Runs the turn-end handlers; from the prepare handle, before the poll.
+  void RunTurnEnd();
   // Runs what PostFromAnyThread queued; true if there was any.
   bool DrainRemote();
 
@@ -155,6 +159,10 @@ class UvLoop::Impl {
   // reallocates once warm, and so work posted while draining waits a turn.
   std::vector<absl::AnyInvocable<void()>> posted_;
   std::vector<absl::AnyInvocable<void()>> draining_;
+  // Turn-end handlers scheduled, and the batch being run (null entries were
+  // cancelled). Swapped like posted_.
+  std::vector<TurnEndHandler*> turn_end_;
+  std::vector<TurnEndHandler*> turn_end_running_;
   // Timers started for a time not in the future: an intrusive FIFO, so
   // arming one allocates nothing. Each entry carries the drain generation
   // it was queued in; a drain runs only older ones.

@@ -75,7 +75,9 @@ UvLoop::Impl::Impl(const UvLoopOptions& options)
   uv_prepare_init(&loop_, &prepare_);
   prepare_.data = this;
   uv_prepare_start(&prepare_, [](uv_prepare_t* p) {
-    static_cast<Impl*>(p->data)->time_stale_ = true;
+    Impl* impl = static_cast<Impl*>(p->data);
+    impl->time_stale_ = true;
+    impl->RunTurnEnd();
   });
   uv_unref(reinterpret_cast<uv_handle_t*>(&prepare_));
   uv_async_init(&loop_, &async_, [](uv_async_t* a) {
@@ -156,8 +158,38 @@ void UvLoop::Impl::RemoveDueTimer(internal::TimerState* timer) {
   // extra non-blocking poll is cheaper than restarting it each time.
 }
 
+void UvLoop::Impl::ScheduleTurnEnd(TurnEndHandler* handler) {
+  turn_end_.push_back(handler);
+}
+
+void UvLoop::Impl::CancelTurnEnd(TurnEndHandler* handler) {
+  for (TurnEndHandler*& h : turn_end_) {
+    if (h == handler) h = nullptr;
+  }
+  for (TurnEndHandler*& h : turn_end_running_) {
+    if (h == handler) h = nullptr;
+  }
+}
+
+void UvLoop::Impl::RunTurnEnd() {
+  if (turn_end_.empty()) return;
+  turn_end_running_.swap(turn_end_);
+  // Index, not iterator: a handler may cancel a later one.
+  for (size_t i = 0; i < turn_end_running_.size(); ++i) {
+    if (TurnEndHandler* h = turn_end_running_[i]) {
+      turn_end_running_[i] = nullptr;
+      h->OnTurnEnd();
+    }
+  }
+  turn_end_running_.clear();
+  // Handlers scheduled from inside OnTurnEnd run at the end of the next
+  // turn, which must then not block in its poll.
+  UpdateIdle();
+}
+
 void UvLoop::Impl::UpdateIdle() {
-  const bool want = !posted_.empty() || due_head_ != nullptr;
+  const bool want =
+      !posted_.empty() || due_head_ != nullptr || !turn_end_.empty();
   if (want == idle_active_ || shutting_down_) return;
   if (want) {
     uv_idle_start(&idle_, [](uv_idle_t* h) {
@@ -313,6 +345,14 @@ std::unique_ptr<Timer> UvLoop::CreateTimer(absl::AnyInvocable<void()> on_fire) {
 }
 
 void UvLoop::Post(absl::AnyInvocable<void()> fn) { impl_->Post(std::move(fn)); }
+
+void UvLoop::ScheduleTurnEnd(TurnEndHandler* handler) {
+  impl_->ScheduleTurnEnd(handler);
+}
+
+void UvLoop::CancelTurnEnd(TurnEndHandler* handler) {
+  impl_->CancelTurnEnd(handler);
+}
 
 void UvLoop::PostFromAnyThread(absl::AnyInvocable<void()> fn) {
   impl_->PostFromAnyThread(std::move(fn));

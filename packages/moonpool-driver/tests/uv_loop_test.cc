@@ -412,3 +412,73 @@ TEST(UvLoop, DestructorAfterTimersClosedInTheLastTurnIsClean) {
 
 }  // namespace
 }  // namespace moonpool::driver
+
+namespace moonpool::driver {
+namespace {
+
+class RecordingTurnEnd final : public TurnEndHandler {
+ public:
+  explicit RecordingTurnEnd(std::vector<std::string>& log, std::string name)
+      : log_(log), name_(std::move(name)) {}
+  void OnTurnEnd() override { log_.push_back(name_); }
+
+ private:
+  std::vector<std::string>& log_;
+  std::string name_;
+};
+
+TEST(UvLoopTurnEnd, RunsAfterTheTurnsPostedWorkAndBeforeTheNextTurn) {
+  UvLoop loop;
+  std::vector<std::string> log;
+  RecordingTurnEnd a(log, "turn end a"), b(log, "turn end b");
+  loop.Post([&] {
+    log.push_back("post 1");
+    loop.ScheduleTurnEnd(&a);
+    loop.Post([&] { log.push_back("post 3 (next turn)"); });
+  });
+  loop.Post([&] {
+    log.push_back("post 2");
+    loop.ScheduleTurnEnd(&b);
+  });
+  loop.Run();
+  EXPECT_EQ(log,
+            (std::vector<std::string>{"post 1", "post 2", "turn end a",
+                                      "turn end b", "post 3 (next turn)"}));
+}
+
+TEST(UvLoopTurnEnd, CancelledHandlerDoesNotRun) {
+  UvLoop loop;
+  std::vector<std::string> log;
+  RecordingTurnEnd a(log, "a"), b(log, "b");
+  loop.Post([&] {
+    loop.ScheduleTurnEnd(&a);
+    loop.ScheduleTurnEnd(&b);
+    loop.CancelTurnEnd(&a);
+  });
+  loop.Run();
+  EXPECT_EQ(log, (std::vector<std::string>{"b"}));
+}
+
+TEST(UvLoopTurnEnd, ScheduledFromInsideATurnEndRunsNextTurnWithoutBlocking) {
+  UvLoop loop;
+  int runs = 0;
+  struct Again final : TurnEndHandler {
+    UvLoop* loop;
+    int* runs;
+    void OnTurnEnd() override {
+      if (++*runs < 3) loop->ScheduleTurnEnd(this);
+    }
+  } again;
+  again.loop = &loop;
+  again.runs = &runs;
+  loop.Post([&] { loop.ScheduleTurnEnd(&again); });
+  // A listener keeps the loop alive: without the idle kick the poll would
+  // block forever and this would time out.
+  auto listener = loop.Listen(Address::Loopback(0), {}, [](auto) {});
+  ASSERT_TRUE(listener.ok());
+  EXPECT_TRUE(
+      loop.RunUntil([&] { return runs == 3; }, loop.Now() + absl::Seconds(5)));
+}
+
+}  // namespace
+}  // namespace moonpool::driver

@@ -17,7 +17,8 @@ namespace moonpool::transport {
 // a time, and not at all while a bound holds (the protocol then buffers
 // nothing more, and the stream is not read); its output is written with
 // Stream::Write, and consumed from the protocol only once the kernel took it.
-class ServerTransport::Connection final : public driver::StreamHandler {
+class ServerTransport::Connection final : public driver::StreamHandler,
+                                          private driver::TurnEndHandler {
  public:
   Connection(ServerTransport& server, uint64_t id,
              std::unique_ptr<driver::Stream> stream)
@@ -27,6 +28,10 @@ class ServerTransport::Connection final : public driver::StreamHandler {
         peer_address_(stream_->peer_address()),
         connection_(server.options_.connection, server.loop_.Now()),
         timer_(server.loop_.CreateTimer([this] { OnTimer(); })) {}
+
+  ~Connection() {
+    if (pump_at_turn_end_) server_.loop_.CancelTurnEnd(this);
+  }
 
   // Starts reading; the first pump runs on a later turn.
   void Start() {
@@ -66,10 +71,10 @@ class ServerTransport::Connection final : public driver::StreamHandler {
       return s;
     }
     OnAnswered();
-    // Writes the answer; a drain may be complete now, or a bound lifted.
-    // Never called from inside this connection's own callbacks (user code
-    // runs in tasks), so the pump may end the connection here.
-    Pump();
+    // Writes the answer at the end of the turn, with every other answer the
+    // handlers give in this turn: one write per batch, not one per reply.
+    // The pump then also notices a finished drain or a lifted bound.
+    PumpAtTurnEnd();
     return absl::OkStatus();
   }
 
@@ -165,6 +170,17 @@ class ServerTransport::Connection final : public driver::StreamHandler {
 
   // Drains events (as far as the bounds allow), writes, closes the socket
   // when the protocol is done. The one place all of that happens.
+  void PumpAtTurnEnd() {
+    if (pump_at_turn_end_) return;
+    pump_at_turn_end_ = true;
+    server_.loop_.ScheduleTurnEnd(this);
+  }
+
+  void OnTurnEnd() override {
+    pump_at_turn_end_ = false;
+    if (!dead_) Pump();
+  }
+
   void Pump() {
     if (dead_) return;
     if (in_pump_) {
@@ -280,6 +296,7 @@ class ServerTransport::Connection final : public driver::StreamHandler {
   bool paused_ = false;
   bool transport_closed_ = false;
   bool dead_ = false;
+  bool pump_at_turn_end_ = false;
   bool in_pump_ = false;
   bool repump_ = false;
 };

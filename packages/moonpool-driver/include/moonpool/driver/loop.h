@@ -44,6 +44,19 @@ namespace moonpool::driver {
 
 class TaskScope;
 
+// Work to run once at the end of the current loop turn: after the turn's
+// callbacks and posted work, before the loop waits for I/O. This is how
+// writes are coalesced: a connection that has output marks itself, and
+// however many requests the turn produced, it writes once. Implemented by
+// the code that owns the work (Peer, a server connection).
+class TurnEndHandler {
+ public:
+  virtual void OnTurnEnd() = 0;
+
+ protected:
+  ~TurnEndHandler() = default;
+};
+
 // Called once when a connect completes: OK, or why it failed (refused,
 // unreachable, timed out).
 using ConnectCallback = absl::AnyInvocable<void(absl::Status)>;
@@ -65,6 +78,13 @@ class Loop {
       absl::AnyInvocable<void()> on_fire) = 0;
   // Runs `fn` on a later turn of the loop, in the order posted.
   virtual void Post(absl::AnyInvocable<void()> fn) = 0;
+
+  // Runs `handler->OnTurnEnd()` once at the end of this turn (or of the
+  // next, when called from inside OnTurnEnd). The caller schedules a handler
+  // at most once until it runs; a handler destroyed while scheduled must be
+  // cancelled first.
+  virtual void ScheduleTurnEnd(TurnEndHandler* handler) = 0;
+  virtual void CancelTurnEnd(TurnEndHandler* handler) = 0;
 
   // Binds and listens. InvalidArgument for a bad address, the OS error
   // (address in use, permission) otherwise.

@@ -94,17 +94,17 @@ struct PeerStats {
   uint64_t connect_attempts = 0;
   uint64_t connections = 0;  // established (TCP connected)
   uint64_t handshakes = 0;
-  uint64_t requests = 0;     // accepted by Request
-  uint64_t retries = 0;      // sent again after a connection ended
-  uint64_t replies = 0;      // outcomes that were replies or error replies
-  uint64_t failures = 0;     // outcomes that were not
+  uint64_t requests = 0;  // accepted by Request
+  uint64_t retries = 0;   // sent again after a connection ended
+  uint64_t replies = 0;   // outcomes that were replies or error replies
+  uint64_t failures = 0;  // outcomes that were not
   uint64_t keepalive_timeouts = 0;
   uint64_t protocol_errors = 0;  // connections closed for the peer's fault
 };
 
 enum class PeerState { kConnecting, kConnected, kBackingOff, kClosed };
 
-class Peer final : private StreamHandler {
+class Peer final : private StreamHandler, private TurnEndHandler {
  public:
   // Starts connecting at once.
   Peer(Loop& loop, Address address, PeerOptions options = {});
@@ -139,7 +139,7 @@ class Peer final : private StreamHandler {
   struct Pending {
     std::string payload;
     PeerRequestOptions options;
-    ReplyCallback done;  // empty for one-way messages
+    ReplyCallback done;    // empty for one-way messages
     bool written = false;  // was written on some connection
   };
 
@@ -149,6 +149,10 @@ class Peer final : private StreamHandler {
   void OnReadEnd(absl::Status status) override;
   void OnWritten(size_t n) override;
   void OnWriteError(absl::Status status) override;
+
+  // TurnEndHandler: writes what requests of this turn produced, once.
+  void OnTurnEnd() override;
+  void ScheduleFlush();
 
   void StartConnect();
   void OnConnected(absl::Status status);
@@ -191,6 +195,7 @@ class Peer final : private StreamHandler {
   // Runs Pump on the next turn (see SchedulePump).
   std::unique_ptr<Timer> pump_timer_;
   bool in_pump_ = false;
+  bool flush_scheduled_ = false;
   bool repump_ = false;
   // Where the next retried request goes in queue_: retries keep their order
   // and go before requests that were never sent.

@@ -84,6 +84,8 @@ class UvLoop final : public Loop {
   std::unique_ptr<Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;
+  void ScheduleTurnEnd(TurnEndHandler* handler) override;
+  void CancelTurnEnd(TurnEndHandler* handler) override;
   absl::StatusOr<std::unique_ptr<Listener>> Listen(
       const Address& address, const ListenOptions& options,
       AcceptCallback on_accept) override;
