@@ -141,6 +141,8 @@ class UvLoop::Impl {
   // Runs just before libuv polls: marks the cached time stale so the first
   // Now() after the poll samples the clock again.
   uv_prepare_t prepare_;
+  // Drains posted work queued during the poll's callbacks (see uv_loop.cc).
+  uv_check_t check_;
   // Wakes the loop for PostFromAnyThread. Unreferenced: it alone does not
   // keep Run going.
   uv_async_t async_;

@@ -80,6 +80,16 @@ UvLoop::Impl::Impl(const UvLoopOptions& options)
     impl->RunTurnEnd();
   });
   uv_unref(reinterpret_cast<uv_handle_t*>(&prepare_));
+  // Work posted by I/O callbacks (a reply resuming its requester) runs in
+  // the check phase right after them, not after another poll: that poll
+  // would be one more epoll_wait per hop, a few microseconds each on a VM.
+  uv_check_init(&loop_, &check_);
+  check_.data = this;
+  uv_check_start(&check_, [](uv_check_t* c) {
+    Impl* impl = static_cast<Impl*>(c->data);
+    if (impl->idle_active_) impl->DrainPosted();
+  });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
   uv_async_init(&loop_, &async_, [](uv_async_t* a) {
     static_cast<Impl*>(a->data)->DrainRemote();
   });
@@ -311,6 +321,7 @@ void UvLoop::Impl::Shutdown() {
 
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   // Release builds only reach here with live handles if the user broke the
   // lifetime rule; closing them still lets the uv loop close (their states

@@ -99,11 +99,12 @@ TEST(Promise, AbandonedBeforeAwaitGivesCancelledWithoutSuspending) {
 // await runs before any wake-up the await itself could post, so the marker
 // tells whether the await went through the loop.
 Task<bool> AwaitedThroughTheLoop(Loop& loop, Future<int> future, int* value) {
-  bool marker = false;
-  loop.Post([&marker] { marker = true; });
+  // Shared: the marker may run after this frame is gone.
+  auto marker = std::make_shared<bool>(false);
+  loop.Post([marker] { *marker = true; });
   absl::StatusOr<int> v = co_await std::move(future);
   *value = v.value_or(-1);
-  co_return marker;
+  co_return *marker;
 }
 
 TEST(Promise, SetBeforeAwaitDoesNotSuspend) {

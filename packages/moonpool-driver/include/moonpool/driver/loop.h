@@ -76,7 +76,9 @@ class Loop {
 
   virtual std::unique_ptr<Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) = 0;
-  // Runs `fn` on a later turn of the loop, in the order posted.
+  // Runs `fn` later on the loop's thread, in the order posted: never inside
+  // the call that posted it, and, when posted by posted work, only after the
+  // loop has polled for I/O once (a chain of posts cannot starve sockets).
   virtual void Post(absl::AnyInvocable<void()> fn) = 0;
 
   // Runs `handler->OnTurnEnd()` once at the end of this turn (or of the
