@@ -106,8 +106,8 @@ class Server {
   Server() {
     std::promise<Address> bound;
     std::future<Address> address = bound.get_future();
-    thread_ = std::thread(
-        [this, bound = std::move(bound)]() mutable { Run(bound); });
+    thread_ =
+        std::thread([this, bound = std::move(bound)]() mutable { Run(bound); });
     address_ = address.get();
   }
 
@@ -196,7 +196,8 @@ class Client {
                          static_cast<size_t>(options_.workload.in_flight));
     std::vector<std::unique_ptr<ClientTransport>> clients;
     for (int c = 0; c < options_.workload.connections; ++c) {
-      clients.push_back(std::make_unique<ClientTransport>(loop, client_options));
+      clients.push_back(
+          std::make_unique<ClientTransport>(loop, client_options));
     }
     {
       TaskScope scope(loop, [](absl::Status s) {
@@ -244,9 +245,8 @@ class Client {
       const uint64_t seq = next_seq_++;
       payload_.Fill(seq, request.data());
       const Clock::time_point sent_at = Clock::now();
-      absl::StatusOr<std::string> reply =
-          co_await client.Request<std::string>(server, request,
-                                               request_options);
+      absl::StatusOr<std::string> reply = co_await client.Request<std::string>(
+          server, request, request_options);
       const Clock::time_point now = Clock::now();
       if (!reply.ok()) {
         Die("client: request " + std::to_string(seq) +
@@ -344,8 +344,8 @@ void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
           Number(latencies.PercentileMicros(0.50), 3) +
           ", \"p99\": " + Number(latencies.PercentileMicros(0.99), 3) +
           ", \"p999\": " + Number(latencies.PercentileMicros(0.999), 3) + "}";
-  json += ", \"allocs_per_request\": " +
-          optional_number(report.allocs_per_request);
+  json +=
+      ", \"allocs_per_request\": " + optional_number(report.allocs_per_request);
   json += ", \"client_allocs_per_request\": " + optional_number(client_allocs);
   json += ", \"server_allocs_per_request\": " + optional_number(server_allocs);
   json += "}\n";

@@ -70,8 +70,7 @@ TEST(Cancellation, CancelReachesASleepingTaskAndStopsItsTimer) {
       loop, WithCancellation(
                 source.token(),
                 SleepThenAnswer(loop, absl::Hours(1), &destroyed, [&] {
-                  canceller =
-                      CancelLater(loop, source, absl::Milliseconds(2));
+                  canceller = CancelLater(loop, source, absl::Milliseconds(2));
                 })));
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->status(), absl::CancelledError("shutting down"));

@@ -68,8 +68,8 @@ TEST(Peer, RequestReplyRoundTrip) {
   Outcome o;
   ASSERT_TRUE(peer.Request("hello", {}, Record(o)).ok());
   EXPECT_FALSE(o.done);  // never inside Request
-  ASSERT_TRUE(loop.RunUntil([&] { return o.done; },
-                            loop.Now() + absl::Seconds(5)));
+  ASSERT_TRUE(
+      loop.RunUntil([&] { return o.done; }, loop.Now() + absl::Seconds(5)));
   EXPECT_TRUE(o.status.ok()) << o.status;
   EXPECT_EQ(o.reply, "hello");
   EXPECT_EQ(peer.state(), PeerState::kConnected);
@@ -110,8 +110,8 @@ TEST(Peer, UnreachableUntilTheDeadlineIsUnavailable) {
   PeerRequestOptions options;
   options.deadline = loop.Now() + absl::Milliseconds(150);
   ASSERT_TRUE(peer.Request("x", options, Record(o)).ok());
-  ASSERT_TRUE(loop.RunUntil([&] { return o.done; },
-                            loop.Now() + absl::Seconds(5)));
+  ASSERT_TRUE(
+      loop.RunUntil([&] { return o.done; }, loop.Now() + absl::Seconds(5)));
   EXPECT_EQ(o.status.code(), absl::StatusCode::kUnavailable) << o.status;
 }
 
@@ -125,8 +125,8 @@ TEST(Peer, ServerClosingMidRequestFailsOrRetriesPerIdempotence) {
   retry.idempotent = true;
   ASSERT_TRUE(peer.Request("idempotent", retry, Record(idempotent)).ok());
   // The server dies on the first request it sees; both were written.
-  ASSERT_TRUE(loop.RunUntil([&] { return plain.done; },
-                            loop.Now() + absl::Seconds(5)));
+  ASSERT_TRUE(
+      loop.RunUntil([&] { return plain.done; }, loop.Now() + absl::Seconds(5)));
   EXPECT_EQ(plain.status.code(), absl::StatusCode::kAborted) << plain.status;
   EXPECT_FALSE(idempotent.done);
   // The server comes back as an echo server: the idempotent one succeeds,
@@ -152,8 +152,8 @@ TEST(Peer, StallKeepsRequestsUntilTheKeepaliveDeclaresThePeerGone) {
   // Well past the keepalive interval, but before its timeout: still waiting.
   loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(250));
   EXPECT_FALSE(o.done);
-  ASSERT_TRUE(loop.RunUntil([&] { return o.done; },
-                            loop.Now() + absl::Seconds(5)));
+  ASSERT_TRUE(
+      loop.RunUntil([&] { return o.done; }, loop.Now() + absl::Seconds(5)));
   // Written, not idempotent, connection declared dead: maybe delivered.
   EXPECT_EQ(o.status.code(), absl::StatusCode::kAborted) << o.status;
   EXPECT_NE(o.status.message().find("keepalive"), absl::string_view::npos)
@@ -170,8 +170,8 @@ TEST(Peer, VersionMismatchIsFailedPreconditionWithoutAReconnectStorm) {
   Peer peer(loop, server.address(), options);
   Outcome o;
   ASSERT_TRUE(peer.Request("x", {}, Record(o)).ok());
-  ASSERT_TRUE(loop.RunUntil([&] { return o.done; },
-                            loop.Now() + absl::Seconds(5)));
+  ASSERT_TRUE(
+      loop.RunUntil([&] { return o.done; }, loop.Now() + absl::Seconds(5)));
   EXPECT_EQ(o.status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(o.status.message(),
             "incompatible protocol version 2, this side speaks 1");

@@ -43,8 +43,8 @@ class TestServer::ServerConnection final : public StreamHandler {
     if (server_.mode_ == Mode::kWrongVersion) {
       wire::FrameEncoder encoder;
       wire::ByteBuffer out;
-      EXPECT_TRUE(encoder.Encode(wire::Hello{wire::kHelloMagic, 2, "v2", 5}, out)
-                      .ok());
+      EXPECT_TRUE(
+          encoder.Encode(wire::Hello{wire::kHelloMagic, 2, "v2", 5}, out).ok());
       (void)stream_->Write(out.Readable());
       Close();
       return;
@@ -93,10 +93,10 @@ class TestServer::ServerConnection final : public StreamHandler {
           return;
         }
         if (server_.mode_ == Mode::kEcho) {
-          EXPECT_TRUE(connection_
-                          .SendReply(r->request.correlation_id,
-                                     r->request.payload)
-                          .ok());
+          EXPECT_TRUE(
+              connection_
+                  .SendReply(r->request.correlation_id, r->request.payload)
+                  .ok());
         }
       }
       if (std::holds_alternative<protocol::Closed>(*e)) {

@@ -38,9 +38,7 @@ class Address {
   static Address Ipv4(std::array<uint8_t, 4> bytes, uint16_t port);
   static Address Ipv6(std::array<uint8_t, 16> bytes, uint16_t port);
   // 127.0.0.1:port.
-  static Address Loopback(uint16_t port) {
-    return Ipv4({127, 0, 0, 1}, port);
-  }
+  static Address Loopback(uint16_t port) { return Ipv4({127, 0, 0, 1}, port); }
 
   Family family() const { return family_; }
   uint16_t port() const { return port_; }

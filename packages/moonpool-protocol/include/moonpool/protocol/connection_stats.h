@@ -27,9 +27,9 @@ struct ConnectionStats {
   uint64_t requests_sent = 0;
   uint64_t requests_in_flight = 0;  // sent, no outcome yet
   uint64_t requests_received = 0;
-  uint64_t replies_received = 0;  // replies and error replies matched
-  uint64_t replies_dropped = 0;   // for an id not (or no longer) pending
-  uint64_t requests_refused = 0;  // arrived above our Goodbye's last id
+  uint64_t replies_received = 0;    // replies and error replies matched
+  uint64_t replies_dropped = 0;     // for an id not (or no longer) pending
+  uint64_t requests_refused = 0;    // arrived above our Goodbye's last id
   uint64_t requests_abandoned = 0;  // forgotten unanswered (AbandonRequest)
   uint64_t pings_sent = 0;
   uint64_t pings_received = 0;
