@@ -19,25 +19,14 @@ using driver::Task;
 using driver::TaskScope;
 using driver::UvLoop;
 using driver::UvLoopOptions;
+using testing::AllDone;
 using testing::Echo;
 using testing::FastClient;
+using testing::Reply;
 using testing::RunFor;
 using testing::RunUntil;
 using testing::Store;
-
-using Reply = std::optional<absl::StatusOr<std::string>>;
-
-bool AllDone(const std::vector<Reply>& replies) {
-  for (const Reply& r : replies) {
-    if (!r.has_value()) return false;
-  }
-  return true;
-}
-
-Task<void> TakeOne(ServerTransport& server,
-                   std::optional<std::optional<IncomingMessage>>* out) {
-  out->emplace(co_await server.NextMessage());
-}
+using testing::TakeOne;
 
 TEST(ServerBounds, RequestsExpiredWhileQueuedAreDroppedAndCounted) {
   UvLoop loop(UvLoopOptions{.seed = 21});

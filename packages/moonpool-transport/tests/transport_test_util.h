@@ -9,8 +9,10 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "moonpool/driver/task.h"
@@ -68,6 +70,23 @@ bool RunUntil(driver::UvLoop& loop, F done,
 }
 
 // Runs the loop for `d` of its time.
+// A request's outcome, once it has one.
+using Reply = std::optional<absl::StatusOr<std::string>>;
+
+inline bool AllDone(const std::vector<Reply>& replies) {
+  for (const Reply& r : replies) {
+    if (!r.has_value()) return false;
+  }
+  return true;
+}
+
+// Takes one message off the server's queue (nullopt once it is closed).
+inline driver::Task<void> TakeOne(
+    ServerTransport& server,
+    std::optional<std::optional<IncomingMessage>>* out) {
+  out->emplace(co_await server.NextMessage());
+}
+
 inline void RunFor(driver::UvLoop& loop, absl::Duration d) {
   loop.RunUntil([] { return false; }, loop.Now() + d);
 }
