@@ -184,7 +184,7 @@ void Peer::OnConnected(absl::Status status) {
   connected_at_ = loop_.Now();
   connection_ =
       std::make_unique<protocol::Connection>(options_.connection, loop_.Now());
-  handed_off_ = 0;
+  handoff_.Reset();
   stream_->SetHandler(this);
   if (absl::Status s = stream_->StartReading(); !s.ok()) {
     connection_->OnTransportClosed(s, loop_.Now());
@@ -249,7 +249,7 @@ void Peer::Pump() {
     }
     SubmitQueued();
     Flush();
-    if (connection_->WantsClose() && handed_off_ == 0 &&
+    if (connection_->WantsClose() && handoff_.handed_off() == 0 &&
         connection_->PendingOutput().empty()) {
       // Both sides are done (a Goodbye was exchanged): close our end.
       stream_->Close();
@@ -308,23 +308,13 @@ void Peer::HandleEvent(protocol::Event& event) {
 
 void Peer::Flush() {
   if (connection_ == nullptr || stream_ == nullptr) return;
-  absl::Span<const char> out = connection_->PendingOutput();
-  if (out.size() <= handed_off_) return;
-  if (stream_->queued_write_bytes() >= options_.stream_high_water_bytes) {
-    return;  // OnWritten will call again
-  }
-  absl::Span<const char> rest = out.subspan(handed_off_);
-  absl::StatusOr<size_t> written = stream_->Write(rest);
-  if (!written.ok()) {
-    connection_->OnTransportClosed(written.status(), loop_.Now());
+  absl::Status s =
+      handoff_.Flush(*connection_, *stream_, options_.stream_high_water_bytes);
+  if (!s.ok()) {
+    connection_->OnTransportClosed(std::move(s), loop_.Now());
     repump_ = true;
     SchedulePump();
-    return;
   }
-  // The stream takes bytes at once only when nothing is queued in it.
-  assert(handed_off_ == 0 || *written == 0);
-  connection_->ConsumeOutput(*written);
-  handed_off_ += rest.size() - *written;
 }
 
 void Peer::TearDown() {
@@ -340,7 +330,7 @@ void Peer::TearDown() {
   absl::Status why = connection_->close_status();
   stream_.reset();
   connection_.reset();
-  handed_off_ = 0;
+  handoff_.Reset();
   ScheduleReconnect(why.ok() ? absl::UnavailableError("connection closed "
                                                       "gracefully by the peer")
                              : why);
@@ -425,8 +415,7 @@ void Peer::OnReadEnd(absl::Status status) {
 }
 
 void Peer::OnWritten(size_t n) {
-  connection_->ConsumeOutput(n);
-  handed_off_ -= n;
+  handoff_.OnWritten(*connection_, n);
   Pump();
 }
 

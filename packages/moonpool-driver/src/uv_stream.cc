@@ -31,6 +31,12 @@ namespace {
 
 // One uv_write carries at most this much (uv_buf_t lengths are 32-bit).
 constexpr size_t kMaxWriteChunk = size_t{1} << 30;
+// Write queue storage kept by an idle stream; above this it is freed.
+constexpr size_t kRetainedWriteBytes = size_t{64} << 10;
+
+void ReleaseIfLarge(std::string& buffer) {
+  if (buffer.capacity() > kRetainedWriteBytes) std::string().swap(buffer);
+}
 
 void OnAlloc(uv_handle_t* handle, size_t /*suggested*/, uv_buf_t* buf) {
   auto* s = static_cast<StreamState*>(handle->data);
@@ -178,6 +184,12 @@ void StreamState::OnWriteDone(int status) {
     in_flight.clear();
     in_flight_offset = 0;
     in_flight.swap(pending);
+    if (in_flight.empty()) {
+      // All written: keep small buffers for the next burst, but give back
+      // what a large one took, so an idle connection stays small.
+      ReleaseIfLarge(in_flight);
+      ReleaseIfLarge(pending);
+    }
   }
   if (!in_flight.empty()) {
     if (absl::Status st = StartWrite(); !st.ok()) {

@@ -142,8 +142,20 @@ absl::Status Connection::CheckOutputRoom(size_t payload_bytes) const {
   return absl::OkStatus();
 }
 
+void Connection::ShrinkIdleOutput(size_t frame_bytes) {
+  // Storage a burst of large frames made the output take goes back when the
+  // output is empty and a small frame comes next, as in the decoder: a run
+  // of large frames keeps it, an idle connection does not.
+  constexpr size_t kRetainedOutputBytes = size_t{256} << 10;
+  if (output_.empty() && output_.capacity() > kRetainedOutputBytes &&
+      frame_bytes <= kRetainedOutputBytes / 4) {
+    output_.Release();
+  }
+}
+
 template <typename Frame>
 void Connection::EncodeControl(const Frame& frame) {
+  ShrinkIdleOutput(kFrameOverheadBytes);
   const size_t before = output_.size();
   absl::Status s = encoder_.Encode(frame, output_);
   // Control frames are a few words; only a peer name or reason over the
@@ -198,6 +210,8 @@ absl::Status Connection::EncodeEnvelope(const EnvelopeView& envelope) {
       !s.ok()) {
     return s;
   }
+  ShrinkIdleOutput(kFrameOverheadBytes + envelope.payload.size() +
+                   envelope.error_message.size());
   const size_t before = output_.size();
   if (absl::Status s = encoder_.Encode(envelope, output_); !s.ok()) return s;
   encoded_bytes_ += output_.size() - before;

@@ -5,6 +5,7 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "moonpool/driver/output_handoff.h"
 #include "moonpool/driver/select.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/protocol/connection.h"
@@ -129,8 +130,7 @@ class ServerTransport::Connection final : public driver::StreamHandler,
     Pump();
   }
   void OnWritten(size_t n) override {
-    connection_.ConsumeOutput(n);
-    handed_off_ -= n;
+    handoff_.OnWritten(connection_, n);
     Pump();
   }
   void OnWriteError(absl::Status status) override {
@@ -205,7 +205,7 @@ class ServerTransport::Connection final : public driver::StreamHandler,
       }
       if (closed) break;
       Flush();
-      if (connection_.WantsClose() && handed_off_ == 0 &&
+      if (connection_.WantsClose() && handoff_.handed_off() == 0 &&
           connection_.PendingOutput().empty() && !transport_closed_) {
         // Goodbye exchanged and everything answered and written.
         stream_->Close();
@@ -258,25 +258,15 @@ class ServerTransport::Connection final : public driver::StreamHandler,
 
   void Flush() {
     if (dead_ || transport_closed_) return;
-    absl::Span<const char> out = connection_.PendingOutput();
-    if (out.size() <= handed_off_) return;
-    if (stream_->queued_write_bytes() >=
-        server_.options_.stream_high_water_bytes) {
-      return;  // OnWritten calls again
+    absl::Status s = handoff_.Flush(connection_, *stream_,
+                                    server_.options_.stream_high_water_bytes);
+    if (s.ok()) return;
+    TransportClosed(std::move(s));
+    if (in_pump_) {
+      repump_ = true;
+    } else {
+      ScheduleSoon();
     }
-    absl::Span<const char> rest = out.subspan(handed_off_);
-    absl::StatusOr<size_t> written = stream_->Write(rest);
-    if (!written.ok()) {
-      TransportClosed(written.status());
-      if (in_pump_) {
-        repump_ = true;
-      } else {
-        ScheduleSoon();
-      }
-      return;
-    }
-    connection_.ConsumeOutput(*written);
-    handed_off_ += rest.size() - *written;
   }
 
   friend class ServerTransport;
@@ -287,9 +277,8 @@ class ServerTransport::Connection final : public driver::StreamHandler,
   const driver::Address peer_address_;
   protocol::Connection connection_;
   std::unique_ptr<driver::Timer> timer_;
-  // Bytes of the protocol's output handed to the stream, not yet taken by
-  // the kernel (not yet consumed from the protocol).
-  size_t handed_off_ = 0;
+  // The protocol's output on its way into the stream.
+  driver::OutputHandoff handoff_;
   // Requests received on this connection and not yet answered.
   size_t in_flight_ = 0;
   absl::Time grace_until_ = absl::InfinitePast();

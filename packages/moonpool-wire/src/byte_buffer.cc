@@ -27,14 +27,20 @@ absl::Span<char> ByteBuffer::PrepareAppend(size_t min_bytes,
     // Moving by whole words keeps each byte's offset modulo 8.
     const size_t shift = begin_ & ~size_t{7};
     const size_t kept_end = end_ - shift;
-    if (shift > 0 && capacity_ - kept_end >= min_bytes) {
+    const size_t grown =
+        std::min(std::max(capacity_ * 2, kMinCapacity), capacity_limit);
+    // Moving the unread bytes down is worth it when they are no more than
+    // the bytes already read (so moves cost at most the bytes consumed, in
+    // total), or when the buffer may not grow. Otherwise growing, which
+    // moves them too, halves how often it happens: a writer that keeps
+    // 16 MiB queued would otherwise move them all for every frame.
+    const bool cheap_move = shift >= size() || grown <= capacity_;
+    if (shift > 0 && capacity_ - kept_end >= min_bytes && cheap_move) {
       std::memmove(bytes() + begin_ - shift, bytes() + begin_, size());
       begin_ -= shift;
       end_ = kept_end;
     } else {
       const size_t needed = RoundUpToWord(kept_end + min_bytes);
-      const size_t grown =
-          std::min(std::max(capacity_ * 2, kMinCapacity), capacity_limit);
       const size_t new_capacity = std::max(needed, grown & ~size_t{7});
       std::unique_ptr<uint64_t[]> words(new uint64_t[new_capacity / 8]);
       const size_t new_begin = begin_ & 7;

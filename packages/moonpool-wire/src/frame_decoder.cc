@@ -63,9 +63,14 @@ absl::Span<char> FrameDecoder::PrepareAppend(size_t min_bytes) {
       want = std::max(want, frame_bytes - buffer_.size());
     }
   } else if (buffer_.empty() && buffer_.capacity() > options_.retained_bytes &&
-             want <= options_.retained_bytes) {
-    // Give back what one large frame made us take. Done here, not in Next(),
-    // because the last frame's views borrow this storage until this call.
+             want <= options_.retained_bytes &&
+             last_frame_bytes_ <= options_.retained_bytes / 4) {
+    // Give back what large frames made us take, once they stop: a stream of
+    // them keeps its storage (giving it back after each cost a fresh
+    // allocation, its page faults and a copy per frame), and the first
+    // small frame after them (a keepalive ping, on an idle connection)
+    // gives it back. Done here, not in Next(), because the last frame's
+    // views borrow this storage until this call.
     buffer_.Release();
   }
   // One frame plus this append, and a word of alignment, is all a caller
@@ -115,6 +120,7 @@ absl::StatusOr<const FrameValue*> FrameDecoder::Next() {
   buffer_.Consume(frame_bytes);
   header_.reset();
   ++frames_decoded_;
+  last_frame_bytes_ = frame_bytes;
   return &frame_;
 }
 

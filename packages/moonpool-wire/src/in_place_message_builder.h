@@ -18,7 +18,9 @@ namespace moonpool::wire::internal {
 
 class InPlaceMessageBuilder final : public capnp::MessageBuilder {
  public:
-  // REQUIRES: `first` is zeroed and word-aligned, and outlives the builder.
+  // REQUIRES: `first` is word-aligned and outlives the builder, and is
+  // zeroed wherever the builder allocates something the caller does not
+  // overwrite entirely (frame_encoder.cc zeroes all but a trailing payload).
   explicit InPlaceMessageBuilder(kj::ArrayPtr<capnp::word> first)
       : first_(first) {}
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
 #include "moonpool/wire/frame.h"
 #include "moonpool/wire/frame_decoder.h"
@@ -178,18 +179,28 @@ TEST(FrameDecoder, CapacityStaysUnderOneFramePlusOneAppend) {
   }
 }
 
-TEST(FrameDecoder, GivesBackStorageAfterALargeFrame) {
+TEST(FrameDecoder, KeepsStorageWhileLargeFramesComeAndGivesItBackAfter) {
   FrameDecoder decoder(DecoderOptions{.retained_bytes = 64 * 1024});
   std::string payload(1 << 20, 'b');
   EnvelopeView e;
   e.correlation_id = CorrelationId(1);
   e.payload = payload;
-  decoder.Feed(EncodeAll({FrameValue(e)}));
+  const std::string large = EncodeAll({FrameValue(e)});
+  decoder.Feed(large);
   ASSERT_NE(*decoder.Next(), nullptr);
   EXPECT_GT(decoder.capacity(), size_t{1} << 20);
+  // Another large frame: the storage stays (no new allocation per frame).
+  decoder.Feed(absl::string_view(large).substr(0, 100));
+  EXPECT_GT(decoder.capacity(), size_t{1} << 20);
+  decoder.Feed(absl::string_view(large).substr(100));
+  ASSERT_NE(*decoder.Next(), nullptr);
+  // The first small frame is read into the large storage; once it is read,
+  // the storage goes back.
   decoder.Feed(EncodeAll({FrameValue(Ping{1})}));
   ASSERT_NE(*decoder.Next(), nullptr);
+  decoder.Feed(EncodeAll({FrameValue(Ping{2})}));
   EXPECT_LE(decoder.capacity(), 64u * 1024);
+  ASSERT_NE(*decoder.Next(), nullptr);
 }
 
 }  // namespace

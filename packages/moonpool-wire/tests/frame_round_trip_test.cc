@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <variant>
 
@@ -160,6 +161,34 @@ TEST(FrameEncoder, TimeoutTravelsInMicrosecondsRoundedUp) {
     FrameDecoder decoder;
     FrameValue back = DecodeOne(decoder, EncodeOne(e));
     EXPECT_EQ(std::get<EnvelopeView>(back).timeout, c.received);
+  }
+}
+
+TEST(FrameEncoder, WritesTheSameBytesOverDirtyStorage) {
+  // The encoder clears only the words Cap'n Proto allocates structs in and
+  // overwrites the blobs' words itself: leftovers of earlier bytes in the
+  // buffer's storage must not leak into a frame. Odd sizes leave padding in
+  // the last word of each blob.
+  FrameSet set = EveryKind();
+  std::string odd_payload(1001, 'p');
+  EnvelopeView error{CorrelationId(7),     EnvelopeKind::kError,
+                     3,                    odd_payload,
+                     absl::Seconds(1),     absl::StatusCode::kNotFound,
+                     "no such key: 12345"};
+  set.frames.push_back(error);
+  // Storage filled with `fill` first, then the frame encoded over it.
+  auto encode_over = [](const FrameValue& frame, unsigned char fill) {
+    ByteBuffer out;
+    absl::Span<char> room = out.PrepareAppend(4096);
+    std::memset(room.data(), fill, room.size());
+    FrameEncoder encoder;
+    EXPECT_TRUE(encoder.Encode(frame, out).ok());
+    return std::string(out.Readable().data(), out.size());
+  };
+  for (const FrameValue& frame : set.frames) {
+    const std::string clean = encode_over(frame, 0x00);
+    EXPECT_EQ(encode_over(frame, 0xa5), clean);
+    EXPECT_EQ(encode_over(frame, 0xff), clean);
   }
 }
 

@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/loop.h"
+#include "moonpool/driver/output_handoff.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
 #include "moonpool/envelope/correlation_id.h"
@@ -74,7 +75,7 @@ struct PeerOptions {
   // Bytes handed to the stream and not yet taken by the kernel; beyond
   // this the write pump waits (the rest stays in the protocol's bounded
   // output).
-  size_t stream_high_water_bytes = size_t{256} << 10;
+  size_t stream_high_water_bytes = size_t{1} << 20;
 };
 
 struct PeerRequestOptions {
@@ -185,9 +186,8 @@ class Peer final : private StreamHandler, private TurnEndHandler {
   std::unique_ptr<Stream> stream_;
   std::unique_ptr<protocol::Connection> connection_;
   absl::Time connected_at_;
-  // Bytes of the connection's output handed to the stream and not yet
-  // consumed (taken by the kernel).
-  size_t handed_off_ = 0;
+  // The connection's output on its way into the stream.
+  OutputHandoff handoff_;
   int backoff_attempts_ = 0;
   absl::Time reconnect_at_ = absl::InfiniteFuture();
   absl::Time connect_deadline_ = absl::InfiniteFuture();

@@ -170,6 +170,8 @@ class Connection {
   // Encodes a control frame (Hello, Ping, Pong, Goodbye); bounds do not apply.
   template <typename Frame>
   void EncodeControl(const Frame& frame);
+  // Gives back large output storage before a small frame (connection.cc).
+  void ShrinkIdleOutput(size_t frame_bytes);
   // Handles one decoded frame; may queue events and return one directly.
   std::optional<Event> HandleFrame(const wire::FrameValue& frame);
   std::optional<Event> HandleHello(const wire::Hello& hello);

@@ -39,7 +39,7 @@ struct ServerOptions {
   absl::Duration drain_timeout = absl::Seconds(10);
   // Bytes handed to a stream and not yet taken by the kernel; beyond this the
   // write pump waits (the rest stays in the protocol's bounded output).
-  size_t stream_high_water_bytes = size_t{256} << 10;
+  size_t stream_high_water_bytes = size_t{1} << 20;
 
   static protocol::ConnectionOptions DefaultConnectionOptions() {
     protocol::ConnectionOptions o;

@@ -50,8 +50,12 @@ class ByteBuffer {
   // Returns at least `min_bytes` of writable space just past the readable
   // bytes (possibly more: all the room there is). Its contents are
   // unspecified. Moves or grows the storage if needed, never shrinks it.
+  // The unread bytes are moved down only when they are no more than the
+  // bytes already read (so moving costs at most what was consumed, in
+  // total) or the storage is at `capacity_limit`; otherwise it grows.
   // Growth doubles the storage, but not past `capacity_limit` unless
-  // `min_bytes` needs more: a caller that knows its bound passes it.
+  // `min_bytes` needs more: a caller that knows its bound passes it. So a
+  // writer that keeps N bytes unread holds at most about 2N.
   absl::Span<char> PrepareAppend(size_t min_bytes,
                                  size_t capacity_limit = SIZE_MAX);
   // Makes the first `n` bytes of the last PrepareAppend() span readable.

@@ -26,8 +26,10 @@
 //
 // Memory: the buffer holds at most the unread bytes the caller appended. A
 // caller that drains Next() after each append keeps it under one frame plus
-// one append. Storage is reused between frames; when the decoder is empty,
-// storage above `retained_bytes` is freed.
+// one append. Storage is reused between frames; storage above
+// `retained_bytes` is freed when the decoder is empty after a small frame
+// (at most a quarter of `retained_bytes`), so a run of large frames keeps
+// it and the first small frame after them gives it back.
 //
 // Not thread-safe; one decoder per byte stream.
 #ifndef MOONPOOL_WIRE_FRAME_DECODER_H_
@@ -49,7 +51,8 @@ namespace moonpool::wire {
 struct DecoderOptions {
   // Largest body accepted; at most kLargestMaxFrameBytes.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
-  // When every byte has been read, storage beyond this is given back.
+  // When every byte has been read and the last frame was at most a
+  // quarter of this, storage beyond this is given back.
   size_t retained_bytes = size_t{2} << 20;
 };
 
@@ -95,6 +98,7 @@ class FrameDecoder {
   FrameValue frame_;
   absl::Status status_;
   uint64_t frames_decoded_ = 0;
+  size_t last_frame_bytes_ = 0;  // header included
 };
 
 }  // namespace moonpool::wire

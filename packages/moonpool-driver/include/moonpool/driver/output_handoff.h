@@ -1,0 +1,55 @@
+// OutputHandoff moves a protocol Connection's output into a Stream: the
+// write half of every driver of a Connection (the client's Peer, the
+// server's connections), kept in one place.
+//
+// The protocol keeps its output until the kernel has taken it, because a
+// request counts as written only then (connection.h). The Stream copies
+// whatever the kernel does not take at once into its own queue, so the
+// handoff gives it at most `high_water` bytes at a time: handing over all of
+// a large output (sixteen 1 MiB replies, say) would copy most of it once
+// more, and hold it twice.
+//
+// Example, in a StreamHandler that drives `connection` over `stream`:
+//
+//   OutputHandoff handoff;
+//   absl::Status s = handoff.Flush(connection, stream, 256 << 10);
+//   if (!s.ok()) connection.OnTransportClosed(s, now);
+//   ...
+//   void OnWritten(size_t n) override { handoff.OnWritten(connection, n); }
+#ifndef MOONPOOL_DRIVER_OUTPUT_HANDOFF_H_
+#define MOONPOOL_DRIVER_OUTPUT_HANDOFF_H_
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "moonpool/driver/stream.h"
+#include "moonpool/protocol/connection.h"
+
+namespace moonpool::driver {
+
+class OutputHandoff {
+ public:
+  // Hands the connection's output not yet handed to `stream`, while the
+  // stream holds fewer than `high_water` queued bytes; what the kernel
+  // takes at once is consumed from the connection at once. Returns the
+  // stream's error when it is broken (the caller closes the connection).
+  absl::Status Flush(protocol::Connection& connection, Stream& stream,
+                     size_t high_water);
+  // The stream reported `n` more of the handed bytes taken by the kernel.
+  void OnWritten(protocol::Connection& connection, size_t n) {
+    connection.ConsumeOutput(n);
+    handed_off_ -= n;
+  }
+  // A new stream: nothing is handed to it.
+  void Reset() { handed_off_ = 0; }
+
+  // Bytes handed to the stream and not yet taken by the kernel.
+  size_t handed_off() const { return handed_off_; }
+
+ private:
+  size_t handed_off_ = 0;
+};
+
+}  // namespace moonpool::driver
+
+#endif  // MOONPOOL_DRIVER_OUTPUT_HANDOFF_H_
