@@ -13,14 +13,14 @@ ChaosConfig ChaosConfig::Random(SimRandom& rng, bool swarm) {
   auto on = [&] { return swarm ? rng.Bernoulli(0.5) : true; };
 
   const bool tail = on();
-  c.latency.min = rng.UniformDuration(absl::Microseconds(10),
-                                      absl::Microseconds(200));
-  c.latency.typical = c.latency.min + rng.UniformDuration(
-                                          absl::ZeroDuration(),
-                                          absl::Milliseconds(2));
+  c.latency.min =
+      rng.UniformDuration(absl::Microseconds(10), absl::Microseconds(200));
+  c.latency.typical =
+      c.latency.min +
+      rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(2));
   const double tail_p = rng.LogUniform(1e-3, 5e-2);
-  c.latency.tail_mean = rng.UniformDuration(absl::Milliseconds(5),
-                                            absl::Milliseconds(100));
+  c.latency.tail_mean =
+      rng.UniformDuration(absl::Milliseconds(5), absl::Milliseconds(100));
   c.latency.tail_probability = tail ? tail_p : 0;
 
   const bool stall = on();
@@ -29,10 +29,10 @@ ChaosConfig ChaosConfig::Random(SimRandom& rng, bool swarm) {
   const bool clog = on();
   const double clog_p = rng.LogUniform(1e-4, 1e-2);
   c.clog_probability = clog ? clog_p : 0;
-  c.stall_min = rng.UniformDuration(absl::Milliseconds(1),
-                                    absl::Milliseconds(50));
-  c.stall_max = c.stall_min + rng.UniformDuration(absl::Milliseconds(10),
-                                                  absl::Seconds(3));
+  c.stall_min =
+      rng.UniformDuration(absl::Milliseconds(1), absl::Milliseconds(50));
+  c.stall_max = c.stall_min +
+                rng.UniformDuration(absl::Milliseconds(10), absl::Seconds(3));
 
   const bool reset = on();
   const double reset_p = rng.LogUniform(1e-4, 5e-3);

@@ -43,7 +43,7 @@ SimCore::SimCore(SimLoop* owner, SimLoopOptions options)
       rng_(options_.seed),
       trace_(options_.trace),
       registry_scope_(&assertions_) {
-  if (options_.buggify) buggify_scope_.emplace(this);
+  if (options_.buggify) buggify_scope_.emplace(static_cast<BuggifyHook*>(this));
   for (absl::string_view name : kFaultPoints) assertions_.Declare(name);
   (void)owner_;
 }
@@ -167,6 +167,7 @@ void SimCore::RunTurnEnd() {
 }
 
 void SimCore::Turn() {
+  Reap();  // what was closed outside the loop
   if (NothingReady()) {
     // Nothing to do now: time jumps to the next event.
     assert(!events_.empty());
@@ -271,10 +272,9 @@ absl::Status SimCore::CheckInvariants() const {
   if (assertions_.always_failures() > 0) {
     std::vector<std::string> failed = assertions_.AlwaysFailures();
     const auto& p = assertions_.points().at(failed.front());
-    return absl::InternalError(
-        absl::StrCat(assertions_.always_failures(),
-                     " Always assertion failure(s); first: ", failed.front(),
-                     ": ", p.first_failure));
+    return absl::InternalError(absl::StrCat(
+        assertions_.always_failures(), " Always assertion failure(s); first: ",
+        failed.front(), ": ", p.first_failure));
   }
   return absl::OkStatus();
 }
@@ -351,9 +351,7 @@ absl::Status SimLoop::KillHost(absl::string_view ip) {
 absl::Status SimLoop::RestartHost(absl::string_view ip) {
   return core_->RestartHost(ip);
 }
-const ChaosConfig& SimLoop::chaos() const {
-  return core_->options().chaos;
-}
+const ChaosConfig& SimLoop::chaos() const { return core_->options().chaos; }
 void SimLoop::set_chaos(const ChaosConfig& config) { core_->chaos() = config; }
 void SimLoop::TestOnlyPlantFault(PlantedFault fault) {
   core_->PlantFault(fault);

@@ -58,7 +58,7 @@ struct ListenerState {
   HostState* host = nullptr;
   driver::Address address;
   driver::AcceptCallback on_accept;
-  bool closed = false;  // closed by the user, or its host was killed
+  bool closed = false;         // closed by the user, or its host was killed
   bool* alive_flag = nullptr;  // set while on_accept runs
 };
 
@@ -108,8 +108,11 @@ struct Endpoint {
   driver::Address local;
   driver::Address peer;
   driver::StreamHandler* handler = nullptr;
-  enum class Phase { kConnecting, kConnected, kFailed } phase =
-      Phase::kConnecting;
+  enum class Phase {
+    kConnecting,
+    kConnected,
+    kFailed
+  } phase = Phase::kConnecting;
   bool closed = false;  // by the user
   bool dead = false;    // its host was killed: silent from then on
   bool want_reading = false;
@@ -125,8 +128,9 @@ struct Endpoint {
 
 struct Connection {
   uint64_t id = 0;
-  Endpoint ep[2];  // 0: the connector, 1: the acceptor
-  Pipe pipe[2];    // pipe[w]: from ep[w] to ep[1 - w]
+  Endpoint ep[2];        // 0: the connector, 1: the acceptor
+  Pipe pipe[2];          // pipe[w]: from ep[w] to ep[1 - w]
+  bool reaping = false;  // on the reap list: freed after the current event
 };
 
 class SimCore final : private chaos::internal::BuggifyHook {
@@ -195,7 +199,7 @@ class SimCore final : private chaos::internal::BuggifyHook {
   }
   absl::Status CheckInvariants() const;
   size_t pending_events() const { return events_.size(); }
-  size_t live_connections() const { return connections_.size(); }
+  size_t live_connections() const { return connections_.size() - reap_.size(); }
   void PlantFault(PlantedFault f) { planted_ = f; }
   int live_objects = 0;
   // Timer ids, in creation order: per loop, so that they name the same
@@ -253,7 +257,7 @@ class SimCore final : private chaos::internal::BuggifyHook {
   bool running_ = false;
   bool shutting_down_ = false;
 
-  std::vector<std::unique_ptr<HostState>> hosts_;  // by id
+  std::vector<std::unique_ptr<HostState>> hosts_;                // by id
   absl::flat_hash_map<driver::Address, HostState*> host_by_ip_;  // lookup
 
   uint64_t next_connection_id_ = 1;

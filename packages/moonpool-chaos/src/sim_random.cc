@@ -2,10 +2,14 @@
 
 #include <cmath>
 
+#include "absl/numeric/int128.h"
+
 namespace moonpool::chaos {
 namespace {
 
-constexpr uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+constexpr uint64_t Rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 }  // namespace
 
@@ -40,16 +44,16 @@ uint64_t SimRandom::Uniform(uint64_t n) {
   if (n == 0) return 0;
   // Lemire's multiply-shift with rejection: unbiased, and fixed by this
   // code rather than by a library's distribution.
-  unsigned __int128 m = static_cast<unsigned __int128>(Next()) * n;
-  auto low = static_cast<uint64_t>(m);
+  absl::uint128 m = absl::uint128(Next()) * n;
+  uint64_t low = absl::Uint128Low64(m);
   if (low < n) {
     const uint64_t threshold = (0 - n) % n;
     while (low < threshold) {
-      m = static_cast<unsigned __int128>(Next()) * n;
-      low = static_cast<uint64_t>(m);
+      m = absl::uint128(Next()) * n;
+      low = absl::Uint128Low64(m);
     }
   }
-  return static_cast<uint64_t>(m >> 64);
+  return absl::Uint128High64(m);
 }
 
 int64_t SimRandom::UniformInRange(int64_t lo, int64_t hi) {

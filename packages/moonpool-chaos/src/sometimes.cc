@@ -32,7 +32,8 @@ void AssertionRegistry::RecordAlways(absl::string_view name, bool held,
   }
   ++always_failures_;
   if (p.first_failure.empty()) {
-    p.first_failure = detail.empty() ? std::string("failed") : std::string(detail);
+    p.first_failure =
+        detail.empty() ? std::string("failed") : std::string(detail);
   }
 }
 
@@ -90,7 +91,8 @@ ScopedAssertionRegistry::~ScopedAssertionRegistry() {
 }
 
 bool Sometimes(bool cond, absl::string_view name) {
-  if (current_registry != nullptr) current_registry->RecordSometimes(name, cond);
+  if (current_registry != nullptr)
+    current_registry->RecordSometimes(name, cond);
   return cond;
 }
 

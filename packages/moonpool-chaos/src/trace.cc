@@ -30,39 +30,72 @@ uint64_t Finalize(uint64_t z) {
 
 absl::string_view TraceKindName(TraceKind kind) {
   switch (kind) {
-    case TraceKind::kTimerFired: return "timer_fired";
-    case TraceKind::kPostRun: return "post_run";
-    case TraceKind::kTurnEnd: return "turn_end";
-    case TraceKind::kRandom: return "random";
-    case TraceKind::kListen: return "listen";
-    case TraceKind::kListenClosed: return "listen_closed";
-    case TraceKind::kConnect: return "connect";
-    case TraceKind::kAccept: return "accept";
-    case TraceKind::kConnected: return "connected";
-    case TraceKind::kConnectFailed: return "connect_failed";
-    case TraceKind::kWrite: return "write";
-    case TraceKind::kDrain: return "drain";
-    case TraceKind::kSegmentSent: return "segment_sent";
-    case TraceKind::kSegmentArrived: return "segment_arrived";
-    case TraceKind::kRead: return "read";
-    case TraceKind::kFinSent: return "fin_sent";
-    case TraceKind::kEof: return "eof";
-    case TraceKind::kShutdown: return "shutdown";
-    case TraceKind::kClose: return "close";
-    case TraceKind::kReadError: return "read_error";
-    case TraceKind::kWriteError: return "write_error";
-    case TraceKind::kFaultStall: return "fault.stall";
-    case TraceKind::kFaultReset: return "fault.reset";
-    case TraceKind::kFaultHalfClose: return "fault.half_close";
-    case TraceKind::kFaultRefuse: return "fault.connect_refused";
-    case TraceKind::kFaultHang: return "fault.connect_hang";
-    case TraceKind::kFaultPartialWrite: return "fault.partial_write";
-    case TraceKind::kFaultShortRead: return "fault.short_read";
-    case TraceKind::kFaultBitFlip: return "fault.bit_flip";
-    case TraceKind::kHostKilled: return "host_killed";
-    case TraceKind::kHostRestarted: return "host_restarted";
-    case TraceKind::kBuggify: return "buggify";
-    case TraceKind::kUser: return "user";
+    case TraceKind::kTimerFired:
+      return "timer_fired";
+    case TraceKind::kPostRun:
+      return "post_run";
+    case TraceKind::kTurnEnd:
+      return "turn_end";
+    case TraceKind::kRandom:
+      return "random";
+    case TraceKind::kListen:
+      return "listen";
+    case TraceKind::kListenClosed:
+      return "listen_closed";
+    case TraceKind::kConnect:
+      return "connect";
+    case TraceKind::kAccept:
+      return "accept";
+    case TraceKind::kConnected:
+      return "connected";
+    case TraceKind::kConnectFailed:
+      return "connect_failed";
+    case TraceKind::kWrite:
+      return "write";
+    case TraceKind::kDrain:
+      return "drain";
+    case TraceKind::kSegmentSent:
+      return "segment_sent";
+    case TraceKind::kSegmentArrived:
+      return "segment_arrived";
+    case TraceKind::kRead:
+      return "read";
+    case TraceKind::kFinSent:
+      return "fin_sent";
+    case TraceKind::kEof:
+      return "eof";
+    case TraceKind::kShutdown:
+      return "shutdown";
+    case TraceKind::kClose:
+      return "close";
+    case TraceKind::kReadError:
+      return "read_error";
+    case TraceKind::kWriteError:
+      return "write_error";
+    case TraceKind::kFaultStall:
+      return "fault.stall";
+    case TraceKind::kFaultReset:
+      return "fault.reset";
+    case TraceKind::kFaultHalfClose:
+      return "fault.half_close";
+    case TraceKind::kFaultRefuse:
+      return "fault.connect_refused";
+    case TraceKind::kFaultHang:
+      return "fault.connect_hang";
+    case TraceKind::kFaultPartialWrite:
+      return "fault.partial_write";
+    case TraceKind::kFaultShortRead:
+      return "fault.short_read";
+    case TraceKind::kFaultBitFlip:
+      return "fault.bit_flip";
+    case TraceKind::kHostKilled:
+      return "host_killed";
+    case TraceKind::kHostRestarted:
+      return "host_restarted";
+    case TraceKind::kBuggify:
+      return "buggify";
+    case TraceKind::kUser:
+      return "user";
   }
   return "unknown";
 }
@@ -73,8 +106,7 @@ std::string TraceEvent::ToString() const {
                          TraceKindName(kind), a, b, c);
 }
 
-Trace::Trace(TraceOptions options)
-    : options_(options), hash_(kFnvOffset) {
+Trace::Trace(TraceOptions options) : options_(options), hash_(kFnvOffset) {
   ring_.reserve(options_.tail_size);
 }
 

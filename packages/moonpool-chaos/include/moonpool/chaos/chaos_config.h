@@ -38,7 +38,7 @@ struct LatencyConfig {
 };
 
 struct ChaosConfig {
-  LatencyConfig latency;
+  LatencyConfig latency = {};
 
   // Stalls: no byte moves in the chosen direction(s) for a duration drawn
   // from [stall_min, stall_max]; then everything held is released in order.

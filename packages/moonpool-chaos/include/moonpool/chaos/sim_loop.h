@@ -73,12 +73,12 @@ namespace moonpool::chaos {
 
 struct SimLoopOptions {
   uint64_t seed = 1;
-  ChaosConfig chaos;
+  ChaosConfig chaos = {};
   // The host the SimLoop's own Listen / Connect act for.
   std::string default_host = "10.0.0.1";
   // What Now() reads at the start (a fixed date keeps traces readable).
   absl::Time start = absl::FromUnixSeconds(1'700'000'000);
-  TraceOptions trace;
+  TraceOptions trace = {};
   // Makes Buggify() live on this thread while the SimLoop exists.
   bool buggify = false;
   // Size suggested to StreamHandler::ReadBuffer.

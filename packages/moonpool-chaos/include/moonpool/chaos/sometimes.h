@@ -40,8 +40,8 @@ class AssertionRegistry {
  public:
   struct Point {
     bool is_always = false;
-    uint64_t reached = 0;  // times evaluated
-    uint64_t held = 0;     // times cond was true
+    uint64_t reached = 0;       // times evaluated
+    uint64_t held = 0;          // times cond was true
     std::string first_failure;  // Always only: detail of the first false
   };
 

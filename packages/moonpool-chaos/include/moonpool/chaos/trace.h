@@ -28,46 +28,46 @@ namespace moonpool::chaos {
 
 // What happened. Numbers are stable: they feed the hash.
 enum class TraceKind : uint16_t {
-  kTimerFired = 1,      // a = timer id
-  kPostRun = 2,         // a = posts run in the batch
-  kTurnEnd = 3,         // a = handlers run
-  kRandom = 4,          // a = value handed to Loop::Random
-  kListen = 10,         // a = host id, b = port
-  kListenClosed = 11,   // a = host id, b = port
-  kConnect = 12,        // a = connection id, b = dst host, c = dst port
-  kAccept = 13,         // a = connection id
-  kConnected = 14,      // a = connection id
-  kConnectFailed = 15,  // a = connection id
-  kWrite = 20,          // a = conn*2+dir, b = bytes taken at once, c = queued
-  kDrain = 21,          // a = conn*2+dir, b = bytes moved from queue to kernel
-  kSegmentSent = 22,    // a = conn*2+dir, b = bytes, c = arrival ns
-  kSegmentArrived = 23, // a = conn*2+dir, b = bytes
-  kRead = 24,           // a = conn*2+dir, b = bytes
-  kFinSent = 25,        // a = conn*2+dir
-  kEof = 26,            // a = conn*2+dir
-  kShutdown = 27,       // a = conn*2+dir
-  kClose = 28,          // a = conn*2+side
-  kReadError = 29,      // a = conn*2+side
-  kWriteError = 30,     // a = conn*2+side
-  kFaultStall = 40,     // a = connection id, b = directions mask, c = ns
-  kFaultReset = 41,     // a = connection id
-  kFaultHalfClose = 42, // a = conn*2+dir
-  kFaultRefuse = 43,    // a = connection id
-  kFaultHang = 44,      // a = connection id
+  kTimerFired = 1,       // a = timer id
+  kPostRun = 2,          // a = posts run in the batch
+  kTurnEnd = 3,          // a = handlers run
+  kRandom = 4,           // a = value handed to Loop::Random
+  kListen = 10,          // a = host id, b = port
+  kListenClosed = 11,    // a = host id, b = port
+  kConnect = 12,         // a = connection id, b = dst host, c = dst port
+  kAccept = 13,          // a = connection id
+  kConnected = 14,       // a = connection id
+  kConnectFailed = 15,   // a = connection id
+  kWrite = 20,           // a = conn*2+dir, b = bytes taken at once, c = queued
+  kDrain = 21,           // a = conn*2+dir, b = bytes moved from queue to kernel
+  kSegmentSent = 22,     // a = conn*2+dir, b = bytes, c = arrival ns
+  kSegmentArrived = 23,  // a = conn*2+dir, b = bytes
+  kRead = 24,            // a = conn*2+dir, b = bytes
+  kFinSent = 25,         // a = conn*2+dir
+  kEof = 26,             // a = conn*2+dir
+  kShutdown = 27,        // a = conn*2+dir
+  kClose = 28,           // a = conn*2+side
+  kReadError = 29,       // a = conn*2+side
+  kWriteError = 30,      // a = conn*2+side
+  kFaultStall = 40,      // a = connection id, b = directions mask, c = ns
+  kFaultReset = 41,      // a = connection id
+  kFaultHalfClose = 42,  // a = conn*2+dir
+  kFaultRefuse = 43,     // a = connection id
+  kFaultHang = 44,       // a = connection id
   kFaultPartialWrite = 45,  // a = conn*2+dir, b = taken, c = offered
   kFaultShortRead = 46,     // a = conn*2+dir, b = delivered, c = available
   kFaultBitFlip = 47,       // a = conn*2+dir, b = stream offset, c = mask
-  kHostKilled = 50,     // a = host id
-  kHostRestarted = 51,  // a = host id
-  kBuggify = 60,        // a = hash of the site name, b = fired
-  kUser = 100,          // a, b, c: the caller's (SimLoop::TraceUser)
+  kHostKilled = 50,         // a = host id
+  kHostRestarted = 51,      // a = host id
+  kBuggify = 60,            // a = hash of the site name, b = fired
+  kUser = 100,              // a, b, c: the caller's (SimLoop::TraceUser)
 };
 
 absl::string_view TraceKindName(TraceKind kind);
 
 struct TraceEvent {
-  uint64_t index = 0;  // position in the full trace, from 0
-  int64_t time_ns = 0; // virtual time since the simulation's start
+  uint64_t index = 0;   // position in the full trace, from 0
+  int64_t time_ns = 0;  // virtual time since the simulation's start
   TraceKind kind = TraceKind::kUser;
   uint64_t a = 0, b = 0, c = 0;
 
