@@ -15,8 +15,24 @@ for `netns`, across a veth pair between two network namespaces):
   netns             server and client in two network namespaces joined by a veth
                     pair (192.0.2.1/24 and 192.0.2.2/24); skipped, with the
                     reason, where `ip netns add` is not permitted.
+  load_1000         1,000 concurrent connections against one server: every
+                    request's outcome counted (all OK, no wrong payload), the
+                    throughput, latency percentiles and the server's peak RSS
+                    reported, and the RSS held under a bound.
+  stall_short       the server is SIGSTOPped for 2 s mid-load, less than the
+                    keepalive timeout (4 s), then SIGCONTed: a stall is not a
+                    close, so every request ends OK on the same connections.
+  stall_long        SIGSTOP for 6 s, past the keepalive timeout: the keepalive
+                    declares the connections dead and they are replaced;
+                    idempotent requests all end OK, the others OK or with a
+                    documented failure, none silent.
+  partition         in network namespaces, the veth link is set down for 2 s
+                    mid-load and up again (a real partition): every request
+                    ends OK (skipped where `ip netns add` is not permitted).
 
-Usage: process_test.py TEST --server PATH --pingpong PATH
+Usage: process_test.py TEST --server PATH --pingpong PATH [--long]
+--long runs the load tests for 30 s instead of a few (the documented long
+version, `bash ci/reliability-long.sh`); figures go to stdout.
 Every child is killed when the test ends, however it ends (and, through
 PR_SET_PDEATHSIG, if this script itself is killed); namespaces it made are
 deleted. Exit status 0 (pass), 1 (fail), 77 (skipped).
@@ -104,6 +120,14 @@ class Server:
 
     def signal(self, sig):
         self.proc.send_signal(sig)
+
+    def status_kib(self, field):
+        """VmRSS, VmHWM (peak RSS) ... of the live server, in KiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise Failure(f"no {field} in /proc/{self.proc.pid}/status")
 
     def wait(self, timeout):
         try:
@@ -247,6 +271,105 @@ def run(cmd):
 
 
 def test_netns(a):
+    ns_srv, ns_cli, _ = make_namespaces()
+    server = Server(a.server, host="192.0.2.1", netns=ns_srv)
+    log(f"server in {ns_srv} on {server.address}")
+    pp = Pingpong(a.pingpong, server.address,
+                  ["--connections", "8", "--in-flight", "8", "--payload",
+                   "1024", "--duration", "2"], "pingpong", netns=ns_cli)
+    rc, s = pp.finish()
+    check_accounted("pingpong", s, allowed=set())
+    check(rc == 0, f"pingpong exited {rc}")
+    server.signal(signal.SIGTERM)
+    check(server.wait(10) == 0, "server exit status")
+
+
+def duration(a, short):
+    return "30" if a.long else short
+
+
+def report(name, s):
+    lat = s["latency_us"]
+    log(f"{name}: {s['requests']} requests, {s['requests_per_second']:.0f}"
+        f" req/s, p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, p99.9"
+        f" {lat['p999']:.0f} us, max {lat['max']:.0f} us, outcomes"
+        f" {s['outcomes']}, {s['tcp_connections']} TCP connections")
+
+
+def test_load_1000(a):
+    server = Server(a.server)
+    rss_idle = server.status_kib("VmRSS")
+    pp = Pingpong(a.pingpong, server.address,
+                  ["--connections", "1000", "--in-flight", "1", "--payload",
+                   "256", "--duration", duration(a, "5"), "--timeout", "20"],
+                  "pingpong")
+    rc, s = pp.finish(timeout=120 if a.long else 60)
+    peak = server.status_kib("VmHWM")
+    report("load_1000", s)
+    log(f"server RSS: {rss_idle} KiB idle, peak {peak} KiB")
+    check_accounted("pingpong", s, allowed=set())
+    check(rc == 0, f"pingpong exited {rc}")
+    check(s["tcp_connections"] == 1000,
+          f"{s['tcp_connections']} TCP connections, not 1000 (reconnects)")
+    # 1,000 connections of 256 B requests: a few KiB each plus the
+    # server's own start-up; 64 MiB is far above that and far below
+    # unbounded growth.
+    check(peak < 64 * 1024, f"server peak RSS {peak} KiB >= 64 MiB")
+    server.signal(signal.SIGTERM)
+    check(server.wait(15) == 0, f"server exit status; log: {server.stderr()}")
+
+
+def stall(a, seconds, name):
+    """SIGSTOP the server for `seconds` mid-load, then SIGCONT."""
+    server = Server(a.server)
+    common = ["--connections", "4", "--in-flight", "8", "--duration",
+              duration(a, str(seconds + 3)), "--timeout", "20",
+              "--max-backoff", "0.5"]
+    idem = Pingpong(a.pingpong, server.address, common + ["--idempotent"],
+                    "idempotent")
+    plain = Pingpong(a.pingpong, server.address, common + ["--allow-faults"],
+                     "non-idempotent")
+    time.sleep(1.0)
+    log(f"SIGSTOP the server for {seconds} s")
+    server.signal(signal.SIGSTOP)
+    time.sleep(seconds)
+    server.signal(signal.SIGCONT)
+    log("SIGCONT")
+    rc_i, s_i = idem.finish(timeout=120 if a.long else 60)
+    rc_p, s_p = plain.finish(timeout=120 if a.long else 60)
+    report("idempotent", s_i)
+    report("non-idempotent", s_p)
+    check_accounted("idempotent", s_i, allowed=set())
+    check(rc_i == 0, f"idempotent pingpong exited {rc_i}")
+    server.signal(signal.SIGTERM)
+    check(server.wait(15) == 0, "server exit status")
+    return s_i, s_p, rc_p
+
+
+def test_stall_short(a):
+    s_i, s_p, rc_p = stall(a, 2, "stall_short")
+    # Shorter than the keepalive timeout: nothing fails, nothing reconnects.
+    check_accounted("non-idempotent", s_p, allowed=set())
+    check(rc_p == 0, f"non-idempotent pingpong exited {rc_p}")
+    for name, s in (("idempotent", s_i), ("non-idempotent", s_p)):
+        check(s["tcp_connections"] == 4,
+              f"{name}: a 2 s stall closed connections "
+              f"({s['tcp_connections']} made)")
+
+
+def test_stall_long(a):
+    s_i, s_p, rc_p = stall(a, 6, "stall_long")
+    check_accounted("non-idempotent", s_p, allowed=FAULT_CODES)
+    check(rc_p == 0, f"non-idempotent pingpong exited {rc_p}")
+    # Past the keepalive timeout the client gave up on the connections
+    # and made new ones.
+    for name, s in (("idempotent", s_i), ("non-idempotent", s_p)):
+        check(s["tcp_connections"] > 4,
+              f"{name}: the keepalive never replaced a connection")
+
+
+def make_namespaces():
+    """Two namespaces joined by a veth pair; returns (ns_srv, ns_cli, dev)."""
     tag = f"mp{os.getpid()}"
     ns_srv, ns_cli = f"{tag}-srv", f"{tag}-cli"
     r = subprocess.run(["ip", "netns", "add", ns_srv], capture_output=True,
@@ -266,16 +389,31 @@ def test_netns(a):
         run(["ip", "-n", ns, "addr", "add", addr, "dev", dev])
         run(["ip", "-n", ns, "link", "set", dev, "up"])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    return ns_srv, ns_cli, veth_c
+
+
+def test_partition(a):
+    ns_srv, ns_cli, dev = make_namespaces()
     server = Server(a.server, host="192.0.2.1", netns=ns_srv)
     log(f"server in {ns_srv} on {server.address}")
     pp = Pingpong(a.pingpong, server.address,
                   ["--connections", "8", "--in-flight", "8", "--payload",
-                   "1024", "--duration", "2"], "pingpong", netns=ns_cli)
-    rc, s = pp.finish()
+                   "1024", "--duration", duration(a, "5"), "--timeout", "20"],
+                  "pingpong", netns=ns_cli)
+    time.sleep(1.5)
+    log(f"link {dev} down for 2 s")
+    run(["ip", "-n", ns_cli, "link", "set", dev, "down"])
+    time.sleep(2)
+    run(["ip", "-n", ns_cli, "link", "set", dev, "up"])
+    log(f"link {dev} up")
+    rc, s = pp.finish(timeout=120 if a.long else 60)
+    report("partition", s)
+    # Shorter than the keepalive timeout: the partition is a stall, and
+    # every request still ends OK.
     check_accounted("pingpong", s, allowed=set())
     check(rc == 0, f"pingpong exited {rc}")
     server.signal(signal.SIGTERM)
-    check(server.wait(10) == 0, "server exit status")
+    check(server.wait(15) == 0, "server exit status")
 
 
 TESTS = {
@@ -283,6 +421,10 @@ TESTS = {
     "kill_restart": test_kill_restart,
     "graceful_restart": test_graceful_restart,
     "netns": test_netns,
+    "load_1000": test_load_1000,
+    "stall_short": test_stall_short,
+    "stall_long": test_stall_long,
+    "partition": test_partition,
 }
 
 
@@ -291,6 +433,8 @@ def main():
     parser.add_argument("test", choices=sorted(TESTS))
     parser.add_argument("--server", required=True)
     parser.add_argument("--pingpong", required=True)
+    parser.add_argument("--long", action="store_true",
+                        help="the 30 s versions of the load tests")
     a = parser.parse_args()
     # ctest's timeout (or ^C) still cleans up.
     for sig in (signal.SIGTERM, signal.SIGINT):
