@@ -4,8 +4,6 @@
 // of frame_decoder.h. The input layout and the list of checks are in README.md
 // beside this file.
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -24,17 +22,7 @@
 #include "moonpool/wire/frame_decoder.h"
 #include "moonpool/wire/frame_encoder.h"
 #include "moonpool/wire/frame_header.h"
-
-// Not assert(): the checks must hold in every build type, and a trap is what
-// libFuzzer reports as a crash. The message says which check it was.
-#define MOONPOOL_FUZZ_CHECK(condition)                                      \
-  do {                                                                      \
-    if (!(condition)) {                                                     \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                   #condition);                                             \
-      __builtin_trap();                                                     \
-    }                                                                       \
-  } while (false)
+#include "fuzz_util.h"
 
 namespace moonpool::wire {
 namespace {
@@ -83,40 +71,6 @@ Step DecodeStep(uint8_t plan) {
   if (code >= 1 && code <= 32) bytes = code;
   if (code > 32) bytes = (code - 32) * 128;
   return Step{static_cast<AppendMode>(plan & 3), bytes};
-}
-
-uint32_t Load32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
-void Store32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-
-void Store64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-
-// Rewrites every header's body_checksum (when its body is all there) and
-// header_check so that they match, walking the frames as the decoder would.
-// Without this, nearly every mutation stops at the first checksum.
-void FixChecksums(std::vector<char>& stream) {
-  size_t pos = 0;
-  while (stream.size() - pos >= kFrameHeaderBytes) {
-    char* header = stream.data() + pos;
-    const size_t length = Load32(header);
-    const size_t remaining = stream.size() - pos - kFrameHeaderBytes;
-    const bool whole = length <= remaining;
-    if (whole) {
-      Store64(header + 4, BodyChecksum(absl::Span<const char>(
-                              header + kFrameHeaderBytes, length)));
-    }
-    Store32(header + 12, static_cast<uint32_t>(XXH3_64bits(header, 12)));
-    if (!whole || length == 0 || length % 8 != 0) break;
-    pos += kFrameHeaderBytes + length;
-  }
 }
 
 bool IsStreamError(absl::StatusCode code) {
@@ -307,7 +261,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < kPlanBytes; ++i) plan[i] = DecodeStep(data[1 + i]);
 
   std::vector<char> stream(data + kControlBytes, data + size);
-  if ((options_byte & 3) != 0) FixChecksums(stream);
+  if ((options_byte & 3) != 0) moonpool::fuzz::FixChecksums(stream);
 
   DecoderOptions options;
   options.max_frame_bytes = kMaxFrameBytes[(options_byte >> 2) & 3];

@@ -212,7 +212,8 @@ def test_many_clients(a):
 
 def test_kill_restart(a):
     server = Server(a.server)
-    common = ["--connections", "4", "--in-flight", "8", "--duration", "3",
+    common = ["--connections", "4", "--in-flight", "8", "--duration",
+              duration(a, "3"),
               "--timeout", "5", "--max-backoff", "0.2"]
     idem = Pingpong(a.pingpong, server.address, common + ["--idempotent"],
                     "idempotent")
@@ -225,8 +226,8 @@ def test_kill_restart(a):
     time.sleep(0.3)
     server = restart_server(a.server, server.port)
     log(f"restarted on {server.address}")
-    rc_i, s_i = idem.finish()
-    rc_p, s_p = plain.finish()
+    rc_i, s_i = idem.finish(timeout=120 if a.long else 30)
+    rc_p, s_p = plain.finish(timeout=120 if a.long else 30)
     check_accounted("idempotent", s_i, allowed=set())
     check(rc_i == 0, f"idempotent pingpong exited {rc_i}")
     check_accounted("non-idempotent", s_p, allowed=FAULT_CODES)
@@ -244,7 +245,7 @@ def test_graceful_restart(a):
     server = Server(a.server)
     pp = Pingpong(a.pingpong, server.address,
                   ["--connections", "4", "--in-flight", "16", "--duration",
-                   "3", "--timeout", "5", "--max-backoff", "0.2"],
+                   duration(a, "3"), "--timeout", "5", "--max-backoff", "0.2"],
                   "pingpong")
     time.sleep(1.0)
     log("SIGTERM the server mid-load (drain)")
@@ -254,7 +255,7 @@ def test_graceful_restart(a):
     check(rc == 0, f"drained server exited {rc}")
     server = restart_server(a.server, server.port)
     log(f"restarted on {server.address}")
-    rc, s = pp.finish()
+    rc, s = pp.finish(timeout=120 if a.long else 30)
     check_accounted("pingpong", s, allowed=set())
     check(rc == 0, f"pingpong exited {rc}")
     check(s["tcp_connections"] > 4,

@@ -523,6 +523,11 @@ void SimCore::Transmit(uint64_t id, int w) {
       TraceEvent(TraceKind::kFaultStall, id, stall ? 3 : (1u << w),
                  until - now_ns_);
       assertions_.RecordSometimes(stall ? "fault.stall" : "fault.clog", true);
+      if (options_.test_only_stall_is_close) {
+        ResetConnection(*c, absl::UnavailableError(
+                                "connection closed on stall (planted bug)"));
+        return;
+      }
       for (int d = 0; d < 2; ++d) {
         if (!stall && d != w) continue;
         Pipe& q = c->pipe[d];

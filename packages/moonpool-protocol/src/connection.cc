@@ -99,8 +99,15 @@ void Connection::AdvanceTime(absl::Time now) {
   }
   if (state_ != ConnectionState::kHandshaking && now >= next_ping_ &&
       !transport_closed_.has_value()) {
-    EncodeControl(wire::Ping{next_ping_nonce_++});
-    ++stats_.pings_sent;
+    // One ping the driver has not written yet is enough: another behind it
+    // reaches the peer no sooner. Without this, a peer that trickles a byte
+    // now and then and never reads grows the output by a ping per interval,
+    // without bound.
+    if (consumed_bytes_ >= last_ping_end_) {
+      EncodeControl(wire::Ping{next_ping_nonce_++});
+      ++stats_.pings_sent;
+      last_ping_end_ = encoded_bytes_;
+    }
     next_ping_ = now + options_.keepalive_interval;
   }
 }

@@ -27,6 +27,8 @@ TEST(ConnectionKeepalive, SilentPeerIsPingedEveryIntervalThenDeclaredGone) {
   for (int i = 1; i <= 3; ++i) {
     t += absl::Seconds(1);
     p.client.AdvanceTime(t);
+    // The client's link is writable; only the server is silent.
+    p.client.ConsumeOutput(p.client.PendingOutput().size());
     EXPECT_EQ(p.client.stats().pings_sent, static_cast<uint64_t>(i));
     EXPECT_EQ(p.client.state(), ConnectionState::kOpen);
   }
@@ -37,6 +39,36 @@ TEST(ConnectionKeepalive, SilentPeerIsPingedEveryIntervalThenDeclaredGone) {
   EXPECT_EQ(events[0].kind, Recorded::kClosed);
   EXPECT_EQ(events[0].status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(p.client.stats().keepalive_timeouts, 1u);
+}
+
+TEST(ConnectionKeepalive, UnwrittenPingsDoNotPileUpWhileAPeerTricklesBytes) {
+  // Found by fuzz/protocol_connection_fuzzer: a peer that sends a byte now
+  // and then (so it is never declared gone) and never reads made the output
+  // grow by one ping per interval, past every bound.
+  ConnectionPair p;
+  p.Open();
+  const std::string pong = [] {
+    wire::FrameEncoder encoder;
+    wire::ByteBuffer out;
+    EXPECT_TRUE(encoder.Encode(wire::Pong{1}, out).ok());
+    return std::string(out.Readable().data(), out.Readable().size());
+  }();
+  absl::Time t = p.now;
+  for (size_t i = 0; i < 3 * pong.size(); ++i) {
+    t += absl::Milliseconds(1500);
+    p.client.Receive(absl::Span<const char>(&pong[i % pong.size()], 1), t);
+    t += absl::Milliseconds(1500);
+    p.client.AdvanceTime(t);
+    Drain(p.client);
+  }
+  EXPECT_EQ(p.client.state(), ConnectionState::kOpen);
+  EXPECT_EQ(p.client.stats().pings_sent, 1u);
+  const size_t one_ping = p.client.PendingOutput().size();
+  // Once that ping is written, the next interval sends another.
+  p.client.ConsumeOutput(one_ping);
+  p.client.AdvanceTime(t + absl::Seconds(1));
+  EXPECT_EQ(p.client.stats().pings_sent, 2u);
+  EXPECT_EQ(p.client.PendingOutput().size(), one_ping);
 }
 
 TEST(ConnectionKeepalive, PongKeepsAnIdleConnectionAlive) {

@@ -4,12 +4,14 @@
 //
 //   moonpool-echo-server --listen 127.0.0.1:0 [--max-connections N]
 //                        [--handlers N] [--drain-timeout SECONDS]
+//                        [--read-timeout SECONDS] [--idle-timeout SECONDS]
 //
 // Its first line on stdout is the bound address ("listening on
 // 127.0.0.1:40123"), so a caller may ask for port 0. SIGINT or SIGTERM
 // starts a graceful close (ServerTransport::Close(drain=true): Goodbye on
 // every connection, what was received is answered) and the process exits 0
-// when it ends; a second signal closes at once. Signals are taken by a
+// when it ends; a second signal closes at once. Its last line on stderr is
+// the server's counters (ServerStats), as key=value pairs. Signals are taken by a
 // thread that sigwait()s (they are blocked everywhere else) and handed to
 // the loop with UvLoop::PostFromAnyThread: no handler runs inside libuv.
 #include <pthread.h>
@@ -46,12 +48,19 @@ using moonpool::transport::ServerTransport;
 constexpr char kUsage[] =
     "usage: moonpool-echo-server --listen HOST:PORT [--max-connections N]\n"
     "                            [--handlers N] [--drain-timeout SECONDS]\n"
+    "                            [--read-timeout SECONDS] "
+    "[--idle-timeout SECONDS]\n"
     "  --listen HOST:PORT      address to bind (port 0: any free port; the\n"
     "                          first line of stdout says which)\n"
     "  --max-connections N     connections open at once (default 1024)\n"
     "  --handlers N            handler tasks answering requests (default 16)\n"
     "  --drain-timeout SECONDS graceful close gives up after this (default "
     "10)\n"
+    "  --read-timeout SECONDS  a frame begun must arrive whole within this "
+    "(default 30)\n"
+    "  --idle-timeout SECONDS  close connections without requests for this "
+    "long\n"
+    "                          (default 300)\n"
     "SIGINT/SIGTERM: graceful close (drain), exit 0; a second one: close "
     "now.\n";
 
@@ -65,6 +74,8 @@ struct Flags {
   size_t max_connections = 1024;
   size_t handlers = 16;
   double drain_timeout_s = 10;
+  double read_timeout_s = 30;
+  double idle_timeout_s = 300;
 };
 
 Flags ParseFlags(int argc, char** argv) {
@@ -87,6 +98,10 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (arg == "--drain-timeout") {
       ok =
           absl::SimpleAtod(value, &f.drain_timeout_s) && f.drain_timeout_s >= 0;
+    } else if (arg == "--read-timeout") {
+      ok = absl::SimpleAtod(value, &f.read_timeout_s) && f.read_timeout_s > 0;
+    } else if (arg == "--idle-timeout") {
+      ok = absl::SimpleAtod(value, &f.idle_timeout_s) && f.idle_timeout_s > 0;
     } else {
       Usage("unknown flag " + std::string(arg));
     }
@@ -125,6 +140,8 @@ int main(int argc, char** argv) {
   ServerOptions options;
   options.max_connections = flags.max_connections;
   options.drain_timeout = absl::Seconds(flags.drain_timeout_s);
+  options.read_timeout = absl::Seconds(flags.read_timeout_s);
+  options.idle_timeout = absl::Seconds(flags.idle_timeout_s);
   absl::StatusOr<std::unique_ptr<ServerTransport>> server =
       ServerTransport::Bind(loop, *address, options);
   if (!server.ok()) {
@@ -174,6 +191,22 @@ int main(int argc, char** argv) {
                static_cast<unsigned long long>(st.connections_refused),
                static_cast<unsigned long long>(st.requests_received),
                static_cast<unsigned long long>(st.replies_sent));
+  std::fprintf(
+      stderr,
+      "moonpool-echo-server: stats: connections_accepted=%llu "
+      "connections_refused=%llu requests_received=%llu replies_sent=%llu "
+      "protocol_errors=%llu keepalive_timeouts=%llu read_timeouts=%llu "
+      "idle_timeouts=%llu backpressure_pauses=%llu orphaned_dropped=%llu\n",
+      static_cast<unsigned long long>(st.connections_accepted),
+      static_cast<unsigned long long>(st.connections_refused),
+      static_cast<unsigned long long>(st.requests_received),
+      static_cast<unsigned long long>(st.replies_sent),
+      static_cast<unsigned long long>(st.protocol_errors),
+      static_cast<unsigned long long>(st.keepalive_timeouts),
+      static_cast<unsigned long long>(st.read_timeouts),
+      static_cast<unsigned long long>(st.idle_timeouts),
+      static_cast<unsigned long long>(st.backpressure_pauses),
+      static_cast<unsigned long long>(st.orphaned_dropped));
   scope.Clear();
   server->reset();
   return failed ? 1 : 0;

@@ -7,6 +7,7 @@
 #ifndef MOONPOOL_TRANSPORT_EXAMPLES_ECHO_SERVICE_H_
 #define MOONPOOL_TRANSPORT_EXAMPLES_ECHO_SERVICE_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <future>
@@ -28,21 +29,36 @@
 
 namespace moonpool::examples {
 
+// Answers `msg` once its connection's output has room again, waiting
+// 1 ms, then twice as long each time up to 64 ms.
+inline driver::Task<void> ReplyWhenWritable(driver::Loop& loop,
+                                            transport::ServerTransport& server,
+                                            transport::IncomingMessage msg) {
+  absl::Duration wait = absl::Milliseconds(1);
+  while (server.Reply(msg, absl::string_view(msg.envelope.payload)).code() ==
+         absl::StatusCode::kResourceExhausted) {
+    co_await driver::Sleep(loop, wait);
+    wait = std::min(wait * 2, absl::Milliseconds(64));
+  }
+}
+
 // One handler: answers requests from any connection with their payload
 // until the server closes. A reply to a connection that went away
-// (NotFound) is nobody's business any more; a full output
-// (ResourceExhausted) is retried shortly, the request still awaits its
-// answer.
+// (NotFound) is nobody's business any more. A full output
+// (ResourceExhausted: that client does not read its replies) is retried
+// by a task of its own, so that one client that does not read cannot hold
+// every handler and starve the others; those tasks are bounded by the
+// server's in-flight bounds (ServerOptions), which stop reading the client.
 inline driver::Task<void> EchoHandler(driver::Loop& loop,
-                                      transport::ServerTransport& server) {
+                                      transport::ServerTransport& server,
+                                      driver::TaskScope& scope) {
   while (std::optional<transport::IncomingMessage> msg =
              co_await server.NextMessage()) {
     if (!msg->is_request()) continue;  // one-way: nothing to answer
     absl::Status s =
         server.Reply(*msg, absl::string_view(msg->envelope.payload));
-    while (s.code() == absl::StatusCode::kResourceExhausted) {
-      co_await driver::Sleep(loop, absl::Milliseconds(1));
-      s = server.Reply(*msg, absl::string_view(msg->envelope.payload));
+    if (s.code() == absl::StatusCode::kResourceExhausted) {
+      scope.Spawn(ReplyWhenWritable(loop, server, *std::move(msg)));
     }
   }
 }
@@ -51,7 +67,7 @@ inline driver::Task<void> EchoHandler(driver::Loop& loop,
 inline void SpawnEchoHandlers(driver::Loop& loop,
                               transport::ServerTransport& server,
                               driver::TaskScope& scope, size_t handlers) {
-  for (size_t i = 0; i < handlers; ++i) scope.Spawn(EchoHandler(loop, server));
+  for (size_t i = 0; i < handlers; ++i) scope.Spawn(EchoHandler(loop, server, scope));
 }
 
 // An echo server on a thread of its own, on 127.0.0.1 (port 0 by default).

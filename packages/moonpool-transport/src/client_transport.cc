@@ -1,6 +1,8 @@
 #include "moonpool/transport/client_transport.h"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -24,7 +26,15 @@ ClientTransport::~ClientTransport() {
 void ClientTransport::Close() {
   if (closed_) return;
   closed_ = true;
-  for (auto& [address, peer] : peers_) peer->Close();
+  // In address order: walking the hashed table directly would close the
+  // connections in an order that varies between runs (absl salts its
+  // hashes), which breaks replay under simulation.
+  std::vector<std::pair<driver::Address, driver::Peer*>> by_address;
+  by_address.reserve(peers_.size());
+  for (auto& [address, peer] : peers_) by_address.emplace_back(address, peer.get());
+  std::sort(by_address.begin(), by_address.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [address, peer] : by_address) peer->Close();
 }
 
 const driver::Peer* ClientTransport::peer(

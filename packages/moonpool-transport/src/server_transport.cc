@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "moonpool/driver/output_handoff.h"
@@ -11,6 +12,26 @@
 #include "moonpool/protocol/connection.h"
 
 namespace moonpool::transport {
+namespace {
+
+// The connections of `table` in id order. Walking a hashed table directly
+// would make the order of Goodbyes and closes on the wire vary between runs
+// (absl salts its hashes), which breaks replay under simulation.
+template <typename Table>
+std::vector<typename Table::mapped_type::element_type*> InIdOrder(
+    const Table& table) {
+  std::vector<std::pair<uint64_t, typename Table::mapped_type::element_type*>>
+      by_id;
+  by_id.reserve(table.size());
+  for (const auto& [id, c] : table) by_id.emplace_back(id, c.get());
+  std::sort(by_id.begin(), by_id.end());
+  std::vector<typename Table::mapped_type::element_type*> out;
+  out.reserve(by_id.size());
+  for (const auto& [id, c] : by_id) out.push_back(c);
+  return out;
+}
+
+}  // namespace
 
 // One accepted connection: a server-role protocol::Connection driven over a
 // Stream, as the driver's Peer drives a client one. Reads go straight into
@@ -28,7 +49,8 @@ class ServerTransport::Connection final : public driver::StreamHandler,
         stream_(std::move(stream)),
         peer_address_(stream_->peer_address()),
         connection_(server.options_.connection, server.loop_.Now()),
-        timer_(server.loop_.CreateTimer([this] { OnTimer(); })) {}
+        timer_(server.loop_.CreateTimer([this] { OnTimer(); })),
+        last_activity_(server.loop_.Now()) {}
 
   ~Connection() {
     if (pump_at_turn_end_) server_.loop_.CancelTurnEnd(this);
@@ -122,6 +144,9 @@ class ServerTransport::Connection final : public driver::StreamHandler,
   }
   void OnRead(size_t n) override {
     grace_until_ = absl::InfinitePast();
+    if (n > 0 && partial_since_ == absl::InfiniteFuture()) {
+      partial_since_ = server_.loop_.Now();
+    }
     connection_.CommitReceive(n, server_.loop_.Now());
     Pump();
   }
@@ -147,7 +172,38 @@ class ServerTransport::Connection final : public driver::StreamHandler,
   void OnTimer() {
     const absl::Time now = server_.loop_.Now();
     if (!paused_ && now >= grace_until_) connection_.AdvanceTime(now);
+    if (!paused_) CheckTimeouts(now);
     Pump();
+  }
+
+  // ServerOptions::read_timeout and idle_timeout (the protocol's keepalive
+  // cannot see a peer that trickles bytes, or one that answers pings only).
+  absl::Time TimeoutAt() const {
+    const ServerOptions& o = server_.options_;
+    absl::Time t = partial_since_ + o.read_timeout;
+    if (in_flight_ == 0 && !idle_closing_) {
+      t = std::min(t, last_activity_ + o.idle_timeout);
+    }
+    return t;
+  }
+
+  void CheckTimeouts(absl::Time now) {
+    if (transport_closed_) return;
+    const ServerOptions& o = server_.options_;
+    if (now >= partial_since_ + o.read_timeout) {
+      ++server_.stats_.read_timeouts;
+      TransportClosed(absl::DeadlineExceededError(absl::StrCat(
+          "no whole frame from ", peer_address_.ToString(), " within ",
+          absl::FormatDuration(o.read_timeout), " (read timeout)")));
+    } else if (in_flight_ == 0 && !idle_closing_ &&
+               now >= last_activity_ + o.idle_timeout) {
+      ++server_.stats_.idle_timeouts;
+      idle_closing_ = true;
+      if (!connection_.SendGoodbye("idle timeout").ok()) {
+        TransportClosed(absl::DeadlineExceededError(absl::StrCat(
+            "idle for ", absl::FormatDuration(o.idle_timeout))));
+      }
+    }
   }
 
   void ScheduleSoon() {
@@ -160,7 +216,8 @@ class ServerTransport::Connection final : public driver::StreamHandler,
       timer_->Stop();
       return;
     }
-    absl::Time t = std::max(connection_.NextWakeup(), grace_until_);
+    absl::Time t = std::min(
+        std::max(connection_.NextWakeup(), grace_until_), TimeoutAt());
     if (t == absl::InfiniteFuture()) {
       timer_->Stop();
     } else {
@@ -188,6 +245,7 @@ class ServerTransport::Connection final : public driver::StreamHandler,
       return;
     }
     in_pump_ = true;
+    const uint64_t frames_before = connection_.stats().frames_in;
     bool closed = false;
     do {
       repump_ = false;
@@ -214,6 +272,10 @@ class ServerTransport::Connection final : public driver::StreamHandler,
       }
     } while (repump_);
     in_pump_ = false;
+    // A whole frame came in: the read clock restarts with the next read.
+    if (connection_.stats().frames_in != frames_before) {
+      partial_since_ = absl::InfiniteFuture();
+    }
     if (closed) {
       Kill();
       server_.Remove(*this);  // last: may schedule our destruction
@@ -225,6 +287,7 @@ class ServerTransport::Connection final : public driver::StreamHandler,
   void HandleEvent(protocol::Event& event) {
     if (auto* r = std::get_if<protocol::RequestReceived>(&event)) {
       ++server_.stats_.requests_received;
+      last_activity_ = server_.loop_.Now();
       if (transport_closed_ || server_.state_ == State::kClosed) {
         ++server_.stats_.orphaned_dropped;  // nobody could get the answer
         return;
@@ -235,6 +298,7 @@ class ServerTransport::Connection final : public driver::StreamHandler,
                                       peer_address_, r->deadline});
     } else if (auto* m = std::get_if<protocol::OneWayReceived>(&event)) {
       ++server_.stats_.one_way_received;
+      last_activity_ = server_.loop_.Now();
       if (server_.state_ == State::kClosed) return;
       server_.Enqueue(IncomingMessage{Envelope::CopyOf(m->message), id_,
                                       peer_address_, absl::InfiniteFuture()});
@@ -246,12 +310,14 @@ class ServerTransport::Connection final : public driver::StreamHandler,
   void Pause() {
     if (paused_) return;
     paused_ = true;
+    partial_since_ = absl::InfiniteFuture();  // not timed while we hold it
     stream_->StopReading();
     server_.paused_.push_back(id_);
     ++server_.stats_.backpressure_pauses;
   }
 
   void OnAnswered() {
+    last_activity_ = server_.loop_.Now();
     --in_flight_;
     --server_.in_flight_;
   }
@@ -282,6 +348,11 @@ class ServerTransport::Connection final : public driver::StreamHandler,
   // Requests received on this connection and not yet answered.
   size_t in_flight_ = 0;
   absl::Time grace_until_ = absl::InfinitePast();
+  // When the frame now arriving began (InfiniteFuture: none is), and the
+  // last request, one-way message or answer (for the idle timeout).
+  absl::Time partial_since_ = absl::InfiniteFuture();
+  absl::Time last_activity_;
+  bool idle_closing_ = false;
   bool paused_ = false;
   bool transport_closed_ = false;
   bool dead_ = false;
@@ -510,8 +581,8 @@ driver::Task<void> ServerTransport::Close(bool drain) {
     if (drain) {
       state_ = State::kDraining;
       std::vector<Connection*> refused;
-      for (auto& [id, c] : connections_) {
-        if (!c->StartDrain()) refused.push_back(c.get());
+      for (Connection* c : InIdOrder(connections_)) {
+        if (!c->StartDrain()) refused.push_back(c);
       }
       for (Connection* c : refused) {
         c->Kill();
@@ -538,7 +609,7 @@ void ServerTransport::CloseNow() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   listener_.reset();
-  for (auto& [id, c] : connections_) {
+  for (Connection* c : InIdOrder(connections_)) {
     const protocol::ConnectionStats s = c->stats();
     stats_.bytes_in += s.bytes_in;
     stats_.bytes_out += s.bytes_out;

@@ -149,6 +149,11 @@ class Connection {
   // to answer, wait for or write: the driver should close the socket.
   bool WantsClose() const;
 
+  // Storage held for received bytes and for bytes to write: what the
+  // connection costs in memory, beside its counters and request sets.
+  size_t receive_capacity() const { return decoder_.capacity(); }
+  size_t output_capacity() const { return output_.capacity(); }
+
   ConnectionState state() const { return state_; }
   Role role() const { return options_.role; }
   // OK, or why the connection closed.
@@ -215,6 +220,9 @@ class Connection {
   absl::Time last_receive_;
   absl::Time next_ping_;
   uint64_t next_ping_nonce_ = 1;
+  // Output offset just past the last ping: unwritten while consumed_bytes_
+  // is below it.
+  uint64_t last_ping_end_ = 0;
   size_t queued_pongs_ = 0;
 
   // Events produced by inputs other than a frame read (time, close), and

@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "capnp/serialize.h"
@@ -97,9 +98,11 @@ inline absl::Status EncodeCapnp(capnp::MessageBuilder& message,
                      reinterpret_cast<kj::byte*>(out.data()), out.size()));
                  capnp::writeMessage(stream, message);
                })) {
-    status = absl::InternalError(
-        absl::StrCat("encoding a Cap'n Proto message failed: ",
-                     absl::string_view(e->getDescription().cStr())));
+    // kj's description may hold NUL bytes (it quotes what it checked).
+    const kj::StringPtr d = e->getDescription();
+    status = absl::InternalError(absl::StrCat(
+        "encoding a Cap'n Proto message failed: ",
+        absl::CHexEscape(absl::string_view(d.begin(), d.size()))));
   }
   return status;
 }

@@ -35,6 +35,24 @@ struct ServerOptions {
   // Reaching it stops reading every connection.
   size_t max_queued_bytes = size_t{64} << 20;
 
+  // Hostile or broken peers (slowloris, forgotten sockets). Both are timed
+  // only while the connection is being read: a connection paused by a bound
+  // above is waiting on us, not on its peer. InfiniteDuration() turns one off.
+  //
+  // A frame must arrive whole within `read_timeout` of the first read that
+  // left it incomplete, or the connection is closed (a peer trickling a
+  // header a byte at a time is never silent long enough for the keepalive).
+  // Counted in ServerStats::read_timeouts. Keep it above the time the
+  // largest frame takes on the slowest link to serve: 16 MiB in 30 s is
+  // about 560 KB/s.
+  absl::Duration read_timeout = absl::Seconds(30);
+  // A connection with no request in flight and no request or one-way
+  // message received for this long is closed: with Goodbye once past the
+  // handshake (its client reconnects when it next has something to send),
+  // at once before. Pings and pongs are not activity. Counted in
+  // ServerStats::idle_timeouts.
+  absl::Duration idle_timeout = absl::Minutes(5);
+
   // Close(/*drain=*/true) closes whatever is still open after this long.
   absl::Duration drain_timeout = absl::Seconds(10);
   // Bytes handed to a stream and not yet taken by the kernel; beyond this the

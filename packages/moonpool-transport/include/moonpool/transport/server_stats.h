@@ -28,6 +28,11 @@ struct ServerStats {
   // frames, failed handshakes, unexpected frames, ping floods).
   uint64_t protocol_errors = 0;
   uint64_t keepalive_timeouts = 0;
+  // Connections closed because a frame did not arrive whole within
+  // ServerOptions::read_timeout (slowloris).
+  uint64_t read_timeouts = 0;
+  // Connections closed after ServerOptions::idle_timeout without requests.
+  uint64_t idle_timeouts = 0;
   uint64_t bytes_in = 0;            // received
   uint64_t bytes_out = 0;           // taken by the kernel
   uint64_t requests_in_flight = 0;  // gauge: received, not yet answered
