@@ -17,12 +17,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/types/span.h"
+#include "fuzz_util.h"
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame.h"
 #include "moonpool/wire/frame_decoder.h"
 #include "moonpool/wire/frame_encoder.h"
 #include "moonpool/wire/frame_header.h"
-#include "fuzz_util.h"
 
 namespace moonpool::wire {
 namespace {

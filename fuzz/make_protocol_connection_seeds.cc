@@ -1,0 +1,274 @@
+// Writes the seed corpus of protocol_connection_fuzzer: client sessions a
+// server-role Connection should serve, each behind the fuzzer's control
+// bytes (README.md, "protocol_connection_fuzzer"), under different driver
+// plans; and sessions that break one rule each. Frames come from
+// FrameEncoder, never from hand-written bytes.
+//
+// Usage: make_protocol_connection_seeds <output directory>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/envelope_kind.h"
+#include "moonpool/envelope/envelope_view.h"
+#include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame.h"
+#include "moonpool/wire/frame_encoder.h"
+#include "moonpool/wire/frame_header.h"
+
+namespace moonpool::wire {
+namespace {
+
+// The control bytes, as protocol_connection_fuzzer.cc reads them.
+enum Option : uint8_t {
+  kHelloFirst = 1,    // the fuzzer receives a valid client Hello first
+  kFixChecksums = 2,  // and rewrites the stream's checksums
+};
+enum Limit : uint8_t {
+  kFrame1MiB = 0,
+  kFrame64KiB = 1,
+  kFrame4KiB = 2,
+  kFrame512 = 3
+};
+enum OutputLimit : uint8_t {
+  kOut32MiB = 0,
+  kOut64KiB = 1,
+  kOut4KiB = 2,
+  kOut1KiB = 3
+};
+enum Pongs : uint8_t { kPongs64 = 0, kPongs4 = 1, kPongs1 = 2, kPongs0 = 3 };
+enum Kind : uint8_t {
+  kReceive = 0,
+  kReceiveInPlace = 1,
+  kAdvance = 2,  // arg: index into the fuzzer's steps (8: 1000 ms, 13: 4000)
+  kEvents = 3,
+  kWrite = 4,  // arg/31 of the pending output
+  kAnswerLater = 5,
+  kCommand = 6,  // arg & 3: 0-1 request, 2 one-way, 3 goodbye
+  kDrain = 7,    // arg: the answering policy (0 reply, 1 error, 2 later,
+                 // 3 abandon), advancing per event
+};
+
+constexpr uint8_t Op(Kind kind, int arg) {
+  return static_cast<uint8_t>(kind | (arg << 3));
+}
+// Chunk size codes: 0 the rest, 1..16 bytes, 17..31 (code - 16) * 64 bytes.
+constexpr int kRest = 0;
+
+struct Control {
+  uint8_t options = kHelloFirst;
+  Limit limit = kFrame1MiB;
+  OutputLimit output = kOut32MiB;
+  Pongs pongs = kPongs64;
+  std::vector<uint8_t> ops = {Op(kReceive, kRest), Op(kDrain, 0),
+                              Op(kWrite, 31)};
+
+  std::string Serialize() const {
+    if (ops.empty() || ops.size() > 32) Die("1..32 ops");
+    std::string out;
+    out.push_back(static_cast<char>(options | (limit << 2) | (output << 4) |
+                                    (pongs << 6)));
+    out.push_back(static_cast<char>(ops.size() - 1));
+    for (uint8_t op : ops) out.push_back(static_cast<char>(op));
+    return out;
+  }
+
+  [[noreturn]] static void Die(const std::string& what) {
+    std::fprintf(stderr, "make_protocol_connection_seeds: %s\n", what.c_str());
+    std::exit(1);
+  }
+};
+
+Control Plan(std::initializer_list<uint8_t> ops,
+             uint8_t options = kHelloFirst) {
+  Control c;
+  c.ops = ops;
+  c.options = options;
+  return c;
+}
+
+std::string Encode(std::initializer_list<FrameValue> frames) {
+  FrameEncoder encoder;
+  ByteBuffer out;
+  for (const FrameValue& frame : frames) {
+    if (absl::Status s = encoder.Encode(frame, out); !s.ok()) {
+      Control::Die(s.ToString());
+    }
+  }
+  absl::Span<const char> bytes = out.Readable();
+  return std::string(bytes.data(), bytes.size());
+}
+
+EnvelopeView Request(uint64_t id, absl::string_view payload = "ping?",
+                     absl::Duration timeout = absl::Milliseconds(250)) {
+  return EnvelopeView{CorrelationId(id), EnvelopeKind::kRequest, 7, payload,
+                      timeout,           absl::StatusCode::kOk,  ""};
+}
+EnvelopeView Reply(uint64_t id) {
+  return EnvelopeView{CorrelationId(id),    EnvelopeKind::kReply,  0, "pong!",
+                      absl::ZeroDuration(), absl::StatusCode::kOk, ""};
+}
+EnvelopeView OneWay() {
+  return EnvelopeView{CorrelationId(),      EnvelopeKind::kOneWay, 3, "note",
+                      absl::ZeroDuration(), absl::StatusCode::kOk, ""};
+}
+Hello ClientHello() {
+  return Hello{kHelloMagic, kProtocolVersion, "client-1", 0x5eed0001};
+}
+
+class Corpus {
+ public:
+  explicit Corpus(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+  void Write(const std::string& name, const Control& control,
+             const std::string& stream) {
+    std::ofstream out(dir_ / name, std::ios::binary | std::ios::trunc);
+    const std::string bytes = control.Serialize() + stream;
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) Control::Die("cannot write " + (dir_ / name).string());
+    ++files_;
+    bytes_ += bytes.size();
+  }
+
+  void Report() const {
+    std::printf("wrote %d files, %zu bytes, to %s\n", files_, bytes_,
+                dir_.string().c_str());
+  }
+
+ private:
+  std::filesystem::path dir_;
+  int files_ = 0;
+  size_t bytes_ = 0;
+};
+
+void WriteSessions(Corpus& corpus) {
+  const std::string session =
+      Encode({Request(1), Ping{1}, Request(2, "two"), OneWay(), Pong{1},
+              Request(3, "", absl::ZeroDuration()), Reply(99),
+              Goodbye{CorrelationId(), "bye"}});
+  corpus.Write("session_whole", Control(), session);
+  corpus.Write("session_one_byte_at_a_time",
+               Plan({Op(kReceive, 1), Op(kEvents, 0), Op(kReceiveInPlace, 1),
+                     Op(kWrite, 7), Op(kDrain, 1)}),
+               session);
+  corpus.Write("session_answers_later",
+               Plan({Op(kReceive, 17), Op(kDrain, 2), Op(kAdvance, 4),
+                     Op(kAnswerLater, 0), Op(kWrite, 15), Op(kAnswerLater, 9),
+                     Op(kAnswerLater, 18), Op(kWrite, 31)}),
+               session);
+  corpus.Write("session_abandons",
+               Plan({Op(kReceive, 9), Op(kDrain, 3), Op(kWrite, 31)}), session);
+  // The Hello in the stream itself, split from what follows.
+  corpus.Write("session_raw_hello",
+               Plan({Op(kReceiveInPlace, 5), Op(kReceive, 13), Op(kDrain, 0),
+                     Op(kWrite, 31)},
+                    0),
+               Encode({ClientHello()}) + session);
+  // The server sends requests and one-way messages of its own, and the
+  // client answers one; the deadline of the other passes.
+  corpus.Write("server_sends_requests",
+               Plan({Op(kDrain, 0), Op(kCommand, 0), Op(kCommand, 2),
+                     Op(kWrite, 31), Op(kReceive, 17), Op(kDrain, 0),
+                     Op(kCommand, 1), Op(kAdvance, 10), Op(kDrain, 0)}),
+               Encode({Reply(1), Ping{2}, Request(1)}));
+  corpus.Write("server_says_goodbye",
+               Plan({Op(kReceive, 18), Op(kEvents, 2), Op(kCommand, 3),
+                     Op(kDrain, 0), Op(kWrite, 31), Op(kAnswerLater, 0)}),
+               Encode({Request(1), Request(2), Request(3), Request(4)}));
+  // Keepalive: silence past the interval (a ping), then past the timeout.
+  corpus.Write(
+      "keepalive_ping_then_timeout",
+      Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kAdvance, 9), Op(kDrain, 0),
+            Op(kWrite, 31), Op(kAdvance, 14), Op(kDrain, 0)}),
+      Encode({Request(1)}));
+  // Large payloads near small limits, and an output bound that fills up.
+  Control small = Plan({Op(kReceive, 20), Op(kDrain, 0), Op(kWrite, 3)});
+  small.limit = kFrame4KiB;
+  small.output = kOut4KiB;
+  corpus.Write("large_payloads_small_bounds", small,
+               Encode({Request(1, std::string(1500, 'a')),
+                       Request(2, std::string(1500, 'b')),
+                       Request(3, std::string(1500, 'c')),
+                       Request(4, std::string(4000, 'd'))}));
+  // Pings faster than the output is written.
+  Control flood = Plan({Op(kReceive, kRest), Op(kDrain, 0)});
+  flood.pongs = kPongs4;
+  corpus.Write("ping_flood", flood,
+               Encode({Ping{1}, Ping{2}, Ping{3}, Ping{4}, Ping{5}, Ping{6}}));
+  // In fix-up mode the fuzzer writes the checksums itself: zeros here.
+  std::string unsummed = session;
+  for (size_t pos = 0; pos < unsummed.size();) {
+    size_t length = 0;
+    for (int i = 3; i >= 0; --i) {
+      length = (length << 8) | static_cast<uint8_t>(unsummed[pos + i]);
+    }
+    std::memset(unsummed.data() + pos + 4, 0, 12);
+    pos += kFrameHeaderBytes + length;
+  }
+  corpus.Write("session_checksums_fixed_up",
+               Plan({Op(kReceive, 21), Op(kDrain, 0), Op(kWrite, 31)},
+                    kHelloFirst | kFixChecksums),
+               unsummed);
+}
+
+void WriteBroken(Corpus& corpus) {
+  const Control raw =
+      Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)}, 0);
+  corpus.Write("hello_wrong_magic", raw,
+               Encode({Hello{1, kProtocolVersion, "x", 1}, Request(1)}));
+  corpus.Write("hello_wrong_version", raw,
+               Encode({Hello{kHelloMagic, 2, "future", 7}, Request(1)}));
+  corpus.Write("hello_incarnation_zero", raw,
+               Encode({Hello{kHelloMagic, kProtocolVersion, "zero", 0}}));
+  corpus.Write("request_before_hello", raw, Encode({Request(1)}));
+  corpus.Write("second_hello", Control(), Encode({ClientHello()}));
+  corpus.Write("request_ids_go_back", Control(),
+               Encode({Request(5), Request(4)}));
+  corpus.Write("request_id_zero", Control(), Encode({Request(0)}));
+  corpus.Write("requests_after_goodbye_sent",
+               Plan({Op(kReceive, 17), Op(kDrain, 2), Op(kCommand, 3),
+                     Op(kReceive, kRest), Op(kDrain, 0), Op(kAnswerLater, 0)}),
+               Encode({Request(1), Request(2), Request(3)}));
+  // The last frame's header_check (header bytes 12..15).
+  std::string bad_header = Encode({Request(1), Ping{1}});
+  bad_header[bad_header.size() - Encode({Ping{1}}).size() + 13] ^= 0x10;
+  corpus.Write("corrupt_header_check", Control(), bad_header);
+  std::string bad_body = Encode({Request(1), Ping{1}});
+  bad_body[kFrameHeaderBytes + 20] ^= 0x01;
+  corpus.Write("corrupt_body_checksum", Control(), bad_body);
+  Control limit = Control();
+  limit.limit = kFrame512;
+  corpus.Write("frame_over_limit", limit,
+               Encode({Request(1, std::string(600, 'x'))}));
+  corpus.Write("truncated_frame", Control(),
+               Encode({Request(1), Request(2)}).substr(0, 70));
+}
+
+}  // namespace
+}  // namespace moonpool::wire
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s <output directory>\n", argv[0]);
+    return 2;
+  }
+  std::filesystem::create_directories(argv[1]);
+  moonpool::wire::Corpus corpus(argv[1]);
+  moonpool::wire::WriteSessions(corpus);
+  moonpool::wire::WriteBroken(corpus);
+  corpus.Report();
+  return 0;
+}

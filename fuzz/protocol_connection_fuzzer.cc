@@ -1,0 +1,598 @@
+// libFuzzer target for a server-role moonpool::protocol::Connection: the
+// input drives a driver's loop (receive a chunk, advance the clock, pull
+// events and answer requests, write a prefix of the output, close) over an
+// arbitrary byte stream, and traps on any broken contract of connection.h
+// and connection_event.h. The input layout and the list of checks are in
+// README.md beside this file.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "fuzz_util.h"
+#include "moonpool/envelope/correlation_id.h"
+#include "moonpool/protocol/connection.h"
+#include "moonpool/protocol/connection_event.h"
+#include "moonpool/protocol/connection_options.h"
+#include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame.h"
+#include "moonpool/wire/frame_decoder.h"
+#include "moonpool/wire/frame_encoder.h"
+#include "moonpool/wire/frame_header.h"
+
+namespace moonpool::protocol {
+namespace {
+
+// Options byte (README.md, "protocol_connection_fuzzer"): bit 0 a generated
+// client Hello first, bit 1 the checksum rewrite, bits 2-3 max_frame_bytes,
+// bits 4-5 max_output_bytes, bits 6-7 max_queued_pongs.
+constexpr std::array<size_t, 4> kMaxFrameBytes = {size_t{1} << 20,
+                                                  size_t{64} << 10, 4096, 512};
+constexpr std::array<size_t, 4> kMaxOutputBytes = {
+    size_t{32} << 20, size_t{64} << 10, 4096, 1024};
+constexpr std::array<size_t, 4> kMaxQueuedPongs = {64, 4, 1, 0};
+// Byte 1: how many op bytes follow (1..32); the rest is the peer's stream.
+constexpr size_t kMaxOps = 32;
+
+// The peer's keepalive settings are the defaults: interval 1 s, timeout 4 s.
+const absl::Time kStart = absl::FromUnixSeconds(1'000'000);
+// Clock steps of the "advance" op, in milliseconds: around the keepalive
+// interval and timeout, and a request's 250 ms budget.
+constexpr std::array<int, 16> kStepsMs = {0,    1,    10,   100,  249,  250,
+                                          500,  999,  1000, 1001, 1500, 2000,
+                                          3999, 4000, 4001, 10000};
+
+// Bytes of one control frame this side may send beyond max_output_bytes
+// (Hello with the server's name, a Ping or Pong, a Goodbye with the reason
+// below): bounds do not apply to control frames (connection.h), so the
+// output bound is max_output_bytes plus these.
+constexpr size_t kControlFrameBytes = 128;
+constexpr char kServerName[] = "fuzz-server";
+constexpr char kGoodbyeReason[] = "fuzz";
+
+enum class Op : uint8_t {
+  kReceive,         // Receive(chunk)
+  kReceiveInPlace,  // PrepareReceive(chunk or more), CommitReceive(chunk)
+  kAdvance,         // now += kStepsMs[arg & 15]; AdvanceTime(now)
+  kEvents,          // pull up to arg + 1 events
+  kWrite,           // ConsumeOutput(arg/31 of the pending output)
+  kAnswerLater,     // answer a request left unanswered; arg picks how
+  kCommand,         // SendRequest / SendOneWay / SendGoodbye
+  kDrain,           // pull events until there are none
+};
+
+// A chunk's size code (5 bits): 0 the rest of the stream, 1..16 bytes,
+// 17..31 (code - 16) * 64 bytes.
+size_t ChunkBytes(uint8_t code) {
+  if (code == 0) return SIZE_MAX;
+  if (code <= 16) return code;
+  return (code - 16) * size_t{64};
+}
+
+std::string EncodeClientHello() {
+  wire::FrameEncoder encoder;
+  wire::ByteBuffer out;
+  absl::Status s =
+      encoder.Encode(wire::Hello{wire::kHelloMagic, wire::kProtocolVersion,
+                                 "fuzz-client", 0x5eed0001},
+                     out);
+  MOONPOOL_FUZZ_CHECK(s.ok());
+  return std::string(out.Readable().data(), out.Readable().size());
+}
+
+class Harness {
+ public:
+  Harness(uint8_t options_byte, absl::Span<const uint8_t> ops,
+          absl::Span<const char> stream)
+      : ops_(ops),
+        stream_(stream),
+        options_(MakeOptions(options_byte)),
+        connection_(options_, kStart),
+        reference_(
+            wire::DecoderOptions{.max_frame_bytes = options_.max_frame_bytes}),
+        peer_(wire::DecoderOptions{.max_frame_bytes =
+                                       wire::kDefaultMaxFrameBytes}) {}
+
+  void Run() {
+    // A plan with no receive op still reads the stream, at the end.
+    bool receives = false;
+    for (uint8_t op : ops_) {
+      const auto kind = static_cast<Op>(op & 7);
+      receives |= kind == Op::kReceive || kind == Op::kReceiveInPlace;
+    }
+    size_t step = 0;
+    while (pos_ < stream_.size() && receives && !transport_closed_) {
+      Do(ops_[step++ % ops_.size()]);
+    }
+    if (pos_ < stream_.size() && !transport_closed_) {
+      ReceiveChunk(stream_.size() - pos_, /*in_place=*/false);
+    }
+    Finish();
+  }
+
+ private:
+  static ConnectionOptions MakeOptions(uint8_t options_byte) {
+    ConnectionOptions o;
+    o.role = Role::kServer;
+    o.peer_name = kServerName;
+    o.incarnation = 0x5eed0002;
+    o.max_frame_bytes = kMaxFrameBytes[(options_byte >> 2) & 3];
+    o.max_output_bytes = kMaxOutputBytes[(options_byte >> 4) & 3];
+    o.max_queued_pongs = kMaxQueuedPongs[(options_byte >> 6) & 3];
+    o.max_pending_requests = 8;
+    return o;
+  }
+
+  void Do(uint8_t op) {
+    const uint8_t arg = op >> 3;
+    switch (static_cast<Op>(op & 7)) {
+      case Op::kReceive:
+        ReceiveChunk(ChunkBytes(arg), /*in_place=*/false);
+        break;
+      case Op::kReceiveInPlace:
+        ReceiveChunk(ChunkBytes(arg), /*in_place=*/true);
+        break;
+      case Op::kAdvance:
+        Advance(absl::Milliseconds(kStepsMs[arg & 15]));
+        break;
+      case Op::kEvents:
+        Pull(arg + size_t{1}, arg);
+        break;
+      case Op::kWrite:
+        Write(arg);
+        break;
+      case Op::kAnswerLater:
+        AnswerLater(arg);
+        break;
+      case Op::kCommand:
+        Command(arg);
+        break;
+      case Op::kDrain:
+        Pull(SIZE_MAX, arg);
+        break;
+    }
+    CheckMemory();
+  }
+
+  // ---- Inputs ----
+
+  void ReceiveChunk(size_t want, bool in_place) {
+    // A driver stops reading once the connection is over.
+    if (closed_seen_ || transport_closed_) return;
+    const size_t n = std::min(want, stream_.size() - pos_);
+    const char* bytes = stream_.data() + pos_;
+    if (in_place) {
+      // A socket read that asked for more than arrived.
+      const size_t asked = std::max<size_t>(n, 4096);
+      absl::Span<char> room = connection_.PrepareReceive(asked);
+      MOONPOOL_FUZZ_CHECK(room.size() >= asked);
+      std::memcpy(room.data(), bytes, n);
+      connection_.CommitReceive(n, now_);
+      largest_receive_ = std::max(largest_receive_, asked);
+    } else {
+      connection_.Receive(absl::Span<const char>(bytes, n), now_);
+      largest_receive_ = std::max(largest_receive_, n);
+    }
+    pos_ += n;
+    received_ += n;
+    undrained_bytes_ += n;
+    peak_undrained_bytes_ = std::max(peak_undrained_bytes_, undrained_bytes_);
+    reference_.Feed(absl::Span<const char>(bytes, n));
+    DrainReference();
+    MOONPOOL_FUZZ_CHECK(connection_.stats().bytes_in == received_);
+  }
+
+  // What the connection should make of the same bytes: its frames and the
+  // decoder's first error.
+  void DrainReference() {
+    while (reference_error_.ok()) {
+      absl::StatusOr<const wire::FrameValue*> f = reference_.Next();
+      if (!f.ok()) {
+        reference_error_ = f.status();
+        break;
+      }
+      if (*f == nullptr) break;
+      ++reference_frames_;
+    }
+  }
+
+  void Advance(absl::Duration step) {
+    now_ += step;
+    connection_.AdvanceTime(now_);
+  }
+
+  // ---- Events ----
+
+  // Pulls up to `limit` events; `policy` says how to answer requests.
+  void Pull(size_t limit, uint8_t policy) {
+    for (size_t i = 0; i < limit; ++i) {
+      std::optional<Event> e = connection_.NextEvent();
+      if (!e.has_value()) {
+        undrained_bytes_ = 0;
+        AfterDrain();
+        return;
+      }
+      MOONPOOL_FUZZ_CHECK(!closed_seen_);  // nothing after Closed
+      Handle(*e, static_cast<uint8_t>(policy + i));
+    }
+  }
+
+  void Handle(const Event& e, uint8_t policy) {
+    if (const auto* h = std::get_if<HandshakeDone>(&e)) {
+      MOONPOOL_FUZZ_CHECK(!handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(h->peer.magic == wire::kHelloMagic);
+      MOONPOOL_FUZZ_CHECK(h->peer.protocol_version == wire::kProtocolVersion);
+      MOONPOOL_FUZZ_CHECK(h->peer.incarnation != 0);
+      handshake_seen_ = true;
+    } else if (const auto* r = std::get_if<RequestReceived>(&e)) {
+      MOONPOOL_FUZZ_CHECK(handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(r->request.kind == EnvelopeKind::kRequest);
+      MOONPOOL_FUZZ_CHECK(r->request.correlation_id.valid());
+      MOONPOOL_FUZZ_CHECK(r->request.correlation_id > last_request_);
+      last_request_ = r->request.correlation_id;
+      Answer(r->request.correlation_id, r->request.payload, policy & 3);
+    } else if (const auto* o = std::get_if<OneWayReceived>(&e)) {
+      MOONPOOL_FUZZ_CHECK(handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(o->message.kind == EnvelopeKind::kOneWay);
+      Touch(o->message.payload);
+    } else if (const auto* reply = std::get_if<ReplyReceived>(&e)) {
+      MOONPOOL_FUZZ_CHECK(handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(sent_.erase(reply->id.value()) == 1);
+      Touch(reply->payload);
+    } else if (const auto* f = std::get_if<RequestFailed>(&e)) {
+      MOONPOOL_FUZZ_CHECK(sent_.erase(f->id.value()) == 1);
+      MOONPOOL_FUZZ_CHECK(!f->status.ok());
+    } else if (const auto* g = std::get_if<GoodbyeReceived>(&e)) {
+      MOONPOOL_FUZZ_CHECK(handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(!goodbye_seen_);
+      goodbye_seen_ = true;
+      Touch(g->reason);
+    } else if (const auto* c = std::get_if<Closed>(&e)) {
+      OnClosed(c->status);
+    }
+  }
+
+  void OnClosed(const absl::Status& status) {
+    closed_seen_ = true;
+    MOONPOOL_FUZZ_CHECK(connection_.state() == ConnectionState::kClosed);
+    MOONPOOL_FUZZ_CHECK(connection_.close_status() == status);
+    MOONPOOL_FUZZ_CHECK(connection_.WantsClose());
+    MOONPOOL_FUZZ_CHECK(connection_.NextWakeup() == absl::InfiniteFuture());
+    // Every request this side sent had its one outcome before Closed.
+    MOONPOOL_FUZZ_CHECK(sent_.empty());
+    awaiting_.clear();
+    if (status.ok()) {
+      // Only a graceful close is OK: a Goodbye, the transport's clean end,
+      // nothing left unanswered, and a stream that broke no rule.
+      MOONPOOL_FUZZ_CHECK(goodbye_sent_ || goodbye_seen_);
+      MOONPOOL_FUZZ_CHECK(transport_closed_ && transport_close_ok_);
+      MOONPOOL_FUZZ_CHECK(reference_error_.ok());
+    }
+    // A stream the decoder rejects closes with the decoder's own Status; a
+    // connection that closed for another reason (handshake, request order,
+    // ping flood, keepalive) never claims a decoder error.
+    const ProtocolErrors& errors = connection_.stats().protocol_errors;
+    if (errors.corrupt_frames + errors.malformed_frames +
+            errors.oversized_frames >
+        0) {
+      MOONPOOL_FUZZ_CHECK(status == reference_error_);
+    } else if (status.code() == absl::StatusCode::kDataLoss) {
+      __builtin_trap();  // DataLoss comes only from the decoder
+    } else if (status.code() == absl::StatusCode::kResourceExhausted) {
+      MOONPOOL_FUZZ_CHECK(errors.ping_floods == 1);
+    }
+    // After Closed, nothing: not even after more input.
+    MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
+    connection_.AdvanceTime(now_ + absl::Seconds(100));
+    MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
+    MOONPOOL_FUZZ_CHECK(connection_.SendOneWay(0, "x").code() ==
+                        absl::StatusCode::kFailedPrecondition);
+    MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
+  }
+
+  void Touch(absl::string_view bytes) {
+    // Reading every byte of a view is how ASan sees one that dangles.
+    for (char c : bytes) sink_ += static_cast<uint8_t>(c);
+  }
+
+  // policy: 0 reply now, 1 error reply now, 2 leave for later, 3 abandon.
+  void Answer(CorrelationId id, absl::string_view payload, uint8_t policy) {
+    Touch(payload);
+    switch (policy & 3) {
+      case 0:
+        CheckAnswer(id, connection_.SendReply(id, payload));
+        break;
+      case 1:
+        CheckAnswer(id, connection_.SendErrorReply(
+                            id, absl::NotFoundError("no such endpoint")));
+        break;
+      case 2:
+        awaiting_.push_back(id);
+        break;
+      case 3:
+        MOONPOOL_FUZZ_CHECK(connection_.AbandonRequest(id).ok());
+        MOONPOOL_FUZZ_CHECK(connection_.AbandonRequest(id).code() ==
+                            absl::StatusCode::kNotFound);
+        break;
+    }
+  }
+
+  void CheckAnswer(CorrelationId id, const absl::Status& s) {
+    if (s.ok()) {
+      // Answered once: a second answer finds nothing.
+      MOONPOOL_FUZZ_CHECK(connection_.SendReply(id, "").code() ==
+                          absl::StatusCode::kNotFound);
+      return;
+    }
+    // The output bound: the request still awaits an answer.
+    MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+    awaiting_.push_back(id);
+  }
+
+  void AnswerLater(uint8_t arg) {
+    if (awaiting_.empty()) return;
+    const size_t i = arg % awaiting_.size();
+    const CorrelationId id = awaiting_[i];
+    awaiting_.erase(awaiting_.begin() + static_cast<ptrdiff_t>(i));
+    absl::Status s;
+    switch ((arg >> 3) & 3) {
+      case 0:
+        s = connection_.SendReply(id, std::string(arg * 37, 'r'));
+        break;
+      case 1:
+        s = connection_.SendErrorReply(id, absl::InternalError("later"));
+        break;
+      case 2:
+        s = connection_.AbandonRequest(id);
+        break;
+      case 3:
+        s = connection_.SendReply(id, "");
+        break;
+    }
+    if (connection_.state() == ConnectionState::kClosed) {
+      // Closing forgot every request received.
+      MOONPOOL_FUZZ_CHECK(!s.ok());
+      return;
+    }
+    if (!s.ok()) {
+      MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+      awaiting_.push_back(id);
+    }
+  }
+
+  void Command(uint8_t arg) {
+    switch (arg & 3) {
+      case 0:
+      case 1: {
+        RequestOptions r;
+        r.deadline = now_ + absl::Milliseconds(kStepsMs[(arg >> 1) & 15] + 1);
+        r.idempotent = (arg & 1) != 0;
+        absl::StatusOr<CorrelationId> id =
+            connection_.SendRequest(std::string(arg, 'q'), r, now_);
+        if (id.ok()) {
+          MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
+          MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+        } else {
+          const absl::StatusCode c = id.status().code();
+          MOONPOOL_FUZZ_CHECK(c == absl::StatusCode::kFailedPrecondition ||
+                              c == absl::StatusCode::kResourceExhausted);
+        }
+        break;
+      }
+      case 2: {
+        absl::Status s = connection_.SendOneWay(arg, std::string(arg * 5, 'o'));
+        if (s.ok()) MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
+        break;
+      }
+      case 3: {
+        absl::Status s = connection_.SendGoodbye(kGoodbyeReason);
+        if (s.ok()) {
+          goodbye_sent_ = true;
+        } else {
+          MOONPOOL_FUZZ_CHECK(s.code() ==
+                              absl::StatusCode::kFailedPrecondition);
+        }
+        break;
+      }
+    }
+  }
+
+  // ---- Outputs ----
+
+  // Writes `arg`/31 of the pending output, and reads it as the peer would.
+  void Write(uint8_t arg) {
+    const absl::Span<const char> out = connection_.PendingOutput();
+    const size_t n = out.size() * arg / 31;
+    if (!closed_seen_) {
+      // Until the connection closes, what it writes is a valid stream that
+      // starts with the server's Hello (a closed one may stop mid-frame).
+      peer_.Feed(out.first(n));
+      while (true) {
+        absl::StatusOr<const wire::FrameValue*> f = peer_.Next();
+        MOONPOOL_FUZZ_CHECK(f.ok());
+        if (*f == nullptr) break;
+        if (peer_frames_++ == 0) {
+          MOONPOOL_FUZZ_CHECK(std::holds_alternative<wire::Hello>(**f));
+        }
+      }
+    }
+    connection_.ConsumeOutput(n);
+  }
+
+  // After every pull that emptied the queue: the invariants of a driver's
+  // resting point.
+  void AfterDrain() {
+    // Every complete frame received was read; a broken stream closed the
+    // connection, with a non-OK status.
+    if (!reference_error_.ok()) {
+      MOONPOOL_FUZZ_CHECK(connection_.state() == ConnectionState::kClosed);
+      MOONPOOL_FUZZ_CHECK(!connection_.close_status().ok());
+      MOONPOOL_FUZZ_CHECK(closed_seen_);
+    }
+    if (connection_.state() != ConnectionState::kClosed) {
+      MOONPOOL_FUZZ_CHECK(connection_.stats().frames_in == reference_frames_);
+      // A driver never spins: an event can make a timer due at once (the
+      // Hello opens the connection and its keepalive ping is overdue), and
+      // one AdvanceTime() then moves the next wakeup past now.
+      if (connection_.NextWakeup() <= now_) connection_.AdvanceTime(now_);
+      if (connection_.state() != ConnectionState::kClosed &&
+          !transport_closed_ && connection_.NextWakeup() <= now_) {
+        std::fprintf(
+            stderr, "next wakeup %s is not after now %s (state %s)\n",
+            absl::FormatTime(connection_.NextWakeup()).c_str(),
+            absl::FormatTime(now_).c_str(),
+            std::string(ConnectionStateName(connection_.state())).c_str());
+        __builtin_trap();
+      }
+    } else {
+      MOONPOOL_FUZZ_CHECK(closed_seen_);
+    }
+    // The driver's loop: closes the socket when the connection wants it.
+    if (connection_.WantsClose() && !transport_closed_) {
+      CloseTransport(absl::OkStatus());
+    }
+  }
+
+  void CloseTransport(absl::Status why) {
+    transport_closed_ = true;
+    transport_close_ok_ = why.ok();
+    connection_.OnTransportClosed(std::move(why), now_);
+  }
+
+  // The buffers stay within the bounds the options promise.
+  void CheckMemory() {
+    const size_t pongs = options_.max_queued_pongs;
+    // Envelopes stop at max_output_bytes; beyond it only control frames:
+    // the Hello, a Goodbye, the pongs owed and one unwritten ping. (The
+    // fuzzer once found pings piling up here: README.md, "Findings".)
+    const size_t output_bound =
+        options_.max_output_bytes + (pongs + 3) * kControlFrameBytes;
+    const size_t output = connection_.PendingOutput().size();
+    if (output > output_bound) {
+      std::fprintf(stderr, "output %zu bytes over its bound %zu\n", output,
+                   output_bound);
+      __builtin_trap();
+    }
+    // One frame plus one receive; and, once the driver let bytes pile up
+    // without pulling events (a driver that stops pulling events should stop
+    // reading: that is the backpressure), up to twice the most that piled
+    // up. The storage is kept after a drain, so the peak counts.
+    const size_t receive_bound = wire::kFrameHeaderBytes +
+                                 options_.max_frame_bytes + largest_receive_ +
+                                 16 + 2 * peak_undrained_bytes_;
+    if (connection_.receive_capacity() > receive_bound) {
+      std::fprintf(stderr, "receive buffer %zu bytes over its bound %zu\n",
+                   connection_.receive_capacity(), receive_bound);
+      __builtin_trap();
+    }
+    // Doubling growth holds at most about twice what is queued, plus the
+    // room reserved for the frame being encoded.
+    const size_t output_capacity_bound =
+        2 * output_bound + options_.max_frame_bytes + 4096;
+    if (connection_.output_capacity() > output_capacity_bound) {
+      std::fprintf(stderr, "output buffer %zu bytes over its bound %zu\n",
+                   connection_.output_capacity(), output_capacity_bound);
+      __builtin_trap();
+    }
+  }
+
+  // The stream ended: the peer closes; every outcome comes out, then Closed,
+  // then nothing.
+  void Finish() {
+    Pull(SIZE_MAX, 0);
+    if (!transport_closed_) CloseTransport(absl::OkStatus());
+    Pull(SIZE_MAX, 0);
+    CheckMemory();
+    MOONPOOL_FUZZ_CHECK(closed_seen_);
+    MOONPOOL_FUZZ_CHECK(connection_.state() == ConnectionState::kClosed);
+    MOONPOOL_FUZZ_CHECK(sent_.empty());
+    if (!reference_error_.ok()) {
+      MOONPOOL_FUZZ_CHECK(!connection_.close_status().ok());
+    }
+    MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
+  }
+
+ public:
+  const absl::Status& close_status() const {
+    return connection_.close_status();
+  }
+  uint64_t frames() const { return connection_.stats().frames_in; }
+
+ private:
+  const absl::Span<const uint8_t> ops_;
+  const absl::Span<const char> stream_;
+  const ConnectionOptions options_;
+  Connection connection_;
+  // Reads the same bytes as the connection: what it should have seen.
+  wire::FrameDecoder reference_;
+  absl::Status reference_error_;
+  uint64_t reference_frames_ = 0;
+  // Reads what the connection writes, as its peer would.
+  wire::FrameDecoder peer_;
+  uint64_t peer_frames_ = 0;
+
+  absl::Time now_ = kStart;
+  size_t pos_ = 0;
+  uint64_t received_ = 0;
+  size_t largest_receive_ = 0;
+  size_t undrained_bytes_ = 0;
+  size_t peak_undrained_bytes_ = 0;
+  bool transport_closed_ = false;
+  bool transport_close_ok_ = false;
+
+  bool handshake_seen_ = false;
+  bool goodbye_seen_ = false;
+  bool goodbye_sent_ = false;
+  bool closed_seen_ = false;
+  CorrelationId last_request_;
+  std::vector<CorrelationId> awaiting_;
+  absl::flat_hash_set<uint64_t> sent_;
+  uint64_t sink_ = 0;
+};
+
+}  // namespace
+}  // namespace moonpool::protocol
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace moonpool::protocol;  // NOLINT(build/namespaces): entry point
+  if (size < 3) return -1;
+  const uint8_t options_byte = data[0];
+  const size_t op_count = std::min<size_t>((data[1] & 31) + 1, size - 2);
+  static_assert(kMaxOps == 32);
+  const absl::Span<const uint8_t> ops(data + 2, op_count);
+  const size_t stream_at = 2 + op_count;
+
+  std::vector<char> stream;
+  if ((options_byte & 1) != 0) {
+    static const std::string hello = EncodeClientHello();
+    stream.assign(hello.begin(), hello.end());
+  }
+  const size_t prefix = stream.size();
+  stream.insert(stream.end(), data + stream_at, data + size);
+  if ((options_byte & 2) != 0) moonpool::fuzz::FixChecksums(stream, prefix);
+
+  Harness harness(options_byte, ops, stream);
+  harness.Run();
+  static const bool verbose = std::getenv("MOONPOOL_FUZZ_VERBOSE") != nullptr;
+  if (verbose) {
+    std::fprintf(stderr, "frames %llu, stream %zu bytes: %s\n",
+                 static_cast<unsigned long long>(harness.frames()),
+                 stream.size(),
+                 absl::CHexEscape(harness.close_status().ToString()).c_str());
+  }
+  return 0;
+}
