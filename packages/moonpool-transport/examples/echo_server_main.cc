@@ -11,9 +11,9 @@
 // starts a graceful close (ServerTransport::Close(drain=true): Goodbye on
 // every connection, what was received is answered) and the process exits 0
 // when it ends; a second signal closes at once. Its last line on stderr is
-// the server's counters (ServerStats), as key=value pairs. Signals are taken by a
-// thread that sigwait()s (they are blocked everywhere else) and handed to
-// the loop with UvLoop::PostFromAnyThread: no handler runs inside libuv.
+// the server's counters (ServerStats), as key=value pairs. Signals are taken by
+// a thread that sigwait()s (they are blocked everywhere else) and handed to the
+// loop with UvLoop::PostFromAnyThread: no handler runs inside libuv.
 #include <pthread.h>
 #include <signal.h>
 

@@ -67,7 +67,9 @@ inline driver::Task<void> EchoHandler(driver::Loop& loop,
 inline void SpawnEchoHandlers(driver::Loop& loop,
                               transport::ServerTransport& server,
                               driver::TaskScope& scope, size_t handlers) {
-  for (size_t i = 0; i < handlers; ++i) scope.Spawn(EchoHandler(loop, server, scope));
+  for (size_t i = 0; i < handlers; ++i) {
+    scope.Spawn(EchoHandler(loop, server, scope));
+  }
 }
 
 // An echo server on a thread of its own, on 127.0.0.1 (port 0 by default).

@@ -200,8 +200,8 @@ class ServerTransport::Connection final : public driver::StreamHandler,
       ++server_.stats_.idle_timeouts;
       idle_closing_ = true;
       if (!connection_.SendGoodbye("idle timeout").ok()) {
-        TransportClosed(absl::DeadlineExceededError(absl::StrCat(
-            "idle for ", absl::FormatDuration(o.idle_timeout))));
+        TransportClosed(absl::DeadlineExceededError(
+            absl::StrCat("idle for ", absl::FormatDuration(o.idle_timeout))));
       }
     }
   }
@@ -216,8 +216,8 @@ class ServerTransport::Connection final : public driver::StreamHandler,
       timer_->Stop();
       return;
     }
-    absl::Time t = std::min(
-        std::max(connection_.NextWakeup(), grace_until_), TimeoutAt());
+    absl::Time t =
+        std::min(std::max(connection_.NextWakeup(), grace_until_), TimeoutAt());
     if (t == absl::InfiniteFuture()) {
       timer_->Stop();
     } else {
