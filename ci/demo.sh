@@ -3,7 +3,8 @@
 # what exists of the transport so far, each beside its baseline: the wire
 # codec against bare Cap'n Proto, and protocol round trips in memory; then
 # the real thing, moonpool-pingpong over TCP on loopback (echo server and
-# client in one process, each on its own thread and loop) for 5 s.
+# client in one process, each on its own thread and loop) for 5 s; then a
+# chaos sweep of the simulated pingpong workload (moonpool-sim).
 # Usage: ci/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +22,13 @@ cmake --build --preset release --target moonpool-pingpong >/dev/null
 build/release/packages/moonpool-transport/moonpool-pingpong \
   --connections 4 --in-flight 64 --payload 64 --duration 5 \
   --json build/release/pingpong.json
+
+# Deterministic simulation: a chaos sweep of the pingpong workload over 200
+# seeds (random fault plans, server restarts, a quiet phase), 20 of them run
+# twice to check replay; prints failures, if any, and the coverage summary.
+echo
+echo "== moonpool-sim: pingpong workload, 200 seeds, random fault plans =="
+cmake --build --preset release --target moonpool-sim >/dev/null
+build/release/packages/moonpool-chaos/moonpool-sim --workload pingpong \
+  --seeds 1..200 --config random --check-determinism 20 --failures-only \
+  --json build/release/sim-sweep.json

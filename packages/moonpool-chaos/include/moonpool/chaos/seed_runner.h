@@ -1,0 +1,72 @@
+// The seed runner: runs one workload on one seed (a fresh SimLoop, its
+// fault plan, the workload's invariants, the SimLoop's own checks) and
+// reports the outcome with the trace hash. moonpool-sim is a command line
+// around it; tests and benchmarks call it directly.
+//
+//   RunSpec spec{.workload = "pingpong", .config = ConfigMode::kRandom};
+//   SeedResult r = RunSeed(spec, 42);
+//   if (!r.status.ok()) std::cerr << r.status << "\n" << r.trace_tail;
+//
+// Config modes: kNone (no faults), kRandom (ChaosConfig::Random from the
+// seed, swarm mode), kFile (a fixed plan, ParseChaosConfig). The plan for a
+// random seed is drawn from SimRandom(seed ^ kPlanSalt), not the SimLoop's
+// stream.
+//
+// Ownership: plain values; nothing outlives the call.
+#ifndef MOONPOOL_CHAOS_SEED_RUNNER_H_
+#define MOONPOOL_CHAOS_SEED_RUNNER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "moonpool/chaos/chaos_config.h"
+#include "moonpool/chaos/sometimes.h"
+#include "moonpool/chaos/workload.h"
+
+namespace moonpool::chaos {
+
+enum class ConfigMode { kNone, kRandom, kFile };
+
+struct RunSpec {
+  std::string workload = "pingpong";
+  ConfigMode config = ConfigMode::kRandom;
+  ChaosConfig file_config = {};  // kFile's plan
+  bool buggify = true;
+  // Planted bugs (tests of the sweep itself).
+  bool plant_stall_is_close = false;
+  bool plant_workload_bug = false;
+  // Keep the full trace (for divergence reports; costs memory).
+  bool keep_full_trace = false;
+};
+
+struct SeedResult {
+  uint64_t seed = 0;
+  absl::Status status;  // the broken invariant, or OK
+  uint64_t trace_hash = 0;
+  uint64_t trace_events = 0;
+  std::string trace_tail;  // the last events, one per line (failures only)
+  std::string chaos;       // the plan, ChaosConfig::ToString
+  WorkloadStats stats;
+  AssertionRegistry assertions;
+  std::vector<TraceEvent> full_trace;  // with keep_full_trace
+};
+
+// The plan a seed runs with under `spec`.
+ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed);
+
+SeedResult RunSeed(const RunSpec& spec, uint64_t seed);
+
+// Parses the key=value plan format (README.md, "Config files"): one field
+// per line, '#' comments, durations as absl ("250ms", "3s"), unknown keys
+// and bad values are InvalidArgument naming the line. Fields not given keep
+// ChaosConfig{}'s value.
+absl::StatusOr<ChaosConfig> ParseChaosConfig(absl::string_view text);
+absl::StatusOr<ChaosConfig> ReadChaosConfigFile(const std::string& path);
+
+}  // namespace moonpool::chaos
+
+#endif  // MOONPOOL_CHAOS_SEED_RUNNER_H_

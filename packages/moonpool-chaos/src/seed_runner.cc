@@ -1,0 +1,67 @@
+#include "moonpool/chaos/seed_runner.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "moonpool/chaos/sim_loop.h"
+
+namespace moonpool::chaos {
+namespace {
+
+// The plan's own stream, apart from the SimLoop's (same seed, other salt).
+constexpr uint64_t kPlanSalt = 0x9e3779b97f4a7c15ULL;
+
+}  // namespace
+
+ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed) {
+  switch (spec.config) {
+    case ConfigMode::kNone:
+      return ChaosConfig{};
+    case ConfigMode::kFile:
+      return spec.file_config;
+    case ConfigMode::kRandom:
+      break;
+  }
+  SimRandom plan(seed ^ kPlanSalt);
+  return ChaosConfig::Random(plan);
+}
+
+SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
+  SeedResult r;
+  r.seed = seed;
+  const ChaosConfig chaos = PlanFor(spec, seed);
+  r.chaos = chaos.ToString();
+  absl::StatusOr<std::unique_ptr<Workload>> workload =
+      WorkloadRegistry::Global().Make(
+          spec.workload, WorkloadOptions{.test_only_bug = spec.plant_workload_bug});
+  if (!workload.ok()) {
+    r.status = workload.status();
+    return r;
+  }
+  SimLoopOptions o;
+  o.seed = seed;
+  o.chaos = chaos;
+  o.buggify = spec.buggify;
+  o.trace.tail_size = 48;
+  o.trace.keep_full = spec.keep_full_trace;
+  o.test_only_stall_is_close = spec.plant_stall_is_close;
+  {
+    SimLoop sim(o);
+    r.status = (*workload)->Run(sim, r.stats);
+    if (r.status.ok()) r.status = sim.CheckInvariants();
+    r.trace_hash = sim.trace().hash();
+    r.trace_events = sim.trace().size();
+    if (!r.status.ok()) {
+      for (const TraceEvent& e : sim.trace().Tail()) {
+        absl::StrAppend(&r.trace_tail, e.ToString(), "\n");
+      }
+    }
+    if (spec.keep_full_trace) r.full_trace = sim.trace().full();
+    r.assertions.Merge(sim.assertions());
+  }
+  return r;
+}
+
+}  // namespace moonpool::chaos

@@ -1,0 +1,540 @@
+#include "workloads/ping_pong_workload.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "moonpool/chaos/sometimes.h"
+#include "moonpool/driver/sleep.h"
+#include "moonpool/driver/task.h"
+#include "moonpool/driver/task_scope.h"
+#include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/server_transport.h"
+
+namespace moonpool::chaos {
+namespace {
+
+using driver::Task;
+using driver::TaskScope;
+using transport::ClientTransport;
+using transport::IncomingMessage;
+using transport::RequestOptions;
+using transport::ServerOptions;
+using transport::ServerTransport;
+
+constexpr uint16_t kPort = 4500;
+
+// Declared up front so that a kind never seen shows as a coverage hole.
+constexpr absl::string_view kOutcomePoints[] = {
+    "outcome.reply",
+    "outcome.deadline_exceeded",
+    "outcome.unavailable",
+    "outcome.aborted_maybe_delivered",
+    "outcome.idempotent_retried_success",
+    "restart.graceful",
+    "restart.abrupt",
+};
+
+enum class Kind : uint8_t { kPending, kReply, kDeadline, kUnavailable,
+                            kAborted, kCancelled };
+
+struct Record {
+  int client = 0;
+  uint64_t seq = 0;
+  bool idempotent = false;
+  bool quiet = false;
+  int outcomes = 0;
+  Kind kind = Kind::kPending;
+  absl::Status status;
+};
+
+uint64_t Key(int client, uint64_t seq) {
+  return (static_cast<uint64_t>(client) << 40) | seq;
+}
+
+// "q|<client>|<seq>|<idempotent>" and "r|<client>|<seq>|<server>|<inc>".
+struct Parsed {
+  int client = -1;
+  uint64_t seq = 0;
+  bool idempotent = false;
+};
+
+std::optional<Parsed> ParseRequest(absl::string_view p) {
+  std::vector<absl::string_view> f = absl::StrSplit(p, '|');
+  Parsed r;
+  int idem = 0;
+  if (f.size() != 4 || f[0] != "q" || !absl::SimpleAtoi(f[1], &r.client) ||
+      !absl::SimpleAtoi(f[2], &r.seq) || !absl::SimpleAtoi(f[3], &idem)) {
+    return std::nullopt;
+  }
+  r.idempotent = idem != 0;
+  return r;
+}
+
+struct ServerProcess {
+  std::unique_ptr<ServerTransport> transport;
+  std::unique_ptr<TaskScope> tasks;
+};
+
+struct ServerSlot {
+  SimHost* host = nullptr;
+  std::string ip;
+  uint64_t incarnation = 0;
+  std::unique_ptr<ServerProcess> process;
+};
+
+struct ClientSlot {
+  SimHost* host = nullptr;
+  std::unique_ptr<ClientTransport> transport;
+  std::unique_ptr<TaskScope> tasks;
+  uint64_t next_seq = 1;
+};
+
+// Everything one run holds; tasks point into it.
+class PingPongRun {
+ public:
+  PingPongRun(SimLoop& sim, const PingPongOptions& o) : sim_(sim), o_(o) {}
+
+  absl::Status Execute(WorkloadStats& stats);
+
+ private:
+  void Fail(absl::Status s) {
+    if (failure_.ok()) failure_ = std::move(s);
+  }
+  absl::Status StartServer(int s);
+  void StopServerNow(int s);
+  Task<void> Serve(int s, ServerTransport& t);
+  Task<void> Lane(int c, int lane);
+  Task<void> OneRequest(int c, int server, bool idempotent,
+                        absl::Duration timeout, bool quiet);
+  Task<void> Controller();
+  Task<void> Monitor();
+  void CheckBounds();
+  void AccountServer(const ServerProcess& p);
+  uint64_t Pending() const { return issued_ - resolved_; }
+  void Teardown();
+
+  SimLoop& sim_;
+  const PingPongOptions& o_;
+  absl::Status failure_;
+  std::vector<ServerSlot> servers_;
+  std::vector<ClientSlot> clients_;
+  std::unique_ptr<TaskScope> control_;
+  absl::flat_hash_map<uint64_t, Record> records_;
+  // Times each request id was handed to a server handler, across all
+  // servers and incarnations: the at-most-once record lives here.
+  absl::flat_hash_map<uint64_t, int> processed_;
+  uint64_t issued_ = 0, resolved_ = 0, replies_ = 0, aborted_ = 0;
+  int lanes_done_ = 0;
+  bool chaos_over_ = false;
+  bool controller_done_ = true;
+  bool graceful_ = false, abrupt_ = false;
+  uint64_t restarts_ = 0;
+  uint64_t server_keepalive_timeouts_ = 0, server_protocol_errors_ = 0;
+};
+
+absl::Status PingPongRun::StartServer(int s) {
+  ServerSlot& slot = servers_[s];
+  ServerOptions so;
+  so.drain_timeout = absl::Seconds(1);
+  so.connection.incarnation = ++slot.incarnation;
+  absl::StatusOr<std::unique_ptr<ServerTransport>> t =
+      ServerTransport::Bind(*slot.host, slot.host->Addr(kPort), so);
+  if (!t.ok()) {
+    return absl::InternalError(absl::StrCat("invariant server.bind: server ", s,
+                                            " incarnation ", slot.incarnation,
+                                            ": ", t.status().ToString()));
+  }
+  auto p = std::make_unique<ServerProcess>();
+  p->transport = std::move(*t);
+  p->tasks = std::make_unique<TaskScope>(*slot.host, [this](absl::Status e) {
+    Fail(absl::InternalError(absl::StrCat("server task failed: ", e.ToString())));
+  });
+  // Two handlers: replies may be answered out of order.
+  p->tasks->Spawn(Serve(s, *p->transport));
+  p->tasks->Spawn(Serve(s, *p->transport));
+  slot.process = std::move(p);
+  return absl::OkStatus();
+}
+
+void PingPongRun::AccountServer(const ServerProcess& p) {
+  const transport::ServerStats st = p.transport->stats();
+  server_keepalive_timeouts_ += st.keepalive_timeouts;
+  server_protocol_errors_ += st.protocol_errors;
+}
+
+void PingPongRun::StopServerNow(int s) {
+  ServerSlot& slot = servers_[s];
+  if (slot.process == nullptr) return;
+  AccountServer(*slot.process);
+  slot.process->tasks.reset();  // handlers first: they borrow the transport
+  slot.process.reset();
+}
+
+Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
+  SimRandom& rng = sim_.random_source();
+  while (std::optional<IncomingMessage> m = co_await t.NextMessage()) {
+    if (!m->is_request()) continue;
+    std::optional<Parsed> q = ParseRequest(m->envelope.payload);
+    if (!q.has_value()) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant payload.intact: server ", s, " got '",
+          m->envelope.payload, "'")));
+      continue;
+    }
+    const int times = ++processed_[Key(q->client, q->seq)];
+    if (!q->idempotent && times > 1) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant at_most_once: non-idempotent request c", q->client, "/",
+          q->seq, " processed ", times, " times (latest by server ", s,
+          " incarnation ", servers_[s].incarnation, ")")));
+    }
+    // Sometimes a slow handler, so that restarts find requests in flight.
+    if (rng.Bernoulli(0.1)) {
+      co_await driver::Sleep(
+          *servers_[s].host,
+          rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(5)));
+    }
+    // NotFound (connection gone) and FailedPrecondition (closed) are legal
+    // here: the client sees its own outcome for it.
+    (void)t.Reply(*m, absl::StrCat("r|", q->client, "|", q->seq, "|", s, "|",
+                                   servers_[s].incarnation));
+  }
+}
+
+Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
+                           absl::Duration timeout, bool quiet) {
+  ClientSlot& client = clients_[c];
+  const uint64_t seq = client.next_seq++;
+  const uint64_t key = Key(c, seq);
+  Record& rec0 = records_[key];
+  rec0 = Record{.client = c, .seq = seq, .idempotent = idempotent,
+                .quiet = quiet, .outcomes = 0, .kind = Kind::kPending,
+                .status = absl::OkStatus()};
+  ++issued_;
+  sim_.TraceUser(1, key, idempotent);
+  RequestOptions ro = RequestOptions::Timeout(timeout);
+  ro.idempotent = idempotent;
+  absl::StatusOr<std::string> reply =
+      co_await client.transport->Request<std::string>(
+          servers_[server].host->Addr(kPort),
+          absl::StrCat("q|", c, "|", seq, "|", idempotent ? 1 : 0), ro);
+  Record& rec = records_[key];
+  ++rec.outcomes;
+  ++resolved_;
+  sim_.TraceUser(2, key, static_cast<uint64_t>(reply.status().code()));
+  if (rec.outcomes != 1) {
+    Fail(absl::InternalError(absl::StrCat("invariant one_outcome: c", c, "/",
+                                          seq, " got ", rec.outcomes)));
+  }
+  rec.status = reply.status();
+  const std::string id = absl::StrCat("c", c, "/", seq);
+  if (reply.ok()) {
+    rec.kind = Kind::kReply;
+    ++replies_;
+    Sometimes(true, "outcome.reply");
+    std::vector<absl::string_view> f = absl::StrSplit(*reply, '|');
+    int rc = -1, rs = -1;
+    uint64_t rseq = 0;
+    if (f.size() != 5 || f[0] != "r" || !absl::SimpleAtoi(f[1], &rc) ||
+        !absl::SimpleAtoi(f[2], &rseq) || !absl::SimpleAtoi(f[3], &rs) ||
+        rc != c || rseq != seq || rs != server) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant reply_matches_request: ", id, " to server ", server,
+          " got reply '", *reply, "'")));
+    }
+    const auto it = processed_.find(key);
+    const int times = it == processed_.end() ? 0 : it->second;
+    if (times < 1) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant reply_implies_processed: ", id, " replied, never processed")));
+    }
+    Sometimes(idempotent && times > 1, "outcome.idempotent_retried_success");
+  } else {
+    switch (reply.status().code()) {
+      case absl::StatusCode::kDeadlineExceeded:
+        rec.kind = Kind::kDeadline;
+        Sometimes(true, "outcome.deadline_exceeded");
+        break;
+      case absl::StatusCode::kUnavailable:
+        rec.kind = Kind::kUnavailable;
+        Sometimes(true, "outcome.unavailable");
+        break;
+      case absl::StatusCode::kAborted:
+        rec.kind = Kind::kAborted;
+        ++aborted_;
+        Sometimes(true, "outcome.aborted_maybe_delivered");
+        if (idempotent) {
+          Fail(absl::InternalError(absl::StrCat(
+              "invariant idempotent_not_aborted: ", id, ": ",
+              reply.status().ToString())));
+        }
+        break;
+      case absl::StatusCode::kCancelled:
+        rec.kind = Kind::kCancelled;
+        Sometimes(true, "outcome.cancelled");
+        break;
+      default:
+        Fail(absl::InternalError(absl::StrCat(
+            "invariant outcome_kind: ", id, " ended in ",
+            reply.status().ToString())));
+    }
+  }
+  if (quiet && !reply.ok()) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant quiet_liveness: ", id, (idempotent ? " (idempotent)" : ""),
+        " to server ", server, " failed in the quiet phase: ",
+        reply.status().ToString())));
+  }
+}
+
+Task<void> PingPongRun::Lane(int c, int lane) {
+  SimRandom& rng = sim_.random_source();
+  SimHost& host = *clients_[c].host;
+  for (int i = 0; i < o_.requests_per_lane; ++i) {
+    const int server = static_cast<int>(rng.Uniform(servers_.size()));
+    const bool idempotent = rng.Bernoulli(0.5);
+    const absl::Duration timeout =
+        rng.UniformDuration(absl::Milliseconds(20), absl::Seconds(2));
+    co_await OneRequest(c, server, idempotent, timeout, /*quiet=*/false);
+    co_await driver::Sleep(host,
+                           rng.UniformDuration(absl::ZeroDuration(), o_.max_think));
+  }
+  ++lanes_done_;
+}
+
+Task<void> PingPongRun::Controller() {
+  SimRandom& rng = sim_.random_source();
+  while (!chaos_over_) {
+    co_await driver::Sleep(
+        sim_, rng.UniformDuration(absl::Milliseconds(20), absl::Milliseconds(200)));
+    if (chaos_over_) break;
+    const int s = static_cast<int>(rng.Uniform(servers_.size()));
+    ServerSlot& slot = servers_[s];
+    const bool abrupt = graceful_ && abrupt_ ? rng.Bernoulli(0.5) : abrupt_;
+    ++restarts_;
+    sim_.TraceUser(3, s, abrupt);
+    if (abrupt) {
+      Sometimes(true, "restart.abrupt");
+      (void)sim_.KillHost(slot.ip);
+      StopServerNow(s);  // the dead process's objects
+      co_await driver::Sleep(
+          sim_, rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(100)));
+      if (absl::Status st = sim_.RestartHost(slot.ip); !st.ok()) Fail(st);
+    } else {
+      Sometimes(true, "restart.graceful");
+      ServerTransport* t = slot.process->transport.get();
+      co_await t->Close(/*drain=*/true);
+      StopServerNow(s);
+    }
+    if (absl::Status st = StartServer(s); !st.ok()) Fail(st);
+  }
+  controller_done_ = true;
+}
+
+void PingPongRun::CheckBounds() {
+  // A client never has more requests pending toward one server than it has
+  // lanes; a server never queues more than all lanes together.
+  const size_t lanes = static_cast<size_t>(o_.lanes_per_client);
+  const size_t all_lanes = lanes * clients_.size();
+  for (size_t c = 0; c < clients_.size(); ++c) {
+    if (clients_[c].transport == nullptr) continue;
+    for (const ServerSlot& s : servers_) {
+      const driver::Peer* p = clients_[c].transport->peer(s.host->Addr(kPort));
+      if (p != nullptr && p->pending_requests() > lanes) {
+        Fail(absl::InternalError(absl::StrCat(
+            "invariant memory.peer_queue: client ", c, " has ",
+            p->pending_requests(), " pending toward ", s.ip, " > ", lanes)));
+      }
+    }
+  }
+  for (size_t s = 0; s < servers_.size(); ++s) {
+    if (servers_[s].process == nullptr) continue;
+    const transport::ServerStats st = servers_[s].process->transport->stats();
+    if (st.queued_messages > all_lanes || st.requests_in_flight > all_lanes ||
+        st.connections_open > 4 * clients_.size()) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant memory.server: server ", s, " queued ", st.queued_messages,
+          " in flight ", st.requests_in_flight, " connections ",
+          st.connections_open)));
+    }
+  }
+}
+
+Task<void> PingPongRun::Monitor() {
+  while (true) {
+    co_await driver::Sleep(sim_, absl::Milliseconds(50));
+    CheckBounds();
+  }
+}
+
+void PingPongRun::Teardown() {
+  if (control_ != nullptr) control_->Clear();
+  for (ClientSlot& c : clients_) {
+    if (c.tasks != nullptr) c.tasks->Clear();
+  }
+  for (ClientSlot& c : clients_) {
+    if (c.transport != nullptr) c.transport->Close();
+    c.transport.reset();
+    c.tasks.reset();
+  }
+  for (size_t s = 0; s < servers_.size(); ++s) StopServerNow(static_cast<int>(s));
+  control_.reset();
+}
+
+absl::Status PingPongRun::Execute(WorkloadStats& stats) {
+  AssertionRegistry& reg = sim_.assertions();
+  for (absl::string_view n : kOutcomePoints) reg.Declare(n);
+  const absl::Time t0 = sim_.Now();
+  SimRandom& rng = sim_.random_source();
+  if (sim_.chaos().any_fault()) {
+    graceful_ = rng.Bernoulli(0.5);
+    abrupt_ = rng.Bernoulli(0.5);
+  }
+  for (int s = 0; s < o_.servers; ++s) {
+    ServerSlot slot;
+    slot.ip = absl::StrCat("10.0.2.", s + 1);
+    absl::StatusOr<SimHost*> h = sim_.AddHost(slot.ip);
+    if (!h.ok()) return h.status();
+    slot.host = *h;
+    servers_.push_back(std::move(slot));
+  }
+  for (int c = 0; c < o_.clients; ++c) {
+    absl::StatusOr<SimHost*> h = sim_.AddHost(absl::StrCat("10.0.1.", c + 1));
+    if (!h.ok()) return h.status();
+    ClientSlot slot;
+    slot.host = *h;
+    slot.transport = std::make_unique<ClientTransport>(**h);
+    slot.tasks = std::make_unique<TaskScope>(**h, [this](absl::Status e) {
+      Fail(absl::InternalError(absl::StrCat("client task failed: ", e.ToString())));
+    });
+    clients_.push_back(std::move(slot));
+  }
+  for (int s = 0; s < o_.servers; ++s) {
+    if (absl::Status st = StartServer(s); !st.ok()) return st;
+  }
+  control_ = std::make_unique<TaskScope>(sim_, [this](absl::Status e) {
+    Fail(absl::InternalError(absl::StrCat("control task failed: ", e.ToString())));
+  });
+  control_->Spawn(Monitor());
+  if (graceful_ || abrupt_) {
+    controller_done_ = false;
+    control_->Spawn(Controller());
+  }
+  for (int c = 0; c < o_.clients; ++c) {
+    for (int l = 0; l < o_.lanes_per_client; ++l) clients_[c].tasks->Spawn(Lane(c, l));
+  }
+  const int lanes = o_.clients * o_.lanes_per_client;
+  auto hang = [&](absl::string_view phase) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "hang in the ", phase, " phase: no progress by t=",
+        absl::FormatDuration(sim_.Now() - t0), " with ", Pending(),
+        " requests pending (", sim_.pending_events(), " events scheduled, ",
+        sim_.live_connections(), " connections)"));
+  };
+  auto finish = [&](absl::Status s) {
+    stats.requests = issued_;
+    stats.round_trips = replies_;
+    stats.virtual_time = sim_.Now() - t0;
+    Teardown();
+    return s;
+  };
+
+  // Chaos phase: every lane runs its requests to their outcomes.
+  if (!sim_.RunUntil([&] { return lanes_done_ == lanes || !failure_.ok(); },
+                     sim_.Now() + o_.phase_budget)) {
+    return finish(hang("chaos"));
+  }
+  if (!failure_.ok()) return finish(failure_);
+  chaos_over_ = true;
+  sim_.set_chaos(ChaosConfig{});
+  if (!sim_.RunUntil([&] { return controller_done_; },
+                     sim_.Now() + o_.phase_budget)) {
+    return finish(hang("restart"));
+  }
+  // Quiet phase: faults off; stalls already drawn release, and keepalive
+  // ends what the chaos left silent. Then every new request must succeed.
+  sim_.RunUntil([] { return false; }, sim_.Now() + o_.quiet_settle);
+  const uint64_t quiet_target = issued_ + 2 * clients_.size() * servers_.size();
+  for (int c = 0; c < o_.clients; ++c) {
+    for (int s = 0; s < o_.servers; ++s) {
+      clients_[c].tasks->Spawn(OneRequest(c, s, true, o_.quiet_timeout, true));
+      clients_[c].tasks->Spawn(OneRequest(c, s, false, o_.quiet_timeout, true));
+    }
+  }
+  if (!sim_.RunUntil([&] { return resolved_ == quiet_target; },
+                     sim_.Now() + o_.phase_budget)) {
+    return finish(hang("quiet"));
+  }
+  CheckBounds();
+  for (size_t c = 0; c < clients_.size(); ++c) {
+    for (const ServerSlot& s : servers_) {
+      const driver::Peer* p = clients_[c].transport->peer(s.host->Addr(kPort));
+      if (p != nullptr && p->pending_requests() != 0) {
+        Fail(absl::InternalError(absl::StrCat(
+            "invariant memory.peer_drained: client ", c, " still has ",
+            p->pending_requests(), " pending toward ", s.ip)));
+      }
+    }
+  }
+  for (const auto& [key, r] : records_) {
+    if (r.outcomes != 1) {
+      Fail(absl::InternalError(absl::StrCat("invariant one_outcome: c",
+                                            r.client, "/", r.seq, " got ",
+                                            r.outcomes, " outcomes")));
+    }
+  }
+  // A stall is not a close: without anything that may lose a connection,
+  // nothing written may end Aborted.
+  uint64_t keepalive = server_keepalive_timeouts_, protocol_errors =
+                                                       server_protocol_errors_;
+  for (const ServerSlot& s : servers_) {
+    if (s.process != nullptr) {
+      const transport::ServerStats st = s.process->transport->stats();
+      keepalive += st.keepalive_timeouts;
+      protocol_errors += st.protocol_errors;
+    }
+  }
+  for (const ClientSlot& c : clients_) {
+    for (const ServerSlot& s : servers_) {
+      const driver::Peer* p = c.transport->peer(s.host->Addr(kPort));
+      if (p != nullptr) {
+        keepalive += p->stats().keepalive_timeouts;
+        protocol_errors += p->stats().protocol_errors;
+      }
+    }
+  }
+  auto happened = [&](absl::string_view n) {
+    auto it = reg.points().find(n);
+    return it != reg.points().end() && it->second.held > 0;
+  };
+  const bool lossy = happened("fault.reset") || happened("fault.half_close") ||
+                     happened("fault.bit_flip") ||
+                     happened("fault.host_killed") || restarts_ > 0 ||
+                     keepalive > 0 || protocol_errors > 0;
+  if (aborted_ > 0 && !lossy) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant stall_is_not_close: ", aborted_,
+        " requests Aborted with no reset, half-close, bit flip, restart or "
+        "keepalive timeout in the run")));
+  }
+  return finish(failure_);
+}
+
+}  // namespace
+
+absl::Status PingPongWorkload::Run(SimLoop& sim, WorkloadStats& stats) {
+  PingPongRun run(sim, pingpong_);
+  return run.Execute(stats);
+}
+
+}  // namespace moonpool::chaos
