@@ -7,17 +7,16 @@
 namespace moonpool::chaos {
 namespace {
 
-// FNV-1a over each 64-bit word, then a splitmix finaliser per record: cheap,
-// and fixed by this file (no dependence on a library's hash seed).
-constexpr uint64_t kFnvOffset = 0xCBF29CE484222325ull;
-constexpr uint64_t kFnvPrime = 0x100000001B3ull;
+// Each 64-bit word folded in with one multiply (the FNV-1a shape on whole
+// words, not bytes: a byte-wise FNV took a sixth of a simulated round
+// trip), then a splitmix finaliser per record: cheap, and fixed by this
+// file (no dependence on a library's hash seed).
+constexpr uint64_t kMixMultiplier = 0x9E3779B97F4A7C15ull;
+constexpr uint64_t kHashStart = 0xCBF29CE484222325ull;  // any fixed value
 
 uint64_t MixWord(uint64_t h, uint64_t w) {
-  for (int i = 0; i < 8; ++i) {
-    h ^= (w >> (8 * i)) & 0xFF;
-    h *= kFnvPrime;
-  }
-  return h;
+  h = (h ^ w) * kMixMultiplier;
+  return h ^ (h >> 29);
 }
 
 uint64_t Finalize(uint64_t z) {
@@ -106,7 +105,7 @@ std::string TraceEvent::ToString() const {
                          TraceKindName(kind), a, b, c);
 }
 
-Trace::Trace(TraceOptions options) : options_(options), hash_(kFnvOffset) {
+Trace::Trace(TraceOptions options) : options_(options), hash_(kHashStart) {
   ring_.reserve(options_.tail_size);
 }
 
