@@ -542,13 +542,14 @@ void Connection::Close(absl::Status why) {
     }
     // Constructed in place: GCC 12 at -O2 warns of a maybe-uninitialized
     // Status when a temporary is moved into the variant.
-    queue_.emplace_back(std::in_place_type<RequestFailed>, r.id,
-                        std::move(status), delivery, r.idempotent);
+    queue_.emplace_back(
+        std::in_place_type<RequestFailed>,
+        RequestFailed{r.id, std::move(status), delivery, r.idempotent});
   }
   awaiting_reply_.clear();
   // What was not written will never be.
   output_.Clear();
-  queue_.emplace_back(std::in_place_type<Closed>, std::move(why));
+  queue_.emplace_back(std::in_place_type<Closed>, Closed{std::move(why)});
 }
 
 }  // namespace moonpool::protocol
