@@ -77,8 +77,11 @@ class Loop {
   virtual std::unique_ptr<Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) = 0;
   // Runs `fn` later on the loop's thread, in the order posted: never inside
-  // the call that posted it, and, when posted by posted work, only after the
-  // loop has polled for I/O once (a chain of posts cannot starve sockets).
+  // the call that posted it, and never in the same drain as the posted work
+  // that posted it, so a chain of posts cannot starve sockets: the loop
+  // polls for I/O between every few links (UvLoop: at most two links per
+  // turn, one drained before the turn's poll and one after it; SimLoop:
+  // one per turn).
   virtual void Post(absl::AnyInvocable<void()> fn) = 0;
 
   // Runs `handler->OnTurnEnd()` once at the end of this turn (or of the
