@@ -37,7 +37,8 @@ Task<void> Caller(ClientTransport& client, driver::Address to, int64_t n,
                   int64_t* ok) {
   const std::string payload(64, 'x');
   for (int64_t i = 0; i < n; ++i) {
-    absl::StatusOr<std::string> r = co_await client.Request<std::string>(to, payload);
+    absl::StatusOr<std::string> r =
+        co_await client.Request<std::string>(to, payload);
     if (r.ok()) ++*ok;
   }
 }
@@ -70,11 +71,15 @@ void BM_SimRoundTrips(benchmark::State& state) {
     }
     total += ok;
   }
-  state.counters["round_trips_per_s"] =
-      benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
+  state.counters["round_trips_per_s"] = benchmark::Counter(
+      static_cast<double>(total), benchmark::Counter::kIsRate);
   state.SetItemsProcessed(total);
 }
-BENCHMARK(BM_SimRoundTrips)->Arg(1)->Arg(16)->Arg(64)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SimRoundTrips)
+    ->Arg(1)
+    ->Arg(16)
+    ->Arg(64)
+    ->Unit(benchmark::kMillisecond);
 
 // The standard pingpong workload, random plan, one seed per iteration.
 void BM_PingPongSeeds(benchmark::State& state) {

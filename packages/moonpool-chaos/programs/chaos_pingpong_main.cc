@@ -233,19 +233,19 @@ Task<void> Worker(Run& run, Phase& phase, ClientTransport& client) {
       if (*reply == payload) {
         ++phase.ok;
       } else {
-        Violation(phase, absl::StrCat("request ", id, ": reply of ",
-                                      reply->size(),
-                                      " bytes is not its payload"));
+        Violation(phase,
+                  absl::StrCat("request ", id, ": reply of ", reply->size(),
+                               " bytes is not its payload"));
       }
       continue;
     }
     const absl::StatusCode code = reply.status().code();
     ++phase.errors[code];
     const bool allowed =
-        phase.faults && (code == absl::StatusCode::kDeadlineExceeded ||
-                         code == absl::StatusCode::kUnavailable ||
-                         (code == absl::StatusCode::kAborted &&
-                          !options.idempotent));
+        phase.faults &&
+        (code == absl::StatusCode::kDeadlineExceeded ||
+         code == absl::StatusCode::kUnavailable ||
+         (code == absl::StatusCode::kAborted && !options.idempotent));
     if (!allowed) {
       Violation(phase, absl::StrCat("request ", id,
                                     options.idempotent ? " (idempotent)" : "",
@@ -274,9 +274,8 @@ bool RunPhase(Run& run, Phase& phase,
       static_cast<double>(run.flags.connections * run.flags.in_flight);
   const absl::Time give_up =
       run.loop->Now() +
-      absl::Seconds(per_request * (static_cast<double>(phase.total) / slots +
-                                   1) +
-                    5);
+      absl::Seconds(
+          per_request * (static_cast<double>(phase.total) / slots + 1) + 5);
   run.loop->RunUntil([&] { return phase.live_workers == 0; }, give_up);
   const uint64_t silent = phase.next - phase.completed;
   if (silent != 0) {
@@ -286,12 +285,11 @@ bool RunPhase(Run& run, Phase& phase,
 }
 
 std::string Outcomes(const Phase& p, bool json) {
-  std::string out = json ? absl::StrCat("\"OK\": ", p.ok)
-                         : absl::StrCat("OK=", p.ok);
+  std::string out =
+      json ? absl::StrCat("\"OK\": ", p.ok) : absl::StrCat("OK=", p.ok);
   for (const auto& [code, n] : p.errors) {
     if (json) {
-      absl::StrAppend(&out, ", \"", absl::StatusCodeToString(code),
-                      "\": ", n);
+      absl::StrAppend(&out, ", \"", absl::StatusCodeToString(code), "\": ", n);
     } else {
       absl::StrAppend(&out, " ", absl::StatusCodeToString(code), "=", n);
     }
@@ -300,9 +298,10 @@ std::string Outcomes(const Phase& p, bool json) {
 }
 
 std::string PhaseJson(const Phase& p) {
-  return absl::StrCat("{\"requests\": ", p.next, ", \"completed\": ",
-                      p.completed, ", \"outcomes\": {", Outcomes(p, true),
-                      "}, \"violations\": ", p.violations, "}");
+  return absl::StrCat("{\"requests\": ", p.next,
+                      ", \"completed\": ", p.completed, ", \"outcomes\": {",
+                      Outcomes(p, true), "}, \"violations\": ", p.violations,
+                      "}");
 }
 
 }  // namespace
@@ -319,8 +318,8 @@ int main(int argc, char** argv) {
     SimRandom plan(flags.seed);
     chaos = ChaosConfig::Random(plan);
   } else if (flags.config != "none") {
-    absl::StatusOr<ChaosConfig> file = moonpool::chaos::ReadChaosConfigFile(
-        flags.config);
+    absl::StatusOr<ChaosConfig> file =
+        moonpool::chaos::ReadChaosConfigFile(flags.config);
     if (!file.ok()) Usage(file.status().ToString());
     chaos = *file;
   }
@@ -381,11 +380,9 @@ int main(int argc, char** argv) {
                       !task_failed && quiet.ok == quiet.total;
   std::printf("config:     %s %s\n", flags.config.c_str(),
               chaos.ToString().c_str());
-  std::printf("faults on:  %" PRIu64 " requests: %s  violations=%" PRIu64
-              "\n",
+  std::printf("faults on:  %" PRIu64 " requests: %s  violations=%" PRIu64 "\n",
               faulty.next, Outcomes(faulty, false).c_str(), faulty.violations);
-  std::printf("quiet:      %" PRIu64 " requests: %s  violations=%" PRIu64
-              "\n",
+  std::printf("quiet:      %" PRIu64 " requests: %s  violations=%" PRIu64 "\n",
               quiet.next, Outcomes(quiet, false).c_str(), quiet.violations);
   std::printf("injected:   %s\n", faults.ToString().c_str());
   std::printf("result:     %s\n", passed ? "PASS" : "FAIL");

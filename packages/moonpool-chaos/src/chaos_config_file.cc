@@ -6,11 +6,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "absl/time/time.h"
 #include "moonpool/chaos/seed_runner.h"
 
@@ -39,7 +39,8 @@ absl::Status SetField(ChaosConfig& c, absl::string_view key,
   };
   if (key == "latency_min") return dur(c.latency.min);
   if (key == "latency_typical") return dur(c.latency.typical);
-  if (key == "latency_tail_probability") return prob(c.latency.tail_probability);
+  if (key == "latency_tail_probability")
+    return prob(c.latency.tail_probability);
   if (key == "latency_tail_mean") return dur(c.latency.tail_mean);
   if (key == "latency_max") return dur(c.latency.max);
   if (key == "stall_probability") return prob(c.stall_probability);
@@ -51,7 +52,8 @@ absl::Status SetField(ChaosConfig& c, absl::string_view key,
   if (key == "connect_refused_probability") {
     return prob(c.connect_refused_probability);
   }
-  if (key == "connect_hang_probability") return prob(c.connect_hang_probability);
+  if (key == "connect_hang_probability")
+    return prob(c.connect_hang_probability);
   if (key == "partial_write_probability") {
     return prob(c.partial_write_probability);
   }
@@ -95,9 +97,8 @@ absl::StatusOr<ChaosConfig> ParseChaosConfig(absl::string_view text) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_no, ": expected key=value: '", line, "'"));
     }
-    absl::Status s =
-        SetField(c, absl::StripAsciiWhitespace(line.substr(0, eq)),
-                 absl::StripAsciiWhitespace(line.substr(eq + 1)));
+    absl::Status s = SetField(c, absl::StripAsciiWhitespace(line.substr(0, eq)),
+                              absl::StripAsciiWhitespace(line.substr(eq + 1)));
     if (!s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_no, ": ", s.message()));

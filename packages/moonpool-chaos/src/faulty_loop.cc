@@ -78,9 +78,9 @@ absl::StatusOr<std::unique_ptr<driver::Stream>> FaultyLoop::Connect(
   // The inner stream, owned by `stream`, holds the callback; it never runs
   // after the inner stream is closed, so `raw` outlives every call.
   internal::FaultyStream* raw = stream.get();
-  absl::StatusOr<std::unique_ptr<driver::Stream>> inner = inner_.Connect(
-      address, [raw, on_connected = std::move(on_connected)](
-                   absl::Status status) mutable {
+  absl::StatusOr<std::unique_ptr<driver::Stream>> inner =
+      inner_.Connect(address, [raw, on_connected = std::move(on_connected)](
+                                  absl::Status status) mutable {
         raw->OnConnected(status);
         on_connected(std::move(status));
       });
@@ -91,8 +91,7 @@ absl::StatusOr<std::unique_ptr<driver::Stream>> FaultyLoop::Connect(
 
 void FaultyLoop::Run() { inner_.Run(); }
 
-bool FaultyLoop::RunUntil(absl::FunctionRef<bool()> done,
-                          absl::Time deadline) {
+bool FaultyLoop::RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
   return inner_.RunUntil(done, deadline);
 }
 

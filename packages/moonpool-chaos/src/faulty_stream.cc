@@ -218,11 +218,10 @@ void FaultyStream::Flush() {
 void FaultyStream::BeginReset() {
   ++loop_.faults_.resets;
   reset_ = true;
-  broken_ = absl::UnavailableError(
-      absl::StrCat("connection to ", peer_address().ToString(),
-                   " reset (injected fault)"));
-  reset_had_queued_ = !held_.empty() || (inner_ != nullptr &&
-                                         inner_->queued_write_bytes() > 0);
+  broken_ = absl::UnavailableError(absl::StrCat(
+      "connection to ", peer_address().ToString(), " reset (injected fault)"));
+  reset_had_queued_ =
+      !held_.empty() || (inner_ != nullptr && inner_->queued_write_bytes() > 0);
   held_.clear();
   flush_timer_->Stop();
   // Closed, not destroyed: this may run inside the inner stream's callback.
@@ -260,8 +259,8 @@ absl::Span<char> FaultyStream::ReadBuffer(size_t suggested) {
   if (span.size() > 1 &&
       loop_.rng_.Bernoulli(loop_.chaos_.short_read_probability)) {
     short_read_ = true;
-    span = span.first(1 + static_cast<size_t>(
-                              loop_.rng_.Uniform(span.size() - 1)));
+    span = span.first(1 +
+                      static_cast<size_t>(loop_.rng_.Uniform(span.size() - 1)));
   }
   return span;
 }

@@ -25,7 +25,8 @@ class FaultyLoop;
 
 namespace moonpool::chaos::internal {
 
-class FaultyStream final : public driver::Stream, private driver::StreamHandler {
+class FaultyStream final : public driver::Stream,
+                           private driver::StreamHandler {
  public:
   // A stream with no connection yet: Attach gives it one. `peer` is what
   // peer_address() reports until then.

@@ -35,7 +35,8 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
   r.chaos = chaos.ToString();
   absl::StatusOr<std::unique_ptr<Workload>> workload =
       WorkloadRegistry::Global().Make(
-          spec.workload, WorkloadOptions{.test_only_bug = spec.plant_workload_bug});
+          spec.workload,
+          WorkloadOptions{.test_only_bug = spec.plant_workload_bug});
   if (!workload.ok()) {
     r.status = workload.status();
     return r;

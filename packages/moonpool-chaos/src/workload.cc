@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<Workload>> WorkloadRegistry::Make(
   for (const auto& [n, f] : factories_) {
     if (n == name) return f(options);
   }
-  return absl::NotFoundError(absl::StrCat("no workload '", name, "'; known: ",
-                                          absl::StrJoin(Names(), ", ")));
+  return absl::NotFoundError(absl::StrCat(
+      "no workload '", name, "'; known: ", absl::StrJoin(Names(), ", ")));
 }
 
 std::vector<std::string> WorkloadRegistry::Names() const {

@@ -295,10 +295,11 @@ TEST(FaultyLoop, RefusedConnectFailsWithUnavailableOnALaterTurn) {
   ChaosConfig refuse;
   refuse.connect_refused_probability = 1;
   FaultyLoop loop(uv, {.seed = 8, .chaos = refuse});
-  auto listener = uv.Listen(driver::Address::Loopback(0), {},
-                            [](absl::StatusOr<std::unique_ptr<driver::Stream>>) {
-                              ADD_FAILURE() << "nothing should connect";
-                            });
+  auto listener =
+      uv.Listen(driver::Address::Loopback(0), {},
+                [](absl::StatusOr<std::unique_ptr<driver::Stream>>) {
+                  ADD_FAILURE() << "nothing should connect";
+                });
   ASSERT_TRUE(listener.ok());
   std::optional<absl::Status> connected;
   auto s = loop.Connect((*listener)->address(),
@@ -353,7 +354,8 @@ TEST(FaultyLoop, TimersAndPostsAreTheInnerLoops) {
   timer->Start(loop.Now() + absl::Milliseconds(1));
   loop.Post([&] { ++fired; });
   EXPECT_EQ(loop.Now(), uv.Now());
-  EXPECT_TRUE(loop.RunUntil([&] { return fired == 2; }, loop.Now() + kPatience));
+  EXPECT_TRUE(
+      loop.RunUntil([&] { return fired == 2; }, loop.Now() + kPatience));
 }
 
 }  // namespace

@@ -47,19 +47,30 @@ class Parser {
         if (i_ >= t_.size()) return Error("bad escape");
         char e = t_[i_++];
         switch (e) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case 'b': out += '\b'; break;
-          case 'f': out += '\f'; break;
+          case 'n':
+            out += '\n';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case 'b':
+            out += '\b';
+            break;
+          case 'f':
+            out += '\f';
+            break;
           case 'u': {
             if (i_ + 4 > t_.size()) return Error("bad \\u");
-            out += static_cast<char>(
-                std::strtol(std::string(t_.substr(i_, 4)).c_str(), nullptr, 16));
+            out += static_cast<char>(std::strtol(
+                std::string(t_.substr(i_, 4)).c_str(), nullptr, 16));
             i_ += 4;
             break;
           }
-          default: out += e;
+          default:
+            out += e;
         }
       } else {
         out += c;
@@ -112,21 +123,22 @@ class Parser {
     for (absl::string_view word : {"true", "false", "null"}) {
       if (t_.substr(i_, word.size()) == word) {
         i_ += word.size();
-        v.type = word == "null" ? JsonValue::Type::kNull : JsonValue::Type::kBool;
+        v.type =
+            word == "null" ? JsonValue::Type::kNull : JsonValue::Type::kBool;
         v.boolean = word == "true";
         return v;
       }
     }
     const size_t start = i_;
-    while (i_ < t_.size() && (absl::ascii_isdigit(t_[i_]) || t_[i_] == '-' ||
-                              t_[i_] == '+' || t_[i_] == '.' || t_[i_] == 'e' ||
-                              t_[i_] == 'E')) {
+    while (i_ < t_.size() &&
+           (absl::ascii_isdigit(t_[i_]) || t_[i_] == '-' || t_[i_] == '+' ||
+            t_[i_] == '.' || t_[i_] == 'e' || t_[i_] == 'E')) {
       ++i_;
     }
     if (start == i_) return Error("unexpected character");
     v.type = JsonValue::Type::kNumber;
-    v.number = std::strtod(std::string(t_.substr(start, i_ - start)).c_str(),
-                           nullptr);
+    v.number =
+        std::strtod(std::string(t_.substr(start, i_ - start)).c_str(), nullptr);
     return v;
   }
 
@@ -150,11 +162,21 @@ std::string JsonQuote(absl::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += absl::StrFormat("\\u%04x", c);

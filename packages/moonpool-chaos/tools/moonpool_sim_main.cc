@@ -32,8 +32,10 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: moonpool-sim [--workload NAME] (--seed N | --seeds A..B)\n"
-    "                    [--config random|none|FILE] [--check-determinism [N]]\n"
-    "                    [--shard K/N] [--json FILE] [--require-coverage P,..]\n"
+    "                    [--config random|none|FILE] [--check-determinism "
+    "[N]]\n"
+    "                    [--shard K/N] [--json FILE] [--require-coverage "
+    "P,..]\n"
     "                    [--no-buggify] [--failures-only]\n"
     "                    [--test-only-plant-stall-is-close]\n"
     "       moonpool-sim merge A.json B.json ... [--json OUT]\n"
@@ -62,7 +64,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& a) {
   for (size_t i = 0; i < v.size(); ++i) {
     const std::string& f = v[i];
     auto next = [&]() -> absl::StatusOr<std::string> {
-      if (i + 1 >= v.size()) return absl::InvalidArgumentError(f + " needs a value");
+      if (i + 1 >= v.size())
+        return absl::InvalidArgumentError(f + " needs a value");
       return v[++i];
     };
     if (f == "--workload") {
@@ -72,7 +75,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& a) {
     } else if (f == "--seed") {
       absl::StatusOr<std::string> s = next();
       if (!s.ok()) return s.status();
-      if (!absl::SimpleAtoi(*s, &a.first)) return absl::InvalidArgumentError("bad --seed");
+      if (!absl::SimpleAtoi(*s, &a.first))
+        return absl::InvalidArgumentError("bad --seed");
       a.last = a.first;
       a.seeds_given = true;
     } else if (f == "--seeds") {
@@ -131,10 +135,12 @@ absl::Status ParseArgs(int argc, char** argv, Args& a) {
     }
   }
   if (a.merge) {
-    if (a.merge_inputs.empty()) return absl::InvalidArgumentError("merge: no inputs");
+    if (a.merge_inputs.empty())
+      return absl::InvalidArgumentError("merge: no inputs");
     return absl::OkStatus();
   }
-  if (!a.seeds_given) return absl::InvalidArgumentError("--seed or --seeds is required");
+  if (!a.seeds_given)
+    return absl::InvalidArgumentError("--seed or --seeds is required");
   if (a.config_arg == "random") {
     a.spec.config = ConfigMode::kRandom;
   } else if (a.config_arg == "none") {
@@ -170,8 +176,9 @@ std::string Divergence(const RunSpec& spec, uint64_t seed) {
     return static_cast<size_t>(at) < t.size() ? t[at].ToString()
                                               : std::string("(end of trace)");
   };
-  return absl::StrCat("first divergent event #", at, ":\n    run 1: ",
-                      show(x.full_trace), "\n    run 2: ", show(y.full_trace));
+  return absl::StrCat("first divergent event #", at,
+                      ":\n    run 1: ", show(x.full_trace),
+                      "\n    run 2: ", show(y.full_trace));
 }
 
 int Finish(const Args& a, const SimReport& report, double wall_seconds) {
@@ -231,7 +238,8 @@ int Merge(const Args& a) {
 int Main(int argc, char** argv) {
   Args a;
   if (absl::Status s = ParseArgs(argc, argv, a); !s.ok()) {
-    if (!absl::IsCancelled(s)) std::cerr << "moonpool-sim: " << s.message() << "\n";
+    if (!absl::IsCancelled(s))
+      std::cerr << "moonpool-sim: " << s.message() << "\n";
     std::cerr << kUsage;
     return absl::IsCancelled(s) ? 0 : 2;
   }

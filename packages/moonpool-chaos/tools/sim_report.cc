@@ -44,7 +44,8 @@ std::vector<std::string> SimReport::Holes(
   for (const auto& [name, p] : coverage) {
     if (p.is_always || p.held > 0) continue;
     bool match = prefixes.empty();
-    for (const std::string& pre : prefixes) match = match || absl::StartsWith(name, pre);
+    for (const std::string& pre : prefixes)
+      match = match || absl::StartsWith(name, pre);
     if (match) out.push_back(name);
   }
   return out;

@@ -45,7 +45,8 @@ class SimReport {
   void Merge(const SimReport& other);
   // Sometimes points whose name starts with one of `prefixes` (all, when
   // empty) that never held.
-  std::vector<std::string> Holes(const std::vector<std::string>& prefixes) const;
+  std::vector<std::string> Holes(
+      const std::vector<std::string>& prefixes) const;
   std::string CoverageText() const;
 
   std::string ToJson() const;

@@ -31,7 +31,8 @@ void ClientTransport::Close() {
   // hashes), which breaks replay under simulation.
   std::vector<std::pair<driver::Address, driver::Peer*>> by_address;
   by_address.reserve(peers_.size());
-  for (auto& [address, peer] : peers_) by_address.emplace_back(address, peer.get());
+  for (auto& [address, peer] : peers_)
+    by_address.emplace_back(address, peer.get());
   std::sort(by_address.begin(), by_address.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [address, peer] : by_address) peer->Close();

@@ -171,10 +171,10 @@ TEST(FrameEncoder, WritesTheSameBytesOverDirtyStorage) {
   // the last word of each blob.
   FrameSet set = EveryKind();
   std::string odd_payload(1001, 'p');
-  EnvelopeView error{CorrelationId(7),     EnvelopeKind::kError,
-                     3,                    odd_payload,
-                     absl::Seconds(1),     absl::StatusCode::kNotFound,
-                     "no such key: 12345"};
+  EnvelopeView error{
+      CorrelationId(7),    EnvelopeKind::kError, 3,
+      odd_payload,         absl::Seconds(1),     absl::StatusCode::kNotFound,
+      "no such key: 12345"};
   set.frames.push_back(error);
   // Storage filled with `fill` first, then the frame encoded over it.
   auto encode_over = [](const FrameValue& frame, unsigned char fill) {

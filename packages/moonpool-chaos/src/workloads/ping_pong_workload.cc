@@ -44,8 +44,14 @@ constexpr absl::string_view kOutcomePoints[] = {
     "restart.abrupt",
 };
 
-enum class Kind : uint8_t { kPending, kReply, kDeadline, kUnavailable,
-                            kAborted, kCancelled };
+enum class Kind : uint8_t {
+  kPending,
+  kReply,
+  kDeadline,
+  kUnavailable,
+  kAborted,
+  kCancelled
+};
 
 struct Record {
   int client = 0;
@@ -157,7 +163,8 @@ absl::Status PingPongRun::StartServer(int s) {
   auto p = std::make_unique<ServerProcess>();
   p->transport = std::move(*t);
   p->tasks = std::make_unique<TaskScope>(*slot.host, [this](absl::Status e) {
-    Fail(absl::InternalError(absl::StrCat("server task failed: ", e.ToString())));
+    Fail(absl::InternalError(
+        absl::StrCat("server task failed: ", e.ToString())));
   });
   // Two handlers: replies may be answered out of order.
   p->tasks->Spawn(Serve(s, *p->transport));
@@ -186,9 +193,9 @@ Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
     if (!m->is_request()) continue;
     std::optional<Parsed> q = ParseRequest(m->envelope.payload);
     if (!q.has_value()) {
-      Fail(absl::InternalError(absl::StrCat(
-          "invariant payload.intact: server ", s, " got '",
-          m->envelope.payload, "'")));
+      Fail(absl::InternalError(absl::StrCat("invariant payload.intact: server ",
+                                            s, " got '", m->envelope.payload,
+                                            "'")));
       continue;
     }
     const int times = ++processed_[Key(q->client, q->seq)];
@@ -212,13 +219,17 @@ Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
 }
 
 Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
-                           absl::Duration timeout, bool quiet) {
+                                   absl::Duration timeout, bool quiet) {
   ClientSlot& client = clients_[c];
   const uint64_t seq = client.next_seq++;
   const uint64_t key = Key(c, seq);
   Record& rec0 = records_[key];
-  rec0 = Record{.client = c, .seq = seq, .idempotent = idempotent,
-                .quiet = quiet, .outcomes = 0, .kind = Kind::kPending,
+  rec0 = Record{.client = c,
+                .seq = seq,
+                .idempotent = idempotent,
+                .quiet = quiet,
+                .outcomes = 0,
+                .kind = Kind::kPending,
                 .status = absl::OkStatus()};
   ++issued_;
   sim_.TraceUser(1, key, idempotent);
@@ -248,15 +259,16 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
     if (f.size() != 5 || f[0] != "r" || !absl::SimpleAtoi(f[1], &rc) ||
         !absl::SimpleAtoi(f[2], &rseq) || !absl::SimpleAtoi(f[3], &rs) ||
         rc != c || rseq != seq || rs != server) {
-      Fail(absl::InternalError(absl::StrCat(
-          "invariant reply_matches_request: ", id, " to server ", server,
-          " got reply '", *reply, "'")));
+      Fail(absl::InternalError(
+          absl::StrCat("invariant reply_matches_request: ", id, " to server ",
+                       server, " got reply '", *reply, "'")));
     }
     const auto it = processed_.find(key);
     const int times = it == processed_.end() ? 0 : it->second;
     if (times < 1) {
-      Fail(absl::InternalError(absl::StrCat(
-          "invariant reply_implies_processed: ", id, " replied, never processed")));
+      Fail(absl::InternalError(
+          absl::StrCat("invariant reply_implies_processed: ", id,
+                       " replied, never processed")));
     }
     Sometimes(idempotent && times > 1, "outcome.idempotent_retried_success");
   } else {
@@ -274,9 +286,9 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
         ++aborted_;
         Sometimes(true, "outcome.aborted_maybe_delivered");
         if (idempotent) {
-          Fail(absl::InternalError(absl::StrCat(
-              "invariant idempotent_not_aborted: ", id, ": ",
-              reply.status().ToString())));
+          Fail(absl::InternalError(
+              absl::StrCat("invariant idempotent_not_aborted: ", id, ": ",
+                           reply.status().ToString())));
         }
         break;
       case absl::StatusCode::kCancelled:
@@ -284,16 +296,16 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
         Sometimes(true, "outcome.cancelled");
         break;
       default:
-        Fail(absl::InternalError(absl::StrCat(
-            "invariant outcome_kind: ", id, " ended in ",
-            reply.status().ToString())));
+        Fail(absl::InternalError(absl::StrCat("invariant outcome_kind: ", id,
+                                              " ended in ",
+                                              reply.status().ToString())));
     }
   }
   if (quiet && !reply.ok()) {
     Fail(absl::InternalError(absl::StrCat(
         "invariant quiet_liveness: ", id, (idempotent ? " (idempotent)" : ""),
-        " to server ", server, " failed in the quiet phase: ",
-        reply.status().ToString())));
+        " to server ", server,
+        " failed in the quiet phase: ", reply.status().ToString())));
   }
 }
 
@@ -306,8 +318,8 @@ Task<void> PingPongRun::Lane(int c, int lane) {
     const absl::Duration timeout =
         rng.UniformDuration(absl::Milliseconds(20), absl::Seconds(2));
     co_await OneRequest(c, server, idempotent, timeout, /*quiet=*/false);
-    co_await driver::Sleep(host,
-                           rng.UniformDuration(absl::ZeroDuration(), o_.max_think));
+    co_await driver::Sleep(
+        host, rng.UniformDuration(absl::ZeroDuration(), o_.max_think));
   }
   ++lanes_done_;
 }
@@ -315,8 +327,8 @@ Task<void> PingPongRun::Lane(int c, int lane) {
 Task<void> PingPongRun::Controller() {
   SimRandom& rng = sim_.random_source();
   while (!chaos_over_) {
-    co_await driver::Sleep(
-        sim_, rng.UniformDuration(absl::Milliseconds(20), absl::Milliseconds(200)));
+    co_await driver::Sleep(sim_, rng.UniformDuration(absl::Milliseconds(20),
+                                                     absl::Milliseconds(200)));
     if (chaos_over_) break;
     const int s = static_cast<int>(rng.Uniform(servers_.size()));
     ServerSlot& slot = servers_[s];
@@ -328,7 +340,8 @@ Task<void> PingPongRun::Controller() {
       (void)sim_.KillHost(slot.ip);
       StopServerNow(s);  // the dead process's objects
       co_await driver::Sleep(
-          sim_, rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(100)));
+          sim_,
+          rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(100)));
       if (absl::Status st = sim_.RestartHost(slot.ip); !st.ok()) Fail(st);
     } else {
       Sometimes(true, "restart.graceful");
@@ -362,10 +375,10 @@ void PingPongRun::CheckBounds() {
     const transport::ServerStats st = servers_[s].process->transport->stats();
     if (st.queued_messages > all_lanes || st.requests_in_flight > all_lanes ||
         st.connections_open > 4 * clients_.size()) {
-      Fail(absl::InternalError(absl::StrCat(
-          "invariant memory.server: server ", s, " queued ", st.queued_messages,
-          " in flight ", st.requests_in_flight, " connections ",
-          st.connections_open)));
+      Fail(absl::InternalError(
+          absl::StrCat("invariant memory.server: server ", s, " queued ",
+                       st.queued_messages, " in flight ", st.requests_in_flight,
+                       " connections ", st.connections_open)));
     }
   }
 }
@@ -387,7 +400,8 @@ void PingPongRun::Teardown() {
     c.transport.reset();
     c.tasks.reset();
   }
-  for (size_t s = 0; s < servers_.size(); ++s) StopServerNow(static_cast<int>(s));
+  for (size_t s = 0; s < servers_.size(); ++s)
+    StopServerNow(static_cast<int>(s));
   control_.reset();
 }
 
@@ -415,7 +429,8 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
     slot.host = *h;
     slot.transport = std::make_unique<ClientTransport>(**h);
     slot.tasks = std::make_unique<TaskScope>(**h, [this](absl::Status e) {
-      Fail(absl::InternalError(absl::StrCat("client task failed: ", e.ToString())));
+      Fail(absl::InternalError(
+          absl::StrCat("client task failed: ", e.ToString())));
     });
     clients_.push_back(std::move(slot));
   }
@@ -423,7 +438,8 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
     if (absl::Status st = StartServer(s); !st.ok()) return st;
   }
   control_ = std::make_unique<TaskScope>(sim_, [this](absl::Status e) {
-    Fail(absl::InternalError(absl::StrCat("control task failed: ", e.ToString())));
+    Fail(absl::InternalError(
+        absl::StrCat("control task failed: ", e.ToString())));
   });
   control_->Spawn(Monitor());
   if (graceful_ || abrupt_) {
@@ -431,15 +447,16 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
     control_->Spawn(Controller());
   }
   for (int c = 0; c < o_.clients; ++c) {
-    for (int l = 0; l < o_.lanes_per_client; ++l) clients_[c].tasks->Spawn(Lane(c, l));
+    for (int l = 0; l < o_.lanes_per_client; ++l)
+      clients_[c].tasks->Spawn(Lane(c, l));
   }
   const int lanes = o_.clients * o_.lanes_per_client;
   auto hang = [&](absl::string_view phase) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "hang in the ", phase, " phase: no progress by t=",
-        absl::FormatDuration(sim_.Now() - t0), " with ", Pending(),
-        " requests pending (", sim_.pending_events(), " events scheduled, ",
-        sim_.live_connections(), " connections)"));
+        "hang in the ", phase,
+        " phase: no progress by t=", absl::FormatDuration(sim_.Now() - t0),
+        " with ", Pending(), " requests pending (", sim_.pending_events(),
+        " events scheduled, ", sim_.live_connections(), " connections)"));
   };
   auto finish = [&](absl::Status s) {
     stats.requests = issued_;
@@ -495,8 +512,8 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   }
   // A stall is not a close: without anything that may lose a connection,
   // nothing written may end Aborted.
-  uint64_t keepalive = server_keepalive_timeouts_, protocol_errors =
-                                                       server_protocol_errors_;
+  uint64_t keepalive = server_keepalive_timeouts_,
+           protocol_errors = server_protocol_errors_;
   for (const ServerSlot& s : servers_) {
     if (s.process != nullptr) {
       const transport::ServerStats st = s.process->transport->stats();

@@ -73,15 +73,15 @@ struct FaultyLoopOptions {
 
 // How many faults of each kind were injected, and the opportunities.
 struct FaultCounts {
-  uint64_t connects = 0;           // Connect calls
-  uint64_t accepts = 0;            // streams accepted through a listener
-  uint64_t writes = 0;             // Write calls that wrote bytes
-  uint64_t delays = 0;             // writes held (stall, clog, latency tail)
-  uint64_t partial_writes = 0;     // writes cut to a prefix
-  uint64_t short_reads = 0;        // reads into a cut ReadBuffer span
-  uint64_t resets = 0;             // connections reset
-  uint64_t connects_refused = 0;   // connects failed with Unavailable
-  uint64_t connects_hung = 0;      // connects never answered
+  uint64_t connects = 0;          // Connect calls
+  uint64_t accepts = 0;           // streams accepted through a listener
+  uint64_t writes = 0;            // Write calls that wrote bytes
+  uint64_t delays = 0;            // writes held (stall, clog, latency tail)
+  uint64_t partial_writes = 0;    // writes cut to a prefix
+  uint64_t short_reads = 0;       // reads into a cut ReadBuffer span
+  uint64_t resets = 0;            // connections reset
+  uint64_t connects_refused = 0;  // connects failed with Unavailable
+  uint64_t connects_hung = 0;     // connects never answered
 
   // "delays=3 partial_writes=10 ..." (not load bearing).
   std::string ToString() const;

@@ -100,9 +100,9 @@ inline absl::Status EncodeCapnp(capnp::MessageBuilder& message,
                })) {
     // kj's description may hold NUL bytes (it quotes what it checked).
     const kj::StringPtr d = e->getDescription();
-    status = absl::InternalError(absl::StrCat(
-        "encoding a Cap'n Proto message failed: ",
-        absl::CHexEscape(absl::string_view(d.begin(), d.size()))));
+    status = absl::InternalError(
+        absl::StrCat("encoding a Cap'n Proto message failed: ",
+                     absl::CHexEscape(absl::string_view(d.begin(), d.size()))));
   }
   return status;
 }
