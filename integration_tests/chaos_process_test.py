@@ -17,48 +17,32 @@ Exit status 0 (pass) or 1 (fail). Children die with this script.
 """
 
 import argparse
-import ctypes
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from process_util import (Failure, check, kill_children,
+                          read_listening_address, spawn)
+
 FAULT_KINDS = ["delays", "partial_writes", "short_reads", "resets",
                "connects_refused", "connects_hung"]
-
-
-class Failure(Exception):
-    pass
 
 
 def log(msg):
     print(f"chaos_process_test: {msg}", flush=True)
 
 
-def die_with_parent():
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
-
-
-def run(a, tmpdir, children):
+def run(a, tmpdir):
     server_log = open(os.path.join(tmpdir, "server.log"), "w")
-    server = subprocess.Popen(
+    server = spawn(
         [a.server, "--listen", "127.0.0.1:0", "--drain-timeout", "5"],
-        stdout=subprocess.PIPE, stderr=server_log, text=True,
-        preexec_fn=die_with_parent)
-    children.append(server)
-    ready, _, _ = select.select([server.stdout], [], [], 10)
-    line = server.stdout.readline() if ready else ""
-    check(line.startswith("listening on "), f"server did not start: {line!r}")
-    address = line.split()[-1]
+        stdout=subprocess.PIPE, stderr=server_log, text=True)
+    address = read_listening_address(server)
+    check(address is not None, "server did not start")
     log(f"server on {address}")
 
     json_path = os.path.join(tmpdir, "chaos-pingpong.json")
@@ -67,10 +51,8 @@ def run(a, tmpdir, children):
            "--quiet-requests", "200", "--connections", "4", "--in-flight", "4",
            "--json", json_path]
     log(" ".join(cmd))
-    client = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              preexec_fn=die_with_parent)
-    children.append(client)
+    client = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                   text=True)
     try:
         output, _ = client.communicate(timeout=25)
     except subprocess.TimeoutExpired:
@@ -116,18 +98,14 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(1))
     tmpdir = tempfile.mkdtemp(prefix="moonpool-chaos-process-test.")
-    children = []
     start = time.monotonic()
     try:
-        run(a, tmpdir, children)
+        run(a, tmpdir)
     except (Failure, OSError, ValueError, KeyError) as e:
         log(f"FAIL: {e} (logs kept in {tmpdir})")
         return 1
     finally:
-        for p in children:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_children()
     log(f"PASS ({time.monotonic() - start:.1f} s)")
     for name in os.listdir(tmpdir):
         os.remove(os.path.join(tmpdir, name))

@@ -53,7 +53,10 @@ import tempfile
 import threading
 import time
 
-children = []
+from process_util import (Failure, check, kill_children,
+                          read_listening_address, server_env, spawn,
+                          status_kib)
+
 tmpdir = tempfile.mkdtemp(prefix="moonpool-hostile-test.")
 figures = {}
 
@@ -63,17 +66,8 @@ IDLE_TIMEOUT_S = 3
 SEED = 20240607
 
 
-class Failure(Exception):
-    pass
-
-
 def log(msg):
     print(f"hostile_test: {msg}", flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
 
 
 # ---- frames (DESIGN.md section 5) ----
@@ -127,52 +121,27 @@ def request(correlation_id, payload):
 
 # ---- processes ----
 
-def die_with_parent():
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def spawn(cmd, **kw):
-    p = subprocess.Popen(cmd, preexec_fn=die_with_parent, **kw)
-    children.append(p)
-    return p
-
-
-def cleanup():
-    for p in children:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
 def rss_kib(pid, field="VmRSS"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    try:
+        return status_kib(pid, field)
+    except Failure:
+        return 0  # the process is gone
 
 
 class Server:
     def __init__(self, binary, extra=()):
         self.log_path = os.path.join(tmpdir, "server.log")
         self.log = open(self.log_path, "w")
-        env = dict(os.environ)
-        # ASan keeps freed memory in a quarantine (256 MiB by default) that
-        # would dominate RSS; keep it small so RSS measures the server.
-        env["ASAN_OPTIONS"] = ":".join(
-            filter(None, [env.get("ASAN_OPTIONS", ""),
-                          "quarantine_size_mb=8"]))
         cmd = [binary, "--listen", "127.0.0.1:0", "--drain-timeout", "2",
                "--read-timeout", str(READ_TIMEOUT_S),
                "--idle-timeout", str(IDLE_TIMEOUT_S)] + list(extra)
         log(" ".join(cmd))
         self.proc = spawn(cmd, stdout=subprocess.PIPE, stderr=self.log,
-                          text=True, env=env)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("listening on "):
-            raise Failure(f"server did not start: {line!r}; {self.stderr()}")
-        host, port = line.split()[-1].rsplit(":", 1)
+                          text=True, env=server_env())
+        address = read_listening_address(self.proc)
+        if address is None:
+            raise Failure(f"server did not start; {self.stderr()}")
+        host, port = address.rsplit(":", 1)
         self.address = (host, int(port))
         self.peak_rss_kib = 0
         self._stop = threading.Event()
@@ -642,7 +611,7 @@ def main():
         log(f"FAIL {a.test}: {e} (logs kept in {tmpdir})")
         return 1
     finally:
-        cleanup()
+        kill_children()
     figures["seconds"] = round(time.monotonic() - start, 1)
     log(f"PASS {a.test} ({figures['seconds']} s): "
         f"{json.dumps(figures, sort_keys=True)}")

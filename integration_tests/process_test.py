@@ -39,10 +39,9 @@ deleted. Exit status 0 (pass), 1 (fail), 77 (skipped).
 """
 
 import argparse
-import ctypes
+import itertools
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -50,42 +49,26 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
+from process_util import (SKIP, Failure, Skipped, check, kill_children,
+                          read_listening_address, server_env, spawn,
+                          status_kib)
+
 FAULT_CODES = {"ABORTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
-children = []
 namespaces = []
 tmpdir = tempfile.mkdtemp(prefix="moonpool-process-test.")
-
-
-class Failure(Exception):
-    pass
-
-
-class Skipped(Exception):
-    pass
 
 
 def log(msg):
     print(f"process_test: {msg}", flush=True)
 
 
-def die_with_parent():
-    # SIGKILL this child if the test driver dies (ctest timeout, ^C).
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def spawn(cmd, **kw):
-    p = subprocess.Popen(cmd, preexec_fn=die_with_parent, **kw)
-    children.append(p)
-    return p
+# Each server's log file gets the next number.
+next_server = itertools.count().__next__
 
 
 def cleanup():
-    for p in children:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    kill_children()
     for ns in namespaces:
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
 
@@ -98,26 +81,17 @@ class Server:
     """A moonpool-echo-server; its address comes from its first stdout line."""
 
     def __init__(self, binary, host="127.0.0.1", port=0, netns=None):
-        self.log_path = os.path.join(tmpdir, f"server-{len(children)}.log")
+        self.log_path = os.path.join(tmpdir, f"server-{next_server()}.log")
         self.log = open(self.log_path, "w")
         cmd = prefix(netns) + [binary, "--listen", f"{host}:{port}",
                                "--drain-timeout", "5"]
-        env = dict(os.environ)
-        # ASan (the test command's build) keeps freed memory in a 256 MiB
-        # quarantine that would dominate RSS; keep it small so that RSS
-        # measures the server.
-        env["ASAN_OPTIONS"] = ":".join(
-            filter(None, [env.get("ASAN_OPTIONS", ""),
-                          "quarantine_size_mb=8"]))
         self.proc = spawn(cmd, stdout=subprocess.PIPE, stderr=self.log,
-                          text=True, env=env)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("listening on "):
+                          text=True, env=server_env())
+        address = read_listening_address(self.proc)
+        if address is None:
             self.proc.kill()
-            raise Failure(f"server did not start: {line!r}; "
-                          f"log: {self.stderr()}")
-        self.address = line.split()[-1]
+            raise Failure(f"server did not start; log: {self.stderr()}")
+        self.address = address
         self.port = int(self.address.rsplit(":", 1)[1])
 
     def stderr(self):
@@ -130,11 +104,7 @@ class Server:
 
     def status_kib(self, field):
         """VmRSS, VmHWM (peak RSS) ... of the live server, in KiB."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise Failure(f"no {field} in /proc/{self.proc.pid}/status")
+        return status_kib(self.proc.pid, field)
 
     def wait(self, timeout):
         try:
@@ -182,11 +152,6 @@ class Pingpong:
         except (OSError, ValueError) as e:
             raise Failure(f"{self.name}: no summary ({e}), exit {rc}")
         return rc, summary
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
 
 
 def check_accounted(name, s, allowed):
