@@ -1,6 +1,6 @@
 #include "moonpool/driver/output_handoff.h"
 
-#include <cassert>
+#include <algorithm>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -8,19 +8,22 @@
 namespace moonpool::driver {
 
 absl::Status OutputHandoff::Flush(protocol::Connection& connection,
-                                  Stream& stream, size_t high_water) {
+                                  Stream& stream, size_t max_slice) {
+  // Only to an empty stream: behind queued bytes, a slice is copied whole.
+  // OnWritten brings the next call once the queue drains.
+  if (handed_off_ > 0) return absl::OkStatus();
   for (;;) {
     absl::Span<const char> out = connection.PendingOutput();
-    if (out.size() <= handed_off_) return absl::OkStatus();
-    // Only to an empty stream: behind queued bytes, all of it is copied.
-    if (handed_off_ > 0) return absl::OkStatus();  // OnWritten resumes
-    absl::Span<const char> slice = out.subspan(handed_off_, high_water);
+    if (out.empty()) return absl::OkStatus();
+    absl::Span<const char> slice = out.first(std::min(out.size(), max_slice));
     absl::StatusOr<size_t> written = stream.Write(slice);
     if (!written.ok()) return written.status();
     connection.ConsumeOutput(*written);
-    handed_off_ += slice.size() - *written;
-    // The kernel left some: the stream queued them and reports progress.
-    if (*written < slice.size()) return absl::OkStatus();
+    if (*written < slice.size()) {
+      // The stream queued the rest and reports it through OnWritten.
+      handed_off_ = slice.size() - *written;
+      return absl::OkStatus();
+    }
   }
 }
 

@@ -5,9 +5,9 @@
 // The protocol keeps its output until the kernel has taken it, because a
 // request counts as written only then (connection.h). The Stream copies
 // whatever the kernel does not take at once into its own queue, so the
-// handoff gives it at most `high_water` bytes at a time: handing over all of
-// a large output (sixteen 1 MiB replies, say) would copy most of it once
-// more, and hold it twice.
+// handoff gives it slices of at most `max_slice` bytes, and only when the
+// stream has nothing queued: handing over all of a large output (sixteen
+// 1 MiB replies, say) would copy most of it once more, and hold it twice.
 //
 // Example, in a StreamHandler that drives `connection` over `stream`:
 //
@@ -29,12 +29,15 @@ namespace moonpool::driver {
 
 class OutputHandoff {
  public:
-  // Hands the connection's output not yet handed to `stream`, while the
-  // stream holds fewer than `high_water` queued bytes; what the kernel
-  // takes at once is consumed from the connection at once. Returns the
-  // stream's error when it is broken (the caller closes the connection).
+  // Hands the connection's output to `stream` in slices of at most
+  // `max_slice` bytes, while the kernel takes each slice whole; stops at
+  // the first slice it does not (the stream queues the rest and reports it
+  // through OnWritten) and does nothing while earlier bytes are queued.
+  // What the kernel takes is consumed from the connection at once. Returns
+  // the stream's error when it is broken (the caller closes the
+  // connection).
   absl::Status Flush(protocol::Connection& connection, Stream& stream,
-                     size_t high_water);
+                     size_t max_slice);
   // The stream reported `n` more of the handed bytes taken by the kernel.
   void OnWritten(protocol::Connection& connection, size_t n) {
     connection.ConsumeOutput(n);

@@ -72,9 +72,10 @@ struct PeerOptions {
   // payload bytes. Past either, Request returns ResourceExhausted.
   size_t max_queued_requests = 4096;
   size_t max_queued_bytes = size_t{64} << 20;
-  // Bytes handed to the stream and not yet taken by the kernel; beyond
-  // this the write pump waits (the rest stays in the protocol's bounded
-  // output).
+  // Largest slice of output handed to the stream at once, and only when
+  // it has nothing queued (driver/output_handoff.h): the stream copies what
+  // the kernel does not take, so this bounds that copy; the rest waits in
+  // the protocol's bounded output.
   size_t stream_high_water_bytes = size_t{1} << 20;
 };
 

@@ -55,8 +55,10 @@ struct ServerOptions {
 
   // Close(/*drain=*/true) closes whatever is still open after this long.
   absl::Duration drain_timeout = absl::Seconds(10);
-  // Bytes handed to a stream and not yet taken by the kernel; beyond this the
-  // write pump waits (the rest stays in the protocol's bounded output).
+  // Largest slice of output handed to the stream at once, and only when
+  // it has nothing queued (driver/output_handoff.h): the stream copies what
+  // the kernel does not take, so this bounds that copy; the rest waits in
+  // the protocol's bounded output.
   size_t stream_high_water_bytes = size_t{1} << 20;
 
   static protocol::ConnectionOptions DefaultConnectionOptions() {
