@@ -16,13 +16,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <utility>
 
 #include "kj/array.h"
 #include "moonpool/transport/ping.capnp.h"
 #include "moonpool/wire/frame.capnp.h"
+#include "seed_corpus.h"
 
 namespace moonpool::transport {
 namespace {
@@ -41,32 +41,17 @@ std::string Bytes(capnp::MessageBuilder& message) {
   return std::string(chars.begin(), chars.size());
 }
 
-class Corpus {
+// A corpus input is the type byte the fuzzer reads, then the message.
+class Corpus : public fuzz::SeedCorpus {
  public:
-  explicit Corpus(std::filesystem::path dir) : dir_(std::move(dir)) {}
-
+  using SeedCorpus::SeedCorpus;
   void Write(const std::string& name, Type type, const std::string& message) {
-    std::ofstream out(dir_ / name, std::ios::binary | std::ios::trunc);
-    const std::string bytes = std::string(1, static_cast<char>(type)) + message;
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) Die("cannot write " + (dir_ / name).string());
-    ++files_;
-    bytes_ += bytes.size();
+    SeedCorpus::Write(name, std::string(1, static_cast<char>(type)) + message);
   }
   void Write(const std::string& name, Type type,
              capnp::MessageBuilder& message) {
     Write(name, type, Bytes(message));
   }
-
-  void Report() const {
-    std::printf("wrote %d files, %zu bytes, to %s\n", files_, bytes_,
-                dir_.string().c_str());
-  }
-
- private:
-  std::filesystem::path dir_;
-  int files_ = 0;
-  size_t bytes_ = 0;
 };
 
 const kj::byte kPayload[] = {'p', 'a', 'y', 0, 1, 2, 0xff};

@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -31,6 +30,7 @@
 #include "moonpool/wire/frame.h"
 #include "moonpool/wire/frame_encoder.h"
 #include "moonpool/wire/frame_header.h"
+#include "seed_corpus.h"
 
 namespace moonpool::wire {
 namespace {
@@ -180,29 +180,14 @@ Hello ServerHello() {
   return Hello{kHelloMagic, kProtocolVersion, "server", 0x5eed0002};
 }
 
-class Corpus {
+// A corpus input is the control prefix the fuzzer reads, then the stream.
+class Corpus : public fuzz::SeedCorpus {
  public:
-  explicit Corpus(std::filesystem::path dir) : dir_(std::move(dir)) {}
-
+  using SeedCorpus::SeedCorpus;
   void Write(const std::string& name, const Control& control,
              const std::string& stream) {
-    std::ofstream out(dir_ / name, std::ios::binary | std::ios::trunc);
-    const std::string bytes = control.Serialize() + stream;
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) Die("cannot write " + (dir_ / name).string());
-    ++files_;
-    bytes_ += bytes.size();
+    SeedCorpus::Write(name, control.Serialize() + stream);
   }
-
-  void Report() const {
-    std::printf("wrote %d files, %zu bytes, to %s\n", files_, bytes_,
-                dir_.string().c_str());
-  }
-
- private:
-  std::filesystem::path dir_;
-  int files_ = 0;
-  size_t bytes_ = 0;
 };
 
 void WriteValidFrames(Corpus& corpus) {
