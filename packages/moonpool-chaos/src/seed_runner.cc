@@ -50,7 +50,9 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
   o.test_only_stall_is_close = spec.plant_stall_is_close;
   {
     SimLoop sim(o);
-    r.status = (*workload)->Run(sim, r.stats);
+    WorkloadContext context(sim, r.stats, o.start);
+    r.status = (*workload)->Simulate(context);
+    r.stats.virtual_time = context.Elapsed();
     if (r.status.ok()) r.status = sim.CheckInvariants();
     r.trace_hash = sim.trace().hash();
     r.trace_events = sim.trace().size();
@@ -63,6 +65,33 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
     r.assertions.Merge(sim.assertions());
   }
   return r;
+}
+
+absl::Status SetConfig(absl::string_view arg, RunSpec& spec) {
+  if (arg == "random") {
+    spec.config = ConfigMode::kRandom;
+  } else if (arg == "none") {
+    spec.config = ConfigMode::kNone;
+  } else {
+    absl::StatusOr<ChaosConfig> c = ReadChaosConfigFile(std::string(arg));
+    if (!c.ok()) return c.status();
+    spec.config = ConfigMode::kFile;
+    spec.file_config = *c;
+    spec.config_file = std::string(arg);
+  }
+  return absl::OkStatus();
+}
+
+std::string ConfigArg(const RunSpec& spec) {
+  switch (spec.config) {
+    case ConfigMode::kNone:
+      return "none";
+    case ConfigMode::kRandom:
+      return "random";
+    case ConfigMode::kFile:
+      break;
+  }
+  return spec.config_file.empty() ? "FILE" : spec.config_file;
 }
 
 }  // namespace moonpool::chaos

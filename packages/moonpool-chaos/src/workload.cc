@@ -16,18 +16,15 @@ WorkloadRegistry& WorkloadRegistry::Global() {
   // a static library may drop.
   static WorkloadRegistry* registry = [] {
     auto* r = new WorkloadRegistry();
-    r->Register("pingpong", [](const WorkloadOptions& o) {
-      return std::unique_ptr<Workload>(std::make_unique<PingPongWorkload>(o));
-    });
+    r->Register<PingPongWorkload>("pingpong");
     return r;
   }();
   return *registry;
 }
 
-bool WorkloadRegistry::Register(std::string name, WorkloadFactory factory) {
-  for (const auto& [n, f] : factories_) {
-    if (n == name) return false;
-  }
+bool WorkloadRegistry::RegisterFactory(std::string name,
+                                       WorkloadFactory factory) {
+  if (Contains(name)) return false;
   factories_.emplace_back(std::move(name), std::move(factory));
   return true;
 }
@@ -35,7 +32,13 @@ bool WorkloadRegistry::Register(std::string name, WorkloadFactory factory) {
 absl::StatusOr<std::unique_ptr<Workload>> WorkloadRegistry::Make(
     absl::string_view name, const WorkloadOptions& options) const {
   for (const auto& [n, f] : factories_) {
-    if (n == name) return f(options);
+    if (n != name) continue;
+    std::unique_ptr<Workload> w = f(options);
+    if (w == nullptr) {
+      return absl::InternalError(
+          absl::StrCat("the factory of workload '", name, "' returned null"));
+    }
+    return w;
   }
   return absl::NotFoundError(absl::StrCat(
       "no workload '", name, "'; known: ", absl::StrJoin(Names(), ", ")));
@@ -45,6 +48,13 @@ std::vector<std::string> WorkloadRegistry::Names() const {
   std::vector<std::string> names;
   for (const auto& [n, f] : factories_) names.push_back(n);
   return names;
+}
+
+bool WorkloadRegistry::Contains(absl::string_view name) const {
+  for (const auto& [n, f] : factories_) {
+    if (n == name) return true;
+  }
+  return false;
 }
 
 }  // namespace moonpool::chaos

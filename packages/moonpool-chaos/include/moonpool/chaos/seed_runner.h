@@ -1,7 +1,8 @@
 // The seed runner: runs one workload on one seed (a fresh SimLoop, its
 // fault plan, the workload's invariants, the SimLoop's own checks) and
-// reports the outcome with the trace hash. moonpool-sim is a command line
-// around it; tests and benchmarks call it directly.
+// reports the outcome with the trace hash. RunSimMain (sim_main.h, and so
+// moonpool-sim) is a command line around it; tests (gtest_sweep.h) and
+// benchmarks call it directly.
 //
 //   RunSpec spec{.workload = "pingpong", .config = ConfigMode::kRandom};
 //   SeedResult r = RunSeed(spec, 42);
@@ -35,6 +36,7 @@ struct RunSpec {
   std::string workload = "pingpong";
   ConfigMode config = ConfigMode::kRandom;
   ChaosConfig file_config = {};  // kFile's plan
+  std::string config_file;       // kFile: the file it came from, if any
   bool buggify = true;
   // Planted bugs (tests of the sweep itself).
   bool plant_stall_is_close = false;
@@ -58,7 +60,19 @@ struct SeedResult {
 // The plan a seed runs with under `spec`.
 ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed);
 
+// Runs `seed`: makes spec.workload from WorkloadRegistry::Global(), a
+// SimLoop with the seed's plan, calls Workload::Simulate with a
+// WorkloadContext, then SimLoop::CheckInvariants(). The result's
+// stats.virtual_time is the context's Elapsed() when Simulate returned.
 SeedResult RunSeed(const RunSpec& spec, uint64_t seed);
+
+// Sets spec.config from the runner's --config value: "random", "none", or
+// the path of a plan file (read and parsed now, see ParseChaosConfig).
+// The file's errors come back as they are (NotFound, InvalidArgument).
+absl::Status SetConfig(absl::string_view arg, RunSpec& spec);
+// The --config value that gives `spec` its plan: "random", "none", or
+// spec.config_file ("FILE" when a kFile plan has no file).
+std::string ConfigArg(const RunSpec& spec);
 
 // Parses the key=value plan format (README.md, "Config files"): one field
 // per line, '#' comments, durations as absl ("250ms", "3s"), unknown keys

@@ -1,8 +1,8 @@
 // JsonValue: the small JSON tree moonpool-sim writes and `merge` reads back.
 // Not a general JSON library: numbers are doubles (seeds and hashes travel
 // as strings), no \u escapes beyond ASCII.
-#ifndef MOONPOOL_CHAOS_TOOLS_JSON_VALUE_H_
-#define MOONPOOL_CHAOS_TOOLS_JSON_VALUE_H_
+#ifndef MOONPOOL_CHAOS_SRC_JSON_VALUE_H_
+#define MOONPOOL_CHAOS_SRC_JSON_VALUE_H_
 
 #include <map>
 #include <memory>
@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace moonpool::chaos::tools {
+namespace moonpool::chaos::internal {
 
 struct JsonValue {
   enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
@@ -32,6 +32,6 @@ struct JsonValue {
 // `s` quoted and escaped for JSON.
 std::string JsonQuote(absl::string_view s);
 
-}  // namespace moonpool::chaos::tools
+}  // namespace moonpool::chaos::internal
 
-#endif  // MOONPOOL_CHAOS_TOOLS_JSON_VALUE_H_
+#endif  // MOONPOOL_CHAOS_SRC_JSON_VALUE_H_

@@ -1,8 +1,9 @@
-// SimReport: what a moonpool-sim run found (per-seed hashes, failures with
-// their reproducing commands, merged Sometimes/Always coverage), as JSON for
+// SimReport: what a RunSimMain (moonpool-sim) run found (per-seed hashes,
+// failures with their reproducing commands, merged Sometimes/Always coverage),
+// as JSON for
 // `--json` and back for `moonpool-sim merge`.
-#ifndef MOONPOOL_CHAOS_TOOLS_SIM_REPORT_H_
-#define MOONPOOL_CHAOS_TOOLS_SIM_REPORT_H_
+#ifndef MOONPOOL_CHAOS_SRC_SIM_REPORT_H_
+#define MOONPOOL_CHAOS_SRC_SIM_REPORT_H_
 
 #include <cstdint>
 #include <string>
@@ -14,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "moonpool/chaos/sometimes.h"
 
-namespace moonpool::chaos::tools {
+namespace moonpool::chaos::internal {
 
 struct CoveragePoint {
   bool is_always = false;
@@ -53,6 +54,6 @@ class SimReport {
   static absl::StatusOr<SimReport> FromJson(absl::string_view text);
 };
 
-}  // namespace moonpool::chaos::tools
+}  // namespace moonpool::chaos::internal
 
-#endif  // MOONPOOL_CHAOS_TOOLS_SIM_REPORT_H_
+#endif  // MOONPOOL_CHAOS_SRC_SIM_REPORT_H_

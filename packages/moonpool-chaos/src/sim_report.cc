@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "json_value.h"
 
-namespace moonpool::chaos::tools {
+namespace moonpool::chaos::internal {
 
 void SimReport::AddCoverage(const AssertionRegistry& registry) {
   for (const auto& [name, p] : registry.points()) {
@@ -141,4 +141,4 @@ absl::StatusOr<SimReport> SimReport::FromJson(absl::string_view text) {
   return r;
 }
 
-}  // namespace moonpool::chaos::tools
+}  // namespace moonpool::chaos::internal

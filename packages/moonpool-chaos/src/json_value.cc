@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace moonpool::chaos::tools {
+namespace moonpool::chaos::internal {
 namespace {
 
 class Parser {
@@ -189,4 +189,4 @@ std::string JsonQuote(absl::string_view s) {
   return out;
 }
 
-}  // namespace moonpool::chaos::tools
+}  // namespace moonpool::chaos::internal
