@@ -7,7 +7,7 @@
 //     timer phase now under way if started from a timer callback, again and
 //     again (its clock does not move within the phase): a timer that keeps
 //     re-arming itself for "now" would starve the loop. Such timers go to the
-//     loop's due list instead, which the idle handle drains once per turn.
+//     loop's due list instead, drained with the posted work (uv_loop.h).
 //   - Millisecond rounding. libuv counts whole milliseconds from its cached
 //     clock, ours has nanoseconds; the delay is rounded up, and if the timer
 //     still comes a hair early by our clock (the clock is sampled lazily), the

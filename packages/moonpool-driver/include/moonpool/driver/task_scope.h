@@ -2,9 +2,13 @@
 // the only way to detach work in this runtime, and so the only place where a
 // task's error could otherwise be lost.
 //
-//   TaskScope scope(loop, [](absl::Status s) { Report(s); });   // required
-//   scope.Spawn(ServeConnection(std::move(stream)));             //
-//   Task<Status> scope.Spawn(LogEverySecond(loop)); // Task<void>
+//   Task<absl::Status> ServeConnection(std::unique_ptr<Stream> stream);
+//   Task<void> LogEverySecond(Loop& loop);
+//
+//   TaskScope scope(loop, [](absl::Status s) { Report(s); });  // required
+//   scope.Spawn(ServeConnection(std::move(stream)));  // a failure: Report
+//   scope.Spawn(LogEverySecond(loop));                 // cannot fail
+//   loop.Run();  // the tasks start here, on the loop's next turns
 //
 // Rules (kj's TaskSet, with the libuv rule that nothing starts inside the
 // call that asked for it):

@@ -27,15 +27,20 @@
 //     first use after the poll for I/O returns (libuv's own two updates);
 //     within one phase it does not move. When a Timer fires, Now() is at or
 //     past the time it was started for.
+//   - Posted work is drained at most twice per turn: in libuv's idle phase,
+//     before the poll for I/O, and in its check phase, right after the
+//     poll's callbacks (so a reply that resumes its requester runs without
+//     waiting for another poll). Work posted during a drain waits for the
+//     next one, and the poll always runs between two drains, so a chain of
+//     posts cannot starve sockets. While work is queued the idle handle is
+//     active, so the poll does not block.
 //   - Timers started for a time not in the future fire on the loop's next
-//     drain of posted work, in the order started, once per turn at most (a
-//     timer re-armed for "now" from its own callback cannot starve the
-//     loop). A timer armed for absl::InfiniteFuture() is active but does not
-//     keep Run going. Timers due in the same millisecond may fire in the
-//     order they were started rather than by their sub-millisecond times.
-//   - Posted work runs in a libuv idle phase once per turn; the idle handle
-//     is active only while work is queued, so the loop never blocks in the
-//     poll with work queued.
+//     drain of posted work, in the order started; one re-armed for "now"
+//     from its own callback fires on the drain after, so like a chain of
+//     posts it cannot starve the loop. A timer armed for
+//     absl::InfiniteFuture() is active but does not keep Run going. Timers
+//     due in the same millisecond may fire in the order they were started
+//     rather than by their sub-millisecond times.
 //   - PostFromAnyThread is the one call allowed from another thread
 //     (uv_async). It does not by itself keep Run going: work that has
 //     arrived runs before Run reports that nothing is left, but a Run with
@@ -61,7 +66,10 @@
 #include <optional>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "moonpool/driver/loop.h"
+#include "moonpool/driver/signal_watch.h"
 
 namespace moonpool::driver {
 
@@ -98,6 +106,13 @@ class UvLoop final : public Loop {
   // Runs `fn` on the loop's thread on a later turn. The only UvLoop call
   // that is safe from any thread.
   void PostFromAnyThread(absl::AnyInvocable<void()> fn);
+
+  // Calls `on_signal(signum)` from the loop each time the process receives
+  // one of `signals`, until the returned watch is destroyed (signal_watch.h
+  // has the rules). InvalidArgument for an empty or repeated list or a
+  // signal that cannot be caught (SIGKILL, SIGSTOP, out of range).
+  absl::StatusOr<std::unique_ptr<SignalWatch>> WatchSignals(
+      absl::Span<const int> signals, SignalCallback on_signal);
 
   class Impl;
 
