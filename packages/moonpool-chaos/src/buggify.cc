@@ -1,27 +1,31 @@
 #include "moonpool/chaos/buggify.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "moonpool/protocol/buggify.h"
+
 namespace moonpool::chaos {
-namespace {
 
-thread_local internal::BuggifyHook* current_hook = nullptr;
-
-}  // namespace
-
-bool Buggify(absl::string_view site, double fire_probability) {
-  if (current_hook == nullptr) return false;
-  return current_hook->Decide(site, fire_probability);
+std::vector<absl::string_view> KnownBuggifySites() {
+  // One line per layer with sites: its list, from its own header.
+  const absl::Span<const absl::string_view> layers[] = {
+      protocol::kBuggifySites,
+  };
+  std::vector<absl::string_view> sites;
+  for (absl::Span<const absl::string_view> layer : layers) {
+    for (absl::string_view site : layer) {
+      if (std::find(sites.begin(), sites.end(), site) == sites.end()) {
+        sites.push_back(site);
+      }
+    }
+  }
+  return sites;
 }
 
-bool BuggifyEnabled() { return current_hook != nullptr; }
-
-namespace internal {
-
-ScopedBuggifyHook::ScopedBuggifyHook(BuggifyHook* hook)
-    : previous_(current_hook) {
-  current_hook = hook;
+std::string BuggifyPointName(absl::string_view site) {
+  return absl::StrCat("buggify.", site);
 }
 
-ScopedBuggifyHook::~ScopedBuggifyHook() { current_hook = previous_; }
-
-}  // namespace internal
 }  // namespace moonpool::chaos

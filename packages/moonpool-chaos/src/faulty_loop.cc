@@ -25,6 +25,10 @@ FaultyLoop::~FaultyLoop() { DestroyTasks(); }
 absl::Time FaultyLoop::Now() const { return inner_.Now(); }
 uint64_t FaultyLoop::Random() { return inner_.Random(); }
 
+bool FaultyLoop::Buggify(absl::string_view site) {
+  return inner_.Buggify(site);
+}
+
 std::unique_ptr<driver::Timer> FaultyLoop::CreateTimer(
     absl::AnyInvocable<void()> on_fire) {
   return inner_.CreateTimer(std::move(on_fire));

@@ -43,8 +43,14 @@ SimCore::SimCore(SimLoop* owner, SimLoopOptions options)
       rng_(options_.seed),
       trace_(options_.trace),
       registry_scope_(&assertions_) {
-  if (options_.buggify) buggify_scope_.emplace(static_cast<BuggifyHook*>(this));
   for (absl::string_view name : kFaultPoints) assertions_.Declare(name);
+  // Every known site, so that one never fired is a hole in the report.
+  // Declaring draws nothing: a site is decided when first evaluated.
+  if (options_.buggify) {
+    for (absl::string_view site : KnownBuggifySites()) {
+      assertions_.Declare(BuggifyPointName(site));
+    }
+  }
   (void)owner_;
 }
 
@@ -246,18 +252,26 @@ void SimCore::Reap() {
 
 // ---------------------------------------------------------------- buggify
 
-bool SimCore::Decide(absl::string_view site, double fire_probability) {
-  auto [it, inserted] = buggify_sites_.try_emplace(std::string(site), false);
-  if (inserted) it->second = rng_.Bernoulli(0.25);
-  if (!it->second) return false;
-  const bool fire = rng_.Bernoulli(fire_probability);
-  // The site's FNV-1a hash: absl::Hash is salted per process, this is not.
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (char ch : site) {
-    h = (h ^ static_cast<uint8_t>(ch)) * 0x100000001B3ull;
+bool SimCore::Buggify(absl::string_view site) {
+  if (!options_.buggify) return false;
+  auto it = buggify_sites_.find(site);
+  if (it == buggify_sites_.end()) {
+    BuggifySite s;
+    s.enabled = rng_.Bernoulli(options_.buggify_site_probability);
+    // The site's FNV-1a hash: absl::Hash is salted per process, this is not.
+    s.hash = 0xCBF29CE484222325ull;
+    for (char ch : site) {
+      s.hash = (s.hash ^ static_cast<uint8_t>(ch)) * 0x100000001B3ull;
+    }
+    s.point = BuggifyPointName(site);
+    it = buggify_sites_.emplace(std::string(site), std::move(s)).first;
   }
-  TraceEvent(TraceKind::kBuggify, h, fire);
-  assertions_.RecordSometimes(absl::StrCat("buggify.", site), fire);
+  // A disabled site draws nothing more, but is still recorded as reached:
+  // the report then tells a site never evaluated from one never enabled.
+  const bool fire =
+      it->second.enabled && rng_.Bernoulli(options_.buggify_fire_probability);
+  TraceEvent(TraceKind::kBuggify, it->second.hash, fire);
+  assertions_.RecordSometimes(it->second.point, fire);
   return fire;
 }
 
@@ -298,6 +312,7 @@ bool SimHost::up() const { return state_->up; }
 uint32_t SimHost::id() const { return state_->id; }
 absl::Time SimHost::Now() const { return core_->Now(); }
 uint64_t SimHost::Random() { return core_->LoopRandom(); }
+bool SimHost::Buggify(absl::string_view site) { return core_->Buggify(site); }
 std::unique_ptr<driver::Timer> SimHost::CreateTimer(
     absl::AnyInvocable<void()> on_fire) {
   return core_->CreateTimer(state_, std::move(on_fire));
@@ -374,6 +389,7 @@ SimRandom& SimLoop::random_source() { return core_->rng(); }
 
 absl::Time SimLoop::Now() const { return core_->Now(); }
 uint64_t SimLoop::Random() { return core_->LoopRandom(); }
+bool SimLoop::Buggify(absl::string_view site) { return core_->Buggify(site); }
 std::unique_ptr<driver::Timer> SimLoop::CreateTimer(
     absl::AnyInvocable<void()> on_fire) {
   return core_->CreateTimer(core_->default_host(), std::move(on_fire));

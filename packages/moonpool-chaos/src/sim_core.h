@@ -133,7 +133,7 @@ struct Connection {
   bool reaping = false;  // on the reap list: freed after the current event
 };
 
-class SimCore final : private chaos::internal::BuggifyHook {
+class SimCore final {
  public:
   SimCore(SimLoop* owner, SimLoopOptions options);
   ~SimCore();
@@ -153,6 +153,8 @@ class SimCore final : private chaos::internal::BuggifyHook {
   int64_t now_ns() const { return now_ns_; }
   int64_t ToNs(absl::Time t) const;
   uint64_t LoopRandom();
+  // driver::Loop::Buggify for every host (buggify.h has the model).
+  bool Buggify(absl::string_view site);
   EventKey Schedule(int64_t t_ns, absl::AnyInvocable<void()> fn);
   void Cancel(const EventKey& key);
   void Post(absl::AnyInvocable<void()> fn);
@@ -207,7 +209,6 @@ class SimCore final : private chaos::internal::BuggifyHook {
   uint64_t next_timer_id = 0;
 
  private:
-  bool Decide(absl::string_view site, double fire_probability) override;
   bool NothingReady() const { return posted_.empty() && turn_end_.empty(); }
   // One turn (see sim_loop.h). REQUIRES: something is scheduled.
   void Turn();
@@ -243,8 +244,13 @@ class SimCore final : private chaos::internal::BuggifyHook {
   Trace trace_;
   AssertionRegistry assertions_;
   ScopedAssertionRegistry registry_scope_;
-  std::optional<ScopedBuggifyHook> buggify_scope_;
-  absl::flat_hash_map<std::string, bool> buggify_sites_;  // lookup only
+  // A site's decision for the run, and what its evaluations record.
+  struct BuggifySite {
+    bool enabled = false;
+    uint64_t hash = 0;  // of the name, for the trace
+    std::string point;  // "buggify.<site>"
+  };
+  absl::flat_hash_map<std::string, BuggifySite> buggify_sites_;  // lookup only
 
   int64_t now_ns_ = 0;
   uint64_t next_seq_ = 0;

@@ -10,6 +10,10 @@ namespace moonpool::driver {
 // is the last chance to keep frames from outliving the loop.
 Loop::~Loop() { DestroyTasks(); }
 
+protocol::BuggifyFn BuggifyFunction(Loop& loop) {
+  return [&loop](absl::string_view site) { return loop.Buggify(site); };
+}
+
 void Loop::DestroyTasks() {
   // Detach before clearing: destroying a task may create or destroy other
   // scopes (a task can own one), which edits this list; taking the head

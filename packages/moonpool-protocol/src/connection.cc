@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "moonpool/envelope/envelope.h"
+#include "moonpool/protocol/buggify.h"
 #include "moonpool/wire/frame.h"
 
 namespace moonpool::protocol {
@@ -56,7 +57,14 @@ Connection::Connection(ConnectionOptions options, absl::Time now)
 // ---- Inputs ----
 
 absl::Span<char> Connection::PrepareReceive(size_t min_bytes) {
-  return decoder_.PrepareAppend(min_bytes);
+  absl::Span<char> room = decoder_.PrepareAppend(min_bytes);
+  // A reader handed one byte at a time must still see every frame whole:
+  // headers and bodies split at every offset.
+  if (room.size() > 1 &&
+      Buggify(options_.buggify, buggify_sites::kTinyReceiveBuffer)) {
+    return room.first(1);
+  }
+  return room;
 }
 
 void Connection::CommitReceive(size_t n, absl::Time now) {
@@ -74,7 +82,15 @@ void Connection::NoteReceived(size_t n, absl::Time now) {
   if (n == 0) return;
   // Any byte at all is a sign of life (a large frame still arriving too).
   last_receive_ = std::max(last_receive_, now);
-  next_ping_ = last_receive_ + options_.keepalive_interval;
+  next_ping_ = last_receive_ + PingDelay();
+}
+
+absl::Duration Connection::PingDelay() {
+  // Early pings are still sent only after silence, so the peer never owes
+  // more pongs than silence allows: its ping-flood bound stays safe.
+  return Buggify(options_.buggify, buggify_sites::kEarlyPing)
+             ? options_.keepalive_interval / 2
+             : options_.keepalive_interval;
 }
 
 void Connection::AdvanceTime(absl::Time now) {
@@ -108,7 +124,7 @@ void Connection::AdvanceTime(absl::Time now) {
       ++stats_.pings_sent;
       last_ping_end_ = encoded_bytes_;
     }
-    next_ping_ = now + options_.keepalive_interval;
+    next_ping_ = now + PingDelay();
   }
 }
 
@@ -154,8 +170,12 @@ void Connection::ShrinkIdleOutput(size_t frame_bytes) {
   // output is empty and a small frame comes next, as in the decoder: a run
   // of large frames keeps it, an idle connection does not.
   constexpr size_t kRetainedOutputBytes = size_t{256} << 10;
-  if (output_.empty() && output_.capacity() > kRetainedOutputBytes &&
-      frame_bytes <= kRetainedOutputBytes / 4) {
+  if (!output_.empty() || output_.capacity() == 0) return;
+  if ((output_.capacity() > kRetainedOutputBytes &&
+       frame_bytes <= kRetainedOutputBytes / 4) ||
+      // A threshold of 0: every frame after an idle moment lands in fresh
+      // storage, so nothing may keep a view of the old one.
+      Buggify(options_.buggify, buggify_sites::kReleaseIdleOutput)) {
     output_.Release();
   }
 }
@@ -399,7 +419,16 @@ std::optional<Event> Connection::HandleFrame(const wire::FrameValue& frame) {
         return std::nullopt;
       }
       if (!transport_closed_.has_value()) {
-        EncodeControl(wire::Pong{std::get<wire::Ping>(frame).nonce});
+        // Still owed (the flood bound counts it), but a pong of an earlier
+        // ping not yet written answers this one too: the peer's keepalive
+        // wants any byte after its ping, and no nonce is checked.
+        const bool coalesce =
+            consumed_bytes_ < last_pong_end_ &&
+            Buggify(options_.buggify, buggify_sites::kCoalescePong);
+        if (!coalesce) {
+          EncodeControl(wire::Pong{std::get<wire::Ping>(frame).nonce});
+          last_pong_end_ = encoded_bytes_;
+        }
         ++queued_pongs_;
       }
       return std::nullopt;

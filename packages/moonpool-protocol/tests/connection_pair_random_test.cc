@@ -5,13 +5,20 @@
 // the wrong request, every request the server sees is the one that was sent
 // under its id, a request failed as safe to retry (not sent, not processed)
 // never reached the server, and each side ends with exactly one Closed, last.
+// The same properties hold with every Buggify site of the protocol firing on
+// every evaluation, and with them firing at random (buggify.h): a site only
+// picks among legal paths.
 //
 // Reproduce one seed: MOONPOOL_SEED=<seed> moonpool_protocol_test
-//   --gtest_filter='ConnectionPairRandom.*'
+//   --gtest_filter='ConnectionPairRandom.<test>'
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -20,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "connection_test_util.h"
 #include "gtest/gtest.h"
+#include "moonpool/protocol/buggify.h"
 #include "moonpool/protocol/connection.h"
 
 namespace moonpool::protocol {
@@ -40,10 +48,19 @@ struct Link {
     bytes.append(out.data(), n);
     c.ConsumeOutput(n);
   }
+  // Straight into the connection's buffer, as a driver does: as many reads
+  // as the spans it offers take.
   void DeliverTo(Connection& c, size_t max, absl::Time now) {
     const size_t n = std::min(bytes.size(), max);
-    if (n == 0) return;
-    c.Receive(absl::Span<const char>(bytes.data(), n), now);
+    size_t done = 0;
+    while (done < n) {
+      absl::Span<char> room = c.PrepareReceive(n - done);
+      ASSERT_FALSE(room.empty());
+      const size_t k = std::min(room.size(), n - done);
+      std::memcpy(room.data(), bytes.data() + done, k);
+      c.CommitReceive(k, now);
+      done += k;
+    }
     bytes.erase(0, n);
   }
 };
@@ -54,16 +71,53 @@ struct Coverage {
   int replies = 0, error_replies = 0, deadline_exceeded = 0, not_sent = 0,
       maybe_delivered = 0, not_processed = 0, graceful_closes = 0, resets = 0,
       pings = 0;
+  // Buggify evaluations and firings, by index in kBuggifySites; and any
+  // site asked that the list lacks.
+  std::vector<uint64_t> evaluated =
+      std::vector<uint64_t>(std::size(kBuggifySites));
+  std::vector<uint64_t> fired = std::vector<uint64_t>(std::size(kBuggifySites));
+  std::set<std::string> unlisted;
 };
+
+enum class BuggifyMode { kOff, kAlways, kRandom };
+
+// The decision function of one side: counts into `coverage`.
+BuggifyFn MakeBuggify(BuggifyMode mode, uint64_t seed, Coverage& coverage) {
+  if (mode == BuggifyMode::kOff) return nullptr;
+  auto rng = std::make_shared<std::mt19937_64>(seed);
+  return [mode, rng, &coverage](absl::string_view site) {
+    const bool fire = mode == BuggifyMode::kAlways || (*rng)() % 2 == 0;
+    const auto* it =
+        std::find(std::begin(kBuggifySites), std::end(kBuggifySites), site);
+    if (it == std::end(kBuggifySites)) {
+      coverage.unlisted.insert(std::string(site));
+      return fire;
+    }
+    const size_t i = static_cast<size_t>(it - std::begin(kBuggifySites));
+    ++coverage.evaluated[i];
+    coverage.fired[i] += fire;
+    return fire;
+  };
+}
+
+ConnectionOptions WithBuggify(ConnectionOptions o, BuggifyFn fn) {
+  o.buggify = std::move(fn);
+  return o;
+}
 
 class RandomRun {
  public:
-  RandomRun(uint64_t seed, Coverage& coverage)
+  RandomRun(uint64_t seed, Coverage& coverage,
+            BuggifyMode buggify = BuggifyMode::kOff)
       : coverage_(coverage),
         seed_(seed),
         rng_(seed),
-        client_(ClientOptions(), now_),
-        server_(ServerOptions(), now_) {}
+        client_(
+            WithBuggify(ClientOptions(), MakeBuggify(buggify, ~seed, coverage)),
+            now_),
+        server_(WithBuggify(ServerOptions(),
+                            MakeBuggify(buggify, seed * 3, coverage)),
+                now_) {}
 
   void Go() {
     const int steps = 100 + static_cast<int>(rng_() % 400);
@@ -280,9 +334,10 @@ class RandomRun {
   bool closed_ = false;
 };
 
-TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcome) {
+// Runs `runs` seeds (or the one MOONPOOL_SEED names) and checks that the
+// sweep reached every kind of outcome. Returns the coverage.
+Coverage Sweep(int runs, BuggifyMode buggify) {
   uint64_t first = std::random_device{}();
-  int runs = 3000;
   if (const char* env = std::getenv("MOONPOOL_SEED")) {
     first = std::strtoull(env, nullptr, 10);
     runs = 1;
@@ -292,11 +347,11 @@ TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcome) {
     const uint64_t seed = first + i;
     SCOPED_TRACE(
         absl::StrCat("seed ", seed, " (reproduce: MOONPOOL_SEED=", seed, ")"));
-    RandomRun run(seed, coverage);
+    RandomRun run(seed, coverage, buggify);
     run.Go();
-    if (HasFailure()) return;
+    if (::testing::Test::HasFailure()) return coverage;
   }
-  if (runs == 1) return;
+  if (runs == 1) return coverage;
   EXPECT_GT(coverage.replies, 0);
   EXPECT_GT(coverage.error_replies, 0);
   EXPECT_GT(coverage.deadline_exceeded, 0);
@@ -314,6 +369,43 @@ TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcome) {
             << ", not processed " << coverage.not_processed
             << ", graceful closes " << coverage.graceful_closes << ", resets "
             << coverage.resets << ", pings " << coverage.pings << "\n";
+  if (buggify != BuggifyMode::kOff) {
+    for (size_t i = 0; i < std::size(kBuggifySites); ++i) {
+      std::cout << "  buggify " << kBuggifySites[i] << ": fired "
+                << coverage.fired[i] << " of " << coverage.evaluated[i] << "\n";
+    }
+  }
+  return coverage;
+}
+
+TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcome) {
+  Sweep(3000, BuggifyMode::kOff);
+}
+
+// Every site fires every time it is asked: each rare path at once, and the
+// sweep must have reached every site of the list (a site missing from
+// kBuggifySites would be a hole no simulation reports).
+TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcomeWithBuggifyAlways) {
+  // Fewer seeds: every read is a byte long.
+  const Coverage coverage = Sweep(400, BuggifyMode::kAlways);
+  if (std::getenv("MOONPOOL_SEED") != nullptr) return;
+  for (size_t i = 0; i < std::size(kBuggifySites); ++i) {
+    EXPECT_GT(coverage.fired[i], 0u) << kBuggifySites[i] << " never fired";
+  }
+  for (const std::string& site : coverage.unlisted) {
+    ADD_FAILURE() << site << " is evaluated but not listed in kBuggifySites";
+  }
+}
+
+// Sites fire on a coin toss: rare paths mixed with ordinary ones.
+TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcomeWithBuggifyRandom) {
+  const Coverage coverage = Sweep(600, BuggifyMode::kRandom);
+  if (std::getenv("MOONPOOL_SEED") != nullptr) return;
+  for (size_t i = 0; i < std::size(kBuggifySites); ++i) {
+    EXPECT_GT(coverage.fired[i], 0u) << kBuggifySites[i] << " never fired";
+    EXPECT_LT(coverage.fired[i], coverage.evaluated[i]) << kBuggifySites[i];
+  }
+  EXPECT_TRUE(coverage.unlisted.empty());
 }
 
 }  // namespace

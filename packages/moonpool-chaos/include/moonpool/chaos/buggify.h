@@ -1,57 +1,46 @@
-// Buggify marks a place where code may take a rare, legal path on purpose
-// (a smaller buffer, an extra delay, an early retry) so that simulation
-// reaches it, after FoundationDB's BUGGIFY.
+// Buggify in the simulation: the list of every Buggify site the layers
+// below declare, so that a SimLoop can declare each as a coverage point
+// before the run (a site that never fired then shows as a hole in the
+// coverage report, the way a fault kind that never happened does).
 //
-//   if (Buggify("server.tiny_read_buffer")) read_size = 1;
+// What it is not: the decision. Code asks its Loop (driver::Loop::Buggify
+// in driver/loop.h), and the pure layers get that decision through their
+// options (protocol::BuggifyFn in protocol/buggify.h); nothing here is
+// global or per thread. SimLoop answers from its seed when
+// SimLoopOptions::buggify is on:
+//   - the first time a site is asked in a run, it is enabled for the whole
+//     run with probability SimLoopOptions::buggify_site_probability, so one
+//     seed exercises a few sites hard rather than all of them a little;
+//   - an enabled site then fires with buggify_fire_probability on each
+//     evaluation;
+//   - every evaluation is traced (TraceKind::kBuggify) and recorded as the
+//     Sometimes point "buggify.<site>", held when it fired.
+// The draws come from the simulation's one random source, so the same seed
+// decides the same way every time, and adding a site changes the run a seed
+// produces (as any new random draw does).
 //
-// Outside a simulation it is always false and costs a thread-local load.
-// Inside one whose SimLoopOptions::buggify is on, each site is first decided
-// enabled or not for the whole run (with probability 1/4, from the seed), and
-// an enabled site then fires with `fire_probability` each time it is
-// evaluated. So one seed exercises a few sites hard rather than all of them
-// a little, and the same seed decides the same way every time. Every
-// evaluation of an enabled site records a Sometimes point "buggify.<site>"
-// (held when it fired), so the coverage report shows which sites fired.
-//
-// The decision comes from the simulation's one random source, so adding a
-// Buggify call changes the run a seed produces (as any new random draw does).
+// Adding a site: name it in its layer's list (protocol::kBuggifySites is
+// the model: a constant per site and an `inline constexpr
+// absl::string_view kBuggifySites[]` in a header of that layer) and
+// evaluate it through the Loop. A layer's first list is added to
+// KnownBuggifySites in buggify.cc, one line.
 #ifndef MOONPOOL_CHAOS_BUGGIFY_H_
 #define MOONPOOL_CHAOS_BUGGIFY_H_
+
+#include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
 namespace moonpool::chaos {
 
-bool Buggify(absl::string_view site, double fire_probability = 0.25);
+// Every site of every layer's list, in layer order (protocol, driver,
+// transport), each once.
+std::vector<absl::string_view> KnownBuggifySites();
 
-// True inside a simulation with buggify on (on this thread).
-bool BuggifyEnabled();
+// The coverage point of `site`: "buggify.<site>".
+std::string BuggifyPointName(absl::string_view site);
 
-namespace internal {
-
-// What a simulation installs for Buggify on its thread.
-class BuggifyHook {
- public:
-  virtual bool Decide(absl::string_view site, double fire_probability) = 0;
-
- protected:
-  ~BuggifyHook() = default;
-};
-
-// Installs `hook` for this thread and restores the previous one on
-// destruction.
-class ScopedBuggifyHook {
- public:
-  explicit ScopedBuggifyHook(BuggifyHook* hook);
-  ScopedBuggifyHook(const ScopedBuggifyHook&) = delete;
-  ScopedBuggifyHook& operator=(const ScopedBuggifyHook&) = delete;
-  ~ScopedBuggifyHook();
-
- private:
-  BuggifyHook* previous_;
-};
-
-}  // namespace internal
 }  // namespace moonpool::chaos
 
 #endif  // MOONPOOL_CHAOS_BUGGIFY_H_

@@ -2,7 +2,8 @@
 // driver::Loop that wraps another Loop (a UvLoop in practice) and applies a
 // ChaosConfig to the streams it hands out, those from Connect and those its
 // listeners accept. Time, timers, posted work, turn ends, Random() and
-// running are the inner loop's, unchanged.
+// running are the inner loop's, unchanged, and so is Buggify (false, for a
+// UvLoop).
 //
 // It is not a simulation: time is real, the kernel decides how bytes are
 // split, and a seed fixes the fault decisions (one SimRandom, drawn in the
@@ -105,6 +106,7 @@ class FaultyLoop final : public driver::Loop {
 
   absl::Time Now() const override;
   uint64_t Random() override;
+  bool Buggify(absl::string_view site) override;
   std::unique_ptr<driver::Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;

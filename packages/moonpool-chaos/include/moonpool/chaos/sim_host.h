@@ -1,8 +1,8 @@
 // SimHost is one simulated machine of a SimLoop, seen as a driver::Loop: its
 // Listen binds on this host's address and its Connect leaves from it; time,
 // timers, posted work, turn ends and running are the SimLoop's, shared by
-// every host. So a ClientTransport on one host and a ServerTransport on
-// another run on one SimLoop in one thread:
+// every host, and so are Buggify decisions. So a ClientTransport on one host
+// and a ServerTransport on another run on one SimLoop in one thread:
 //
 //   SimLoop sim({.seed = 7});
 //   SimHost& a = **sim.AddHost("10.0.0.2");
@@ -53,6 +53,7 @@ class SimHost final : public driver::Loop {
 
   absl::Time Now() const override;
   uint64_t Random() override;
+  bool Buggify(absl::string_view site) override;
   std::unique_ptr<driver::Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;

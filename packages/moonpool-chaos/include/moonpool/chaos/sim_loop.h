@@ -38,7 +38,8 @@
 //
 // Threads: a SimLoop, its hosts and everything made from them belong to one
 // thread. While a SimLoop lives it is its thread's current AssertionRegistry
-// (sometimes.h) and, with `buggify`, its Buggify source (buggify.h).
+// (sometimes.h). Buggify (driver::Loop::Buggify) is the SimLoop's own, and
+// its hosts': with `buggify` on, decided from the seed as buggify.h says.
 //
 // Example:
 //
@@ -79,8 +80,15 @@ struct SimLoopOptions {
   // What Now() reads at the start (a fixed date keeps traces readable).
   absl::Time start = absl::FromUnixSeconds(1'700'000'000);
   TraceOptions trace = {};
-  // Makes Buggify() live on this thread while the SimLoop exists.
+  // Makes Buggify() (of the SimLoop and its hosts) answer from the seed;
+  // off, it is always false. On, every site of KnownBuggifySites() is
+  // declared as a coverage point "buggify.<site>" at the start.
   bool buggify = false;
+  // With `buggify`: the chance that a site is enabled for the whole run
+  // (decided the first time it is evaluated), and the chance that an
+  // enabled site fires on each evaluation.
+  double buggify_site_probability = 0.25;
+  double buggify_fire_probability = 0.25;
   // Size suggested to StreamHandler::ReadBuffer.
   size_t read_buffer_bytes = 64 * 1024;
   // Test only, a planted bug: a stall (or clog) fault resets the connection
@@ -151,6 +159,7 @@ class SimLoop final : public driver::Loop {
   // ---- driver::Loop, acting for the default host.
   absl::Time Now() const override;
   uint64_t Random() override;
+  bool Buggify(absl::string_view site) override;
   std::unique_ptr<driver::Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;

@@ -1,6 +1,7 @@
 // Loop is the event loop interface that everything above moonpool-driver
 // uses: the time, timers, posted callbacks, TCP listen / connect / read /
-// write / shutdown / close, a seeded random source, and running.
+// write / shutdown / close, a seeded random source, Buggify decisions, and
+// running.
 //
 // Two implementations: UvLoop (uv_loop.h), on libuv, for production; and the
 // simulated loop of moonpool-chaos, for deterministic tests. Code above the
@@ -34,11 +35,13 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/listener.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
+#include "moonpool/protocol/buggify.h"
 
 namespace moonpool::driver {
 
@@ -73,6 +76,18 @@ class Loop {
   virtual absl::Time Now() const = 0;
   // Seeded pseudo-random numbers; the seed is the implementation's option.
   virtual uint64_t Random() = 0;
+
+  // Whether the Buggify site `site` takes its rare but legal path this time
+  // (after FoundationDB's BUGGIFY: a tiny buffer, an early ping, a delayed
+  // flush), so that a simulation reaches paths an ordinary run seldom does.
+  // Sites are named "<layer>.<what>" and listed by their layer
+  // (protocol/buggify.h shows how). UvLoop answers false, always, at the cost
+  // of a virtual call. The simulated loop answers from its seed: a site is
+  // enabled or not for the whole run the first time it is asked, and an
+  // enabled site then fires on some of its evaluations; each evaluation is
+  // recorded for the coverage report. Code must be correct whatever the
+  // answer: a site only picks among paths that are all legal.
+  virtual bool Buggify(absl::string_view site) = 0;
 
   virtual std::unique_ptr<Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) = 0;
@@ -121,6 +136,11 @@ class Loop {
   friend class TaskScope;
   TaskScope* scopes_ = nullptr;  // intrusive list of live scopes
 };
+
+// `loop`'s Buggify as the pure layers take it: set it as
+// protocol::ConnectionOptions::buggify where a Connection is made. REQUIRES:
+// `loop` outlives every copy of the result.
+protocol::BuggifyFn BuggifyFunction(Loop& loop);
 
 }  // namespace moonpool::driver
 

@@ -89,6 +89,11 @@ class UvLoop final : public Loop {
 
   absl::Time Now() const override;
   uint64_t Random() override;
+  // Production takes no rare path on purpose: false, without a lookup.
+  bool Buggify(absl::string_view site) override {
+    (void)site;
+    return false;
+  }
   std::unique_ptr<Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;

@@ -85,7 +85,10 @@ class Connection {
 
   // ---- Inputs ----
 
-  // At least `min_bytes` of space to receive into; see CommitReceive.
+  // At least `min_bytes` of space to receive into; see CommitReceive. Less,
+  // down to one byte, when the Buggify site protocol.tiny_receive_buffer
+  // fires (buggify.h): a driver receives into whatever non-empty span it
+  // gets, and asks again.
   absl::Span<char> PrepareReceive(size_t min_bytes);
   // `n` bytes of the last PrepareReceive() span arrived at `now`.
   void CommitReceive(size_t n, absl::Time now);
@@ -166,6 +169,9 @@ class Connection {
 
  private:
   void NoteReceived(size_t n, absl::Time now);
+  // Silence after which the next keepalive ping is due (Buggify may halve
+  // it).
+  absl::Duration PingDelay();
   absl::Status CheckCanSend() const;
   absl::Status CheckOutputRoom(size_t payload_bytes) const;
   // Encodes a data frame (request, reply, error, one-way) within the bounds.
@@ -223,6 +229,8 @@ class Connection {
   // Output offset just past the last ping: unwritten while consumed_bytes_
   // is below it.
   uint64_t last_ping_end_ = 0;
+  // The same for the last pong.
+  uint64_t last_pong_end_ = 0;
   size_t queued_pongs_ = 0;
 
   // Events produced by inputs other than a frame read (time, close), and

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "moonpool/envelope/correlation_id.h"
 #include "moonpool/envelope/envelope.h"
+#include "moonpool/protocol/buggify.h"
 #include "moonpool/wire/frame_header.h"
 
 namespace moonpool::protocol {
@@ -50,6 +51,12 @@ struct ConnectionOptions {
   // Pongs owed while the output has not drained: a peer that pings faster
   // than it reads is flooding, and is disconnected.
   size_t max_queued_pongs = 64;
+
+  // Whether a Buggify site of the connection takes its rare path
+  // (buggify.h lists them). Empty: never. The driver passes its Loop's
+  // decision (driver::BuggifyFunction(loop)), which fires only in a
+  // simulation that asks for it.
+  BuggifyFn buggify;
 };
 
 struct RequestOptions {

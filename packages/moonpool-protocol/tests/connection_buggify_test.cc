@@ -1,0 +1,191 @@
+// The Buggify sites of the protocol (buggify.h), one at a time: each takes
+// its rare path when its site fires, and the connection still keeps the
+// contract the path bends. The random connection-pair test
+// (connection_pair_random_test.cc) runs them all together.
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "connection_test_util.h"
+#include "gtest/gtest.h"
+#include "moonpool/protocol/buggify.h"
+#include "moonpool/protocol/connection.h"
+#include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame_encoder.h"
+
+namespace moonpool::protocol {
+namespace {
+
+using testing::ClientOptions;
+using testing::ConnectionPair;
+using testing::Drain;
+using testing::OfKind;
+using testing::Recorded;
+using testing::ServerOptions;
+
+// Fires `site` only, every time; records every site asked.
+BuggifyFn Only(absl::string_view site, std::set<std::string>* asked) {
+  return [site, asked](absl::string_view s) {
+    if (asked != nullptr) asked->insert(std::string(s));
+    return s == site;
+  };
+}
+
+ConnectionOptions With(ConnectionOptions o, BuggifyFn fn) {
+  o.buggify = std::move(fn);
+  return o;
+}
+
+std::string EncodedPing(uint64_t nonce) {
+  wire::FrameEncoder encoder;
+  wire::ByteBuffer out;
+  EXPECT_TRUE(encoder.Encode(wire::Ping{nonce}, out).ok());
+  return std::string(out.Readable().data(), out.Readable().size());
+}
+
+TEST(ConnectionBuggify, SitesAreNamedByTheirLayerAndListedOnce) {
+  std::set<std::string> names;
+  for (absl::string_view site : kBuggifySites) {
+    EXPECT_EQ(site.substr(0, 9), "protocol.") << site;
+    EXPECT_TRUE(names.insert(std::string(site)).second) << site;
+  }
+  EXPECT_GE(names.size(), 4u);
+}
+
+TEST(ConnectionBuggify, EmptyFunctionNeverFires) {
+  EXPECT_FALSE(Buggify(BuggifyFn(), "protocol.anything"));
+  EXPECT_TRUE(Buggify([](absl::string_view) { return true; }, "x"));
+}
+
+TEST(ConnectionBuggify, TinyReceiveBufferDeliversFramesAByteAtATime) {
+  std::set<std::string> asked;
+  ConnectionPair p(
+      ClientOptions(),
+      With(ServerOptions(), Only(buggify_sites::kTinyReceiveBuffer, &asked)));
+  // Without the site, the room asked for is offered.
+  EXPECT_GE(p.client.PrepareReceive(4096).size(), 4096u);
+  EXPECT_EQ(p.server.PrepareReceive(4096).size(), 1u);
+  EXPECT_TRUE(asked.contains(std::string(buggify_sites::kTinyReceiveBuffer)));
+
+  ASSERT_TRUE(p.client.SendRequest(std::string(3000, 'r'), {}, p.now).ok());
+  absl::Span<const char> out = p.client.PendingOutput();
+  const std::string bytes(out.data(), out.size());
+  p.client.ConsumeOutput(bytes.size());
+  std::vector<Recorded> events;
+  size_t reads = 0;
+  for (size_t done = 0; done < bytes.size(); ++reads) {
+    absl::Span<char> room = p.server.PrepareReceive(bytes.size() - done);
+    ASSERT_EQ(room.size(), 1u);
+    room[0] = bytes[done++];
+    p.server.CommitReceive(1, p.now);
+    for (Recorded& r : Drain(p.server)) events.push_back(std::move(r));
+  }
+  EXPECT_EQ(reads, bytes.size());
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].kind, Recorded::kHandshakeDone);
+  EXPECT_EQ(events[1].kind, Recorded::kRequestReceived);
+  EXPECT_EQ(events[1].payload, std::string(3000, 'r'));
+  EXPECT_EQ(p.server.state(), ConnectionState::kOpen);
+}
+
+TEST(ConnectionBuggify, EarlyPingGoesOutAfterHalfTheIntervalOfSilence) {
+  ConnectionPair p(
+      With(ClientOptions(), Only(buggify_sites::kEarlyPing, nullptr)));
+  p.Open();
+  // The handshake's bytes set the next ping half an interval on.
+  EXPECT_EQ(p.client.NextWakeup(), p.now + absl::Milliseconds(500));
+  EXPECT_EQ(p.server.NextWakeup(), p.now + absl::Seconds(1));
+  p.Advance(absl::Milliseconds(500));
+  EXPECT_EQ(p.client.stats().pings_sent, 1u);
+  EXPECT_EQ(p.server.stats().pings_sent, 0u);
+  // Answered like any ping; and silence is still silence: the peer is
+  // declared gone at the timeout, not before.
+  p.Pump();
+  EXPECT_EQ(p.server.stats().pings_received, 1u);
+  EXPECT_EQ(p.client.state(), ConnectionState::kOpen);
+  for (int i = 0; i < 7; ++i) {
+    p.Advance(absl::Milliseconds(500));
+    p.client.ConsumeOutput(p.client.PendingOutput().size());
+  }
+  // 3.5 s after the pong: pings every half interval, still open.
+  EXPECT_EQ(p.client.stats().pings_sent, 8u);
+  EXPECT_EQ(p.client.state(), ConnectionState::kOpen);
+  p.Advance(absl::Milliseconds(500));
+  EXPECT_EQ(p.client.state(), ConnectionState::kClosed);
+  EXPECT_EQ(p.client.stats().keepalive_timeouts, 1u);
+}
+
+TEST(ConnectionBuggify, ReleaseIdleOutputGivesStorageBackBeforeEveryFrame) {
+  // A 100 kB frame is under the retention threshold: kept, normally.
+  for (bool buggify : {false, true}) {
+    SCOPED_TRACE(buggify ? "buggify" : "ordinary");
+    ConnectionPair p(
+        buggify ? With(ClientOptions(),
+                       Only(buggify_sites::kReleaseIdleOutput, nullptr))
+                : ClientOptions());
+    p.Open();
+    ASSERT_TRUE(p.client.SendOneWay(0, std::string(100'000, 'x')).ok());
+    p.Pump();
+    ASSERT_GE(p.client.output_capacity(), 100'000u);
+    ASSERT_TRUE(p.client.SendOneWay(0, "small").ok());
+    if (buggify) {
+      EXPECT_LT(p.client.output_capacity(), 100'000u);
+    } else {
+      EXPECT_GE(p.client.output_capacity(), 100'000u);
+    }
+    p.Pump();
+    auto one_ways = OfKind(p.server_events, Recorded::kOneWayReceived);
+    ASSERT_EQ(one_ways.size(), 2u);
+    EXPECT_EQ(one_ways[1].payload, "small");
+  }
+}
+
+TEST(ConnectionBuggify, CoalescePongAnswersPingsWithTheUnwrittenPong) {
+  for (bool buggify : {false, true}) {
+    SCOPED_TRACE(buggify ? "buggify" : "ordinary");
+    ConnectionOptions server = ServerOptions();
+    server.max_queued_pongs = 3;
+    if (buggify) {
+      server = With(server, Only(buggify_sites::kCoalescePong, nullptr));
+    }
+    ConnectionPair p(ClientOptions(), server);
+    p.Open();
+    const size_t one_pong = EncodedPing(1).size();  // the same frame size
+    for (uint64_t i = 1; i <= 3; ++i) {
+      p.server.Receive(EncodedPing(i), p.now);
+      EXPECT_TRUE(Drain(p.server).empty());
+    }
+    // Three pings, one pong written or three.
+    EXPECT_EQ(p.server.PendingOutput().size(), (buggify ? 1 : 3) * one_pong);
+    EXPECT_EQ(p.server.stats().pings_received, 3u);
+    // Still owed: the flood bound counts the coalesced ones.
+    p.server.Receive(EncodedPing(4), p.now);
+    auto events = Drain(p.server);
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].kind, Recorded::kClosed);
+    EXPECT_EQ(events[0].status.code(), absl::StatusCode::kResourceExhausted);
+  }
+}
+
+TEST(ConnectionBuggify, CoalescePongNeverSkipsThePongOfAPingAfterAWrite) {
+  ConnectionPair p(
+      ClientOptions(),
+      With(ServerOptions(), Only(buggify_sites::kCoalescePong, nullptr)));
+  p.Open();
+  const size_t one_pong = EncodedPing(1).size();
+  p.server.Receive(EncodedPing(1), p.now);
+  EXPECT_TRUE(Drain(p.server).empty());
+  EXPECT_EQ(p.server.PendingOutput().size(), one_pong);
+  // The pong is written, but other output remains behind it: the next ping
+  // still gets a pong of its own.
+  ASSERT_TRUE(p.server.SendOneWay(0, "behind").ok());
+  p.server.ConsumeOutput(one_pong);
+  const size_t behind = p.server.PendingOutput().size();
+  p.server.Receive(EncodedPing(2), p.now);
+  EXPECT_TRUE(Drain(p.server).empty());
+  EXPECT_EQ(p.server.PendingOutput().size(), behind + one_pong);
+}
+
+}  // namespace
+}  // namespace moonpool::protocol
