@@ -36,7 +36,7 @@ struct RunSpec {
   std::string workload = "pingpong";
   ConfigMode config = ConfigMode::kRandom;
   ChaosConfig file_config = {};  // kFile's plan
-  std::string config_file;       // kFile: the file it came from, if any
+  std::string config_file = {};  // kFile: the file it came from, if any
   bool buggify = true;
   // Planted bugs (tests of the sweep itself).
   bool plant_stall_is_close = false;
