@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ci/tsan.sh: what uses threads, under ThreadSanitizer (the `tsan` preset).
 # Threads meet in one place in moonpool: UvLoop::PostFromAnyThread (the one
-# call another thread may make, DESIGN.md section 2), used by the programs'
-# signal threads and by moonpool-pingpong, which runs its echo server on a
-# thread and loop of its own when no --connect is given. So this runs the
+# call another thread may make, DESIGN.md section 2), used by
+# moonpool-pingpong, which runs its echo server on a thread and loop of its
+# own when no --connect is given (signals reach the programs' loops through
+# UvLoop::WatchSignals, no thread). So this runs the
 # driver's and the transport's unit tests (PostFromAnyThread's among them)
 # and moonpool-pingpong in its two-thread mode, all with halt_on_error.
 # Called by ci/test.sh; about 5 minutes on 2 cores, most of it the build.

@@ -8,133 +8,106 @@
 //
 // Its first line on stdout is the bound address ("listening on
 // 127.0.0.1:40123"), so a caller may ask for port 0. SIGINT or SIGTERM
-// starts a graceful close (ServerTransport::Close(drain=true): Goodbye on
-// every connection, what was received is answered) and the process exits 0
-// when it ends; a second signal closes at once. Its last line on stderr is
-// the server's counters (ServerStats), as key=value pairs. Signals are taken by
-// a thread that sigwait()s (they are blocked everywhere else) and handed to the
-// loop with UvLoop::PostFromAnyThread: no handler runs inside libuv.
-#include <pthread.h>
+// starts a graceful close (transport::GracefulShutdown: Close(drain=true),
+// Goodbye on every connection, what was received is answered) and the
+// process exits 0 when it ends; a second signal closes at once. The signals
+// are watched before the address is printed, so a caller may signal as soon
+// as it has read it. Its last line on stderr is the server's counters
+// (ServerStats), as key=value pairs. Exit status: 0 after a close; 1 when it
+// cannot listen or a task failed; 2 for a flag value out of range (absl's
+// own flag errors, and --help, exit 1).
 #include <signal.h>
 
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
+#include <utility>
 
+#include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "echo_service.h"
 #include "moonpool/driver/address.h"
-#include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
+#include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/server_transport.h"
+#include "program_flags.h"
+
+ABSL_FLAG(std::string, listen, "",
+          "HOST:PORT to bind (required; port 0: any free port, the first "
+          "line of stdout says which)");
+ABSL_FLAG(size_t, max_connections, 1024, "connections open at once");
+ABSL_FLAG(size_t, handlers, 16, "handler tasks answering requests");
+ABSL_FLAG(double, drain_timeout, 10,
+          "seconds a graceful close (first SIGINT/SIGTERM) may take before "
+          "what is left is closed");
+ABSL_FLAG(double, read_timeout, 30,
+          "seconds within which a frame begun must arrive whole");
+ABSL_FLAG(double, idle_timeout, 300,
+          "seconds after which a connection without requests is closed");
 
 namespace {
 
 using moonpool::driver::Address;
-using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
+using moonpool::examples::UsageError;
+using moonpool::transport::GracefulShutdown;
+using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::ServerOptions;
 using moonpool::transport::ServerTransport;
+using moonpool::transport::ShutdownStep;
 
+constexpr char kProgram[] = "moonpool-echo-server";
 constexpr char kUsage[] =
-    "usage: moonpool-echo-server --listen HOST:PORT [--max-connections N]\n"
-    "                            [--handlers N] [--drain-timeout SECONDS]\n"
-    "                            [--read-timeout SECONDS] "
-    "[--idle-timeout SECONDS]\n"
-    "  --listen HOST:PORT      address to bind (port 0: any free port; the\n"
-    "                          first line of stdout says which)\n"
-    "  --max-connections N     connections open at once (default 1024)\n"
-    "  --handlers N            handler tasks answering requests (default 16)\n"
-    "  --drain-timeout SECONDS graceful close gives up after this (default "
-    "10)\n"
-    "  --read-timeout SECONDS  a frame begun must arrive whole within this "
-    "(default 30)\n"
-    "  --idle-timeout SECONDS  close connections without requests for this "
-    "long\n"
-    "                          (default 300)\n"
-    "SIGINT/SIGTERM: graceful close (drain), exit 0; a second one: close "
-    "now.\n";
-
-[[noreturn]] void Usage(const std::string& error) {
-  std::fprintf(stderr, "moonpool-echo-server: %s\n%s", error.c_str(), kUsage);
-  std::exit(2);
-}
+    "an echo server: answers every request with its payload.\n\n"
+    "  moonpool-echo-server --listen HOST:PORT [--max-connections N]\n"
+    "      [--handlers N] [--drain-timeout SECONDS] [--read-timeout SECONDS]\n"
+    "      [--idle-timeout SECONDS]\n\n"
+    "Flag names take dashes or underscores. SIGINT/SIGTERM: graceful close\n"
+    "(drain), exit 0; a second one: close now.";
 
 struct Flags {
-  std::string listen;
-  size_t max_connections = 1024;
-  size_t handlers = 16;
-  double drain_timeout_s = 10;
-  double read_timeout_s = 30;
-  double idle_timeout_s = 300;
+  Address listen;
+  size_t max_connections;
+  size_t handlers;
+  double drain_timeout_s;
+  double read_timeout_s;
+  double idle_timeout_s;
 };
 
-Flags ParseFlags(int argc, char** argv) {
+Flags ReadFlags(int argc, char** argv) {
+  moonpool::examples::ParseProgramFlags(argc, argv, kUsage, __FILE__);
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) Usage("missing value for " + std::string(arg));
-    absl::string_view value = argv[++i];
-    bool ok = true;
-    if (arg == "--listen") {
-      f.listen = std::string(value);
-    } else if (arg == "--max-connections") {
-      ok = absl::SimpleAtoi(value, &f.max_connections) && f.max_connections > 0;
-    } else if (arg == "--handlers") {
-      ok = absl::SimpleAtoi(value, &f.handlers) && f.handlers > 0;
-    } else if (arg == "--drain-timeout") {
-      ok =
-          absl::SimpleAtod(value, &f.drain_timeout_s) && f.drain_timeout_s >= 0;
-    } else if (arg == "--read-timeout") {
-      ok = absl::SimpleAtod(value, &f.read_timeout_s) && f.read_timeout_s > 0;
-    } else if (arg == "--idle-timeout") {
-      ok = absl::SimpleAtod(value, &f.idle_timeout_s) && f.idle_timeout_s > 0;
-    } else {
-      Usage("unknown flag " + std::string(arg));
-    }
-    if (!ok)
-      Usage("bad value for " + std::string(arg) + ": " + std::string(value));
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (listen.empty()) UsageError(kProgram, "--listen is required");
+  absl::StatusOr<Address> address = Address::Parse(listen);
+  if (!address.ok()) UsageError(kProgram, address.status().ToString());
+  f.listen = *address;
+  f.max_connections = absl::GetFlag(FLAGS_max_connections);
+  f.handlers = absl::GetFlag(FLAGS_handlers);
+  f.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
+  f.read_timeout_s = absl::GetFlag(FLAGS_read_timeout);
+  f.idle_timeout_s = absl::GetFlag(FLAGS_idle_timeout);
+  if (f.max_connections == 0) UsageError(kProgram, "--max-connections is 0");
+  if (f.handlers == 0) UsageError(kProgram, "--handlers is 0");
+  if (!(f.drain_timeout_s >= 0)) {
+    UsageError(kProgram, "--drain-timeout is negative");
   }
-  if (f.listen.empty()) Usage("--listen is required");
+  if (!(f.read_timeout_s > 0))
+    UsageError(kProgram, "--read-timeout is not > 0");
+  if (!(f.idle_timeout_s > 0))
+    UsageError(kProgram, "--idle-timeout is not > 0");
   return f;
-}
-
-Task<void> Drain(ServerTransport& server) {
-  std::fprintf(stderr, "moonpool-echo-server: draining\n");
-  co_await server.Close(/*drain=*/true);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Flags flags = ParseFlags(argc, argv);
-  absl::StatusOr<Address> address = Address::Parse(flags.listen);
-  if (!address.ok()) Usage(address.status().ToString());
-
-  // Blocked before any thread starts (libuv's included), so only the
-  // sigwait thread below ever takes them. SIGUSR1 is how main stops it.
-  // An ignored signal is discarded even while blocked, and a shell starts
-  // background commands with SIGINT ignored: take the default back first.
-  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) std::signal(sig, SIG_DFL);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const Flags flags = ReadFlags(argc, argv);
 
   UvLoop loop;
   ServerOptions options;
@@ -143,13 +116,33 @@ int main(int argc, char** argv) {
   options.read_timeout = absl::Seconds(flags.read_timeout_s);
   options.idle_timeout = absl::Seconds(flags.idle_timeout_s);
   absl::StatusOr<std::unique_ptr<ServerTransport>> server =
-      ServerTransport::Bind(loop, *address, options);
+      ServerTransport::Bind(loop, flags.listen, options);
   if (!server.ok()) {
     std::fprintf(stderr, "moonpool-echo-server: cannot listen on %s: %s\n",
-                 flags.listen.c_str(), server.status().ToString().c_str());
+                 flags.listen.ToString().c_str(),
+                 server.status().ToString().c_str());
     return 1;
   }
-  std::printf("listening on %s\n", (*server)->address().ToString().c_str());
+  ServerTransport& srv = **server;
+
+  // Watched before the address is printed: a caller that signals as soon
+  // as it has read it must reach the drain, not the default action.
+  GracefulShutdownOptions shutdown_options;
+  shutdown_options.on_signal = [](int signum, ShutdownStep step) {
+    std::fprintf(stderr, "moonpool-echo-server: %s (%s)\n",
+                 step == ShutdownStep::kDrain ? "draining" : "closing now",
+                 strsignal(signum));
+  };
+  absl::StatusOr<std::unique_ptr<GracefulShutdown>> shutdown =
+      GracefulShutdown::Watch(loop, std::move(shutdown_options));
+  if (!shutdown.ok()) {
+    std::fprintf(stderr, "moonpool-echo-server: cannot watch signals: %s\n",
+                 shutdown.status().ToString().c_str());
+    return 1;
+  }
+  (*shutdown)->AddServer(srv);
+
+  std::printf("listening on %s\n", srv.address().ToString().c_str());
   std::fflush(stdout);
 
   bool failed = false;
@@ -158,31 +151,10 @@ int main(int argc, char** argv) {
                  s.ToString().c_str());
     failed = true;
   });
-  moonpool::examples::SpawnEchoHandlers(loop, **server, scope, flags.handlers);
+  moonpool::examples::SpawnEchoHandlers(loop, srv, scope, flags.handlers);
 
-  ServerTransport& srv = **server;
-  std::thread signal_thread([&loop, &scope, &srv, &signals] {
-    int count = 0;
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&signals, &sig) != 0 || sig == SIGUSR1) return;
-      ++count;
-      // Only the loop's thread touches the server: hand it over.
-      loop.PostFromAnyThread([&scope, &srv, count] {
-        if (count == 1) {
-          scope.Spawn(Drain(srv));
-        } else {
-          std::fprintf(stderr, "moonpool-echo-server: closing now\n");
-          scope.Spawn(srv.Close(/*drain=*/false));
-        }
-      });
-    }
-  });
+  loop.Run();  // until the shutdown has closed the server and stopped it
 
-  loop.Run();  // until the close has ended the listener and the handlers
-
-  pthread_kill(signal_thread.native_handle(), SIGUSR1);
-  signal_thread.join();
   moonpool::transport::ServerStats st = srv.stats();
   std::fprintf(stderr,
                "moonpool-echo-server: closed: %llu connections accepted, "
@@ -208,6 +180,7 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(st.backpressure_pauses),
       static_cast<unsigned long long>(st.orphaned_dropped));
   scope.Clear();
+  shutdown->reset();
   server->reset();
   return failed ? 1 : 0;
 }

@@ -15,10 +15,20 @@
 //
 // Progress goes to stderr about once a second (one line rewritten with \r
 // on a terminal, plain lines otherwise); the summary goes to stdout, and
-// with --json also to FILE. Exit status: 0; 1 when a reply did not match its
-// request, when a request never finished, or when one failed with a status
-// that was not expected (any error without --allow-faults; with it, anything
-// but Aborted, Unavailable and DeadlineExceeded); 2 for bad flags.
+// with --json also to FILE.
+//
+// SIGINT or SIGTERM ends the run early (transport::GracefulShutdown): no new
+// request starts, those in flight finish (within --timeout), and the
+// summary covers what ran; a second signal closes the ClientTransports at
+// once (what was in flight fails with Cancelled, which then counts as
+// expected) and the summary follows.
+//
+// Exit status: 0; 1 when a reply did not match its request, when a request
+// never finished, or when one failed with a status that was not expected
+// (any error without --allow-faults; with it, anything but Aborted,
+// Unavailable and DeadlineExceeded); 2 for a flag value out of range (absl's
+// own flag errors, and --help, exit 1).
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,9 +46,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
@@ -51,7 +61,26 @@
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/request_options.h"
+#include "program_flags.h"
+
+ABSL_FLAG(std::string, connect, "",
+          "HOST:PORT of the server to load (default: an echo server in this "
+          "process, on its own thread and loop)");
+ABSL_FLAG(size_t, connections, 1, "connections, one ClientTransport each");
+ABSL_FLAG(size_t, in_flight, 1, "requests kept in flight per connection");
+ABSL_FLAG(size_t, payload, 64,
+          "request (and so reply) payload size in bytes, at most 8 MiB");
+ABSL_FLAG(double, duration, 5, "seconds to send new requests for");
+ABSL_FLAG(double, timeout, 5, "each request's deadline, in seconds");
+ABSL_FLAG(bool, idempotent, false,
+          "mark requests idempotent (sent again after a reconnect)");
+ABSL_FLAG(bool, allow_faults, false,
+          "faults are injected from outside: Aborted, Unavailable and "
+          "DeadlineExceeded are counted, not failures");
+ABSL_FLAG(double, max_backoff, 1, "reconnect backoff ceiling, in seconds");
+ABSL_FLAG(std::string, json, "", "also write the summary to this file as JSON");
 
 namespace {
 
@@ -64,86 +93,56 @@ using moonpool::transport::ClientTransport;
 using moonpool::transport::RequestOptions;
 using Clock = std::chrono::steady_clock;
 
-constexpr char kUsage[] =
-    "usage: moonpool-pingpong [flags]\n"
-    "  --connect HOST:PORT   server to load (default: an echo server in this\n"
-    "                        process, on its own thread and loop)\n"
-    "  --connections N       connections, one ClientTransport each (default "
-    "1)\n"
-    "  --in-flight K         requests kept in flight per connection (default "
-    "1)\n"
-    "  --payload BYTES       request (and so reply) payload size (default 64)\n"
-    "  --duration SECONDS    how long to send new requests (default 5)\n"
-    "  --timeout SECONDS     each request's deadline (default 5)\n"
-    "  --idempotent          mark requests idempotent (resent after a "
-    "reconnect)\n"
-    "  --allow-faults        faults are injected from outside: Aborted,\n"
-    "                        Unavailable and DeadlineExceeded are counted, not "
-    "failures\n"
-    "  --max-backoff SECONDS reconnect backoff ceiling (default 1)\n"
-    "  --json FILE           also write the summary to FILE as JSON\n";
+using moonpool::examples::UsageError;
+using moonpool::transport::GracefulShutdown;
+using moonpool::transport::GracefulShutdownOptions;
+using moonpool::transport::ShutdownStep;
 
-[[noreturn]] void Usage(const std::string& error) {
-  std::fprintf(stderr, "moonpool-pingpong: %s\n%s", error.c_str(), kUsage);
-  std::exit(2);
-}
+constexpr char kProgram[] = "moonpool-pingpong";
+constexpr char kUsage[] =
+    "a closed-loop load generator: K requests in flight on each of N\n"
+    "connections, every reply checked against its request.\n\n"
+    "  moonpool-pingpong [--connect HOST:PORT] [--connections N]\n"
+    "      [--in-flight K] [--payload BYTES] [--duration SECONDS]\n"
+    "      [--timeout SECONDS] [--idempotent] [--allow-faults]\n"
+    "      [--max-backoff SECONDS] [--json FILE]\n\n"
+    "Flag names take dashes or underscores. SIGINT/SIGTERM: stop starting\n"
+    "requests and report; a second one: cancel what is in flight.";
 
 struct Flags {
   std::string connect;
-  size_t connections = 1;
-  size_t in_flight = 1;
-  size_t payload = 64;
-  double duration_s = 5;
-  double timeout_s = 5;
-  double max_backoff_s = 1;
-  bool idempotent = false;
-  bool allow_faults = false;
+  size_t connections;
+  size_t in_flight;
+  size_t payload;
+  double duration_s;
+  double timeout_s;
+  double max_backoff_s;
+  bool idempotent;
+  bool allow_faults;
   std::string json;
 };
 
-Flags ParseFlags(int argc, char** argv) {
+Flags ReadFlags(int argc, char** argv) {
+  moonpool::examples::ParseProgramFlags(argc, argv, kUsage, __FILE__);
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--idempotent") {
-      f.idempotent = true;
-      continue;
-    }
-    if (arg == "--allow-faults") {
-      f.allow_faults = true;
-      continue;
-    }
-    if (i + 1 >= argc) Usage("missing value for " + std::string(arg));
-    absl::string_view value = argv[++i];
-    bool ok = true;
-    if (arg == "--connect") {
-      f.connect = std::string(value);
-    } else if (arg == "--connections") {
-      ok = absl::SimpleAtoi(value, &f.connections) && f.connections > 0;
-    } else if (arg == "--in-flight") {
-      ok = absl::SimpleAtoi(value, &f.in_flight) && f.in_flight > 0;
-    } else if (arg == "--payload") {
-      ok =
-          absl::SimpleAtoi(value, &f.payload) && f.payload <= (size_t{8} << 20);
-    } else if (arg == "--duration") {
-      ok = absl::SimpleAtod(value, &f.duration_s) && f.duration_s >= 0;
-    } else if (arg == "--timeout") {
-      ok = absl::SimpleAtod(value, &f.timeout_s) && f.timeout_s > 0;
-    } else if (arg == "--max-backoff") {
-      ok = absl::SimpleAtod(value, &f.max_backoff_s) && f.max_backoff_s > 0;
-    } else if (arg == "--json") {
-      f.json = std::string(value);
-    } else {
-      Usage("unknown flag " + std::string(arg));
-    }
-    if (!ok) {
-      Usage("bad value for " + std::string(arg) + ": " + std::string(value));
-    }
+  f.connect = absl::GetFlag(FLAGS_connect);
+  f.connections = absl::GetFlag(FLAGS_connections);
+  f.in_flight = absl::GetFlag(FLAGS_in_flight);
+  f.payload = absl::GetFlag(FLAGS_payload);
+  f.duration_s = absl::GetFlag(FLAGS_duration);
+  f.timeout_s = absl::GetFlag(FLAGS_timeout);
+  f.max_backoff_s = absl::GetFlag(FLAGS_max_backoff);
+  f.idempotent = absl::GetFlag(FLAGS_idempotent);
+  f.allow_faults = absl::GetFlag(FLAGS_allow_faults);
+  f.json = absl::GetFlag(FLAGS_json);
+  if (f.connections == 0) UsageError(kProgram, "--connections is 0");
+  if (f.in_flight == 0) UsageError(kProgram, "--in-flight is 0");
+  if (f.payload > (size_t{8} << 20)) {
+    UsageError(kProgram, "--payload is over 8 MiB");
   }
+  if (!(f.duration_s >= 0)) UsageError(kProgram, "--duration is negative");
+  if (!(f.timeout_s > 0)) UsageError(kProgram, "--timeout is not > 0");
+  if (!(f.max_backoff_s > 0)) UsageError(kProgram, "--max-backoff is not > 0");
   return f;
 }
 
@@ -206,12 +205,18 @@ struct Run {
   uint64_t unexpected = 0;
   std::map<absl::StatusCode, uint64_t> errors;
   Histogram latency;
+  // A signal ended the run early; a second one closed the clients.
+  bool interrupted = false;
+  bool closed_now = false;
 };
 
-bool Expected(const Flags& flags, absl::StatusCode code) {
-  return flags.allow_faults && (code == absl::StatusCode::kAborted ||
-                                code == absl::StatusCode::kUnavailable ||
-                                code == absl::StatusCode::kDeadlineExceeded);
+bool Expected(const Run& run, absl::StatusCode code) {
+  // Closing the clients at the second signal cancels what was in flight.
+  if (run.closed_now && code == absl::StatusCode::kCancelled) return true;
+  return run.flags.allow_faults &&
+         (code == absl::StatusCode::kAborted ||
+          code == absl::StatusCode::kUnavailable ||
+          code == absl::StatusCode::kDeadlineExceeded);
 }
 
 // Fills `payload` with bytes only this worker sends; each request then
@@ -258,7 +263,7 @@ Task<void> Worker(Run& run, ClientTransport& client, uint64_t worker) {
       continue;
     }
     ++run.errors[reply.status().code()];
-    if (!Expected(run.flags, reply.status().code())) {
+    if (!Expected(run, reply.status().code())) {
       if (++run.unexpected <= 10) {
         std::fprintf(stderr,
                      "\nmoonpool-pingpong: UNEXPECTED: request %" PRIu64
@@ -304,16 +309,31 @@ Task<void> Progress(Run& run, Clock::time_point start) {
   if (tty) std::fputc('\n', stderr);
 }
 
+// The program's drain: the signal has moved run.end to now, so no worker
+// starts another request; this ends when the last one has its outcome.
+Task<void> WorkersDone(Run& run) {
+  while (run.live_workers > 0) {
+    co_await moonpool::driver::Sleep(*run.loop, absl::Milliseconds(5));
+  }
+}
+
+// Connections made and requests sent again, summed over the Peers.
+struct PeerTotals {
+  bool read = false;
+  uint64_t tcp_connections = 0;
+  uint64_t retries = 0;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  Flags flags = ParseFlags(argc, argv);
+  const Flags flags = ReadFlags(argc, argv);
 
   moonpool::examples::EchoServerThread server_thread;
   Address server;
   if (!flags.connect.empty()) {
     absl::StatusOr<Address> a = Address::Parse(flags.connect);
-    if (!a.ok()) Usage(a.status().ToString());
+    if (!a.ok()) UsageError(kProgram, a.status().ToString());
     server = *a;
   } else {
     moonpool::transport::ServerOptions options;
@@ -351,6 +371,50 @@ int main(int argc, char** argv) {
                flags.payload, flags.duration_s,
                flags.idempotent ? ", idempotent" : "");
 
+  // What the Peers saw, read once: before the clients close, whether the
+  // run ends by itself or a signal's shutdown closes them.
+  PeerTotals peers;
+  auto read_peers = [&peers, &clients, &server] {
+    if (peers.read) return;
+    peers.read = true;
+    for (const auto& c : clients) {
+      if (const moonpool::driver::Peer* peer = c->peer(server)) {
+        peers.tcp_connections += peer->stats().connections;
+        peers.retries += peer->stats().retries;
+      }
+    }
+  };
+  GracefulShutdownOptions shutdown_options;
+  shutdown_options.stop_loop = false;  // RunUntil waits for the workers
+  // In flight requests end by their deadline; past it, silence is reported.
+  shutdown_options.drain_timeout = absl::Seconds(flags.timeout_s + 5);
+  shutdown_options.on_signal = [&run, &loop](int signum, ShutdownStep step) {
+    run.interrupted = true;
+    if (step == ShutdownStep::kDrain) {
+      run.end = std::min(run.end, loop.Now());
+      std::fprintf(stderr,
+                   "\nmoonpool-pingpong: %s: no new requests; waiting for "
+                   "those in flight\n",
+                   strsignal(signum));
+    } else {
+      run.closed_now = true;
+      std::fprintf(stderr,
+                   "\nmoonpool-pingpong: %s: closing now (in flight: "
+                   "Cancelled)\n",
+                   strsignal(signum));
+    }
+  };
+  shutdown_options.on_closing = read_peers;
+  absl::StatusOr<std::unique_ptr<GracefulShutdown>> shutdown =
+      GracefulShutdown::Watch(loop, std::move(shutdown_options));
+  if (!shutdown.ok()) {
+    std::fprintf(stderr, "moonpool-pingpong: cannot watch signals: %s\n",
+                 shutdown.status().ToString().c_str());
+    return 1;
+  }
+  for (const auto& c : clients) (*shutdown)->AddClient(*c);
+  (*shutdown)->SetDrain([&run] { return WorkersDone(run); });
+
   bool task_failed = false;
   Clock::time_point start = Clock::now();
   run.end = loop.Now() + absl::Seconds(flags.duration_s);
@@ -381,15 +445,12 @@ int main(int argc, char** argv) {
     }
   }  // destroys what is left of the tasks
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  // What the Peers saw: reconnections and requests sent again.
-  uint64_t tcp_connections = 0;
-  uint64_t retries = 0;
-  for (const auto& c : clients) {
-    if (const moonpool::driver::Peer* peer = c->peer(server)) {
-      tcp_connections += peer->stats().connections;
-      retries += peer->stats().retries;
-    }
-  }
+  read_peers();
+  const uint64_t tcp_connections = peers.tcp_connections;
+  const uint64_t retries = peers.retries;
+  // It borrows the clients: gone first (and from here on a signal has its
+  // default action again).
+  shutdown->reset();
   for (auto& c : clients) c->Close();
   clients.clear();
   loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(50));
@@ -425,7 +486,8 @@ int main(int argc, char** argv) {
   std::printf("peers:      %" PRIu64 " TCP connections made, %" PRIu64
               " requests sent again after a connection ended\n",
               tcp_connections, retries);
-  std::printf("result:     %s\n", passed ? "PASS" : "FAIL");
+  std::printf("result:     %s%s\n", passed ? "PASS" : "FAIL",
+              run.interrupted ? " (interrupted by a signal)" : "");
 
   if (!flags.json.empty()) {
     std::string outcomes = absl::StrCat("\"OK\": ", run.ok);
@@ -448,6 +510,7 @@ int main(int argc, char** argv) {
         ",\n  \"unexpected\": ", run.unexpected,
         ",\n  \"tcp_connections\": ", tcp_connections,
         ",\n  \"retries\": ", retries,
+        ",\n  \"interrupted\": ", run.interrupted ? "true" : "false",
         ",\n  \"passed\": ", passed ? "true" : "false", "\n}\n");
     FILE* f = std::fopen(flags.json.c_str(), "w");
     if (f == nullptr || std::fputs(json.c_str(), f) < 0 ||

@@ -48,9 +48,15 @@ struct ServerOptions {
   absl::Duration read_timeout = absl::Seconds(30);
   // A connection with no request in flight and no request or one-way
   // message received for this long is closed: with Goodbye once past the
-  // handshake (its client reconnects when it next has something to send),
-  // at once before. Pings and pongs are not activity. Counted in
+  // handshake, at once before. Pings and pongs are not activity. Counted in
   // ServerStats::idle_timeouts.
+  //
+  // What the client's Peer does with the Goodbye: it finishes the close
+  // and reconnects at once, after its backoff delay, whether or not it has
+  // anything to send (a Peer keeps its connection up). Requests made in the
+  // meantime wait in its queue and go out on the new connection; none fails
+  // because of the close. So an idle client is not dropped for good: it
+  // costs one reconnection per idle_timeout.
   absl::Duration idle_timeout = absl::Minutes(5);
 
   // Close(/*drain=*/true) closes whatever is still open after this long.
