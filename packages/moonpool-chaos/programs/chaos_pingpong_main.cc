@@ -22,12 +22,25 @@
 //     (those are sent again instead);
 //   - in phase two, anything but the right reply.
 // Outcome counts and injected fault counts go to stdout (and, with --json,
-// to FILE); 2 is the exit status for bad flags.
+// to FILE).
+//
+// SIGINT or SIGTERM ends the run early (transport::GracefulShutdown): no
+// new request starts, those in flight finish, the quiet phase is skipped
+// and the summary covers what ran; a second signal closes the
+// ClientTransports at once (what was in flight fails with Cancelled, which
+// then is no violation).
+//
+// Exit status: 0 when every promise held; 1 for a violation; 128 + the
+// signal's number (130 for SIGINT) for a run a signal ended early without a
+// violation; 2 for a flag value out of range (absl's own flag errors, and
+// --help, exit 1).
 //
 // `--config random` draws ChaosConfig::Random from the seed (swarm: some
 // families off); `storm` turns every kind the shim applies on at rates that
 // make each happen within a few seconds; FILE is a key=value plan in the
 // format moonpool-sim reads (ReadChaosConfigFile, seed_runner.h).
+#include <signal.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdint>
@@ -37,11 +50,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -55,7 +69,24 @@
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/request_options.h"
+#include "program_flags.h"
+
+ABSL_FLAG(std::string, connect, "", "HOST:PORT of the echo server (required)");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the fault decisions");
+ABSL_FLAG(std::string, config, "storm",
+          "random (drawn from the seed), none, storm (every fault kind, "
+          "often), or FILE (key=value, as moonpool-sim reads it)");
+ABSL_FLAG(uint64_t, requests, 2000, "requests with faults on");
+ABSL_FLAG(uint64_t, quiet_requests, 200, "requests after the faults are off");
+ABSL_FLAG(size_t, connections, 4, "ClientTransports, one connection each");
+ABSL_FLAG(size_t, in_flight, 4, "requests in flight per connection");
+ABSL_FLAG(size_t, payload, 256, "payload size in bytes, 8 to 8 MiB");
+ABSL_FLAG(std::string, idempotent, "mixed",
+          "which requests are idempotent: all, none or mixed (odd ids)");
+ABSL_FLAG(double, timeout, 2, "each request's deadline, in seconds");
+ABSL_FLAG(std::string, json, "", "also write the summary to this file as JSON");
 
 namespace {
 
@@ -71,88 +102,63 @@ using moonpool::transport::ClientOptions;
 using moonpool::transport::ClientTransport;
 using moonpool::transport::RequestOptions;
 
-constexpr char kUsage[] =
-    "usage: moonpool-chaos-pingpong --connect HOST:PORT [flags]\n"
-    "  --seed N              seed of the fault decisions (default 1)\n"
-    "  --config KIND         random (drawn from the seed), none, storm\n"
-    "                        (every fault kind, often; default), or FILE\n"
-    "                        (key=value, as moonpool-sim reads it)\n"
-    "  --requests N          requests with faults on (default 2000)\n"
-    "  --quiet-requests N    requests after the faults are off (default "
-    "200)\n"
-    "  --connections N       ClientTransports, one connection each "
-    "(default 4)\n"
-    "  --in-flight K         requests in flight per connection (default 4)\n"
-    "  --payload BYTES       payload size, at least 8 (default 256)\n"
-    "  --idempotent MODE     all, none or mixed (odd ids; default mixed)\n"
-    "  --timeout SECONDS     each request's deadline (default 2)\n"
-    "  --json FILE           also write the summary to FILE as JSON\n";
+using moonpool::examples::UsageError;
+using moonpool::transport::GracefulShutdown;
+using moonpool::transport::GracefulShutdownOptions;
+using moonpool::transport::ShutdownStep;
 
-[[noreturn]] void Usage(const std::string& error) {
-  std::fprintf(stderr, "moonpool-chaos-pingpong: %s\n%s", error.c_str(),
-               kUsage);
-  std::exit(2);
-}
+constexpr char kProgram[] = "moonpool-chaos-pingpong";
+constexpr char kUsage[] =
+    "the transport's outcome promises checked on real sockets under\n"
+    "injected faults, against a real echo server.\n\n"
+    "  moonpool-chaos-pingpong --connect HOST:PORT [--seed N]\n"
+    "      [--config random|none|storm|FILE] [--requests N]\n"
+    "      [--quiet-requests N] [--connections N] [--in-flight K]\n"
+    "      [--payload BYTES] [--idempotent all|none|mixed]\n"
+    "      [--timeout SECONDS] [--json FILE]\n\n"
+    "Flag names take dashes or underscores. SIGINT/SIGTERM: stop starting\n"
+    "requests and report; a second one: cancel what is in flight.";
 
 struct Flags {
   std::string connect;
-  uint64_t seed = 1;
-  std::string config = "storm";
-  uint64_t requests = 2000;
-  uint64_t quiet_requests = 200;
-  size_t connections = 4;
-  size_t in_flight = 4;
-  size_t payload = 256;
-  std::string idempotent = "mixed";
-  double timeout_s = 2;
+  uint64_t seed;
+  std::string config;
+  uint64_t requests;
+  uint64_t quiet_requests;
+  size_t connections;
+  size_t in_flight;
+  size_t payload;
+  std::string idempotent;
+  double timeout_s;
   std::string json;
 };
 
-Flags ParseFlags(int argc, char** argv) {
+Flags ReadFlags(int argc, char** argv) {
+  moonpool::examples::ParseProgramFlags(argc, argv, kUsage, __FILE__);
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) Usage("missing value for " + std::string(arg));
-    absl::string_view value = argv[++i];
-    bool ok = true;
-    if (arg == "--connect") {
-      f.connect = std::string(value);
-    } else if (arg == "--seed") {
-      ok = absl::SimpleAtoi(value, &f.seed);
-    } else if (arg == "--config") {
-      f.config = std::string(value);
-      ok = !f.config.empty();
-    } else if (arg == "--requests") {
-      ok = absl::SimpleAtoi(value, &f.requests);
-    } else if (arg == "--quiet-requests") {
-      ok = absl::SimpleAtoi(value, &f.quiet_requests);
-    } else if (arg == "--connections") {
-      ok = absl::SimpleAtoi(value, &f.connections) && f.connections > 0;
-    } else if (arg == "--in-flight") {
-      ok = absl::SimpleAtoi(value, &f.in_flight) && f.in_flight > 0;
-    } else if (arg == "--payload") {
-      ok = absl::SimpleAtoi(value, &f.payload) && f.payload >= 8 &&
-           f.payload <= (size_t{8} << 20);
-    } else if (arg == "--idempotent") {
-      f.idempotent = std::string(value);
-      ok = f.idempotent == "all" || f.idempotent == "none" ||
-           f.idempotent == "mixed";
-    } else if (arg == "--timeout") {
-      ok = absl::SimpleAtod(value, &f.timeout_s) && f.timeout_s > 0;
-    } else if (arg == "--json") {
-      f.json = std::string(value);
-    } else {
-      Usage("unknown flag " + std::string(arg));
-    }
-    if (!ok) {
-      Usage("bad value for " + std::string(arg) + ": " + std::string(value));
-    }
+  f.connect = absl::GetFlag(FLAGS_connect);
+  f.seed = absl::GetFlag(FLAGS_seed);
+  f.config = absl::GetFlag(FLAGS_config);
+  f.requests = absl::GetFlag(FLAGS_requests);
+  f.quiet_requests = absl::GetFlag(FLAGS_quiet_requests);
+  f.connections = absl::GetFlag(FLAGS_connections);
+  f.in_flight = absl::GetFlag(FLAGS_in_flight);
+  f.payload = absl::GetFlag(FLAGS_payload);
+  f.idempotent = absl::GetFlag(FLAGS_idempotent);
+  f.timeout_s = absl::GetFlag(FLAGS_timeout);
+  f.json = absl::GetFlag(FLAGS_json);
+  if (f.connect.empty()) UsageError(kProgram, "--connect is required");
+  if (f.config.empty()) UsageError(kProgram, "--config is empty");
+  if (f.connections == 0) UsageError(kProgram, "--connections is 0");
+  if (f.in_flight == 0) UsageError(kProgram, "--in-flight is 0");
+  if (f.payload < 8 || f.payload > (size_t{8} << 20)) {
+    UsageError(kProgram, "--payload is not within 8 bytes to 8 MiB");
   }
-  if (f.connect.empty()) Usage("--connect is required");
+  if (f.idempotent != "all" && f.idempotent != "none" &&
+      f.idempotent != "mixed") {
+    UsageError(kProgram, "--idempotent is not all, none or mixed");
+  }
+  if (!(f.timeout_s > 0)) UsageError(kProgram, "--timeout is not > 0");
   return f;
 }
 
@@ -203,6 +209,11 @@ struct Run {
   Flags flags;
   Address server;
   uint64_t next_id = 0;
+  Phase* current = nullptr;  // the phase running
+  // The signal that ended the run early (0: none), and whether a second
+  // one closed the clients (so Cancelled is expected).
+  int stop_signal = 0;
+  bool closed_now = false;
 };
 
 void Violation(Phase& phase, const std::string& what) {
@@ -242,10 +253,11 @@ Task<void> Worker(Run& run, Phase& phase, ClientTransport& client) {
     const absl::StatusCode code = reply.status().code();
     ++phase.errors[code];
     const bool allowed =
-        phase.faults &&
-        (code == absl::StatusCode::kDeadlineExceeded ||
-         code == absl::StatusCode::kUnavailable ||
-         (code == absl::StatusCode::kAborted && !options.idempotent));
+        (phase.faults &&
+         (code == absl::StatusCode::kDeadlineExceeded ||
+          code == absl::StatusCode::kUnavailable ||
+          (code == absl::StatusCode::kAborted && !options.idempotent))) ||
+        (run.closed_now && code == absl::StatusCode::kCancelled);
     if (!allowed) {
       Violation(phase, absl::StrCat("request ", id,
                                     options.idempotent ? " (idempotent)" : "",
@@ -261,6 +273,7 @@ Task<void> Worker(Run& run, Phase& phase, ClientTransport& client) {
 bool RunPhase(Run& run, Phase& phase,
               std::vector<std::unique_ptr<ClientTransport>>& clients,
               TaskScope& scope) {
+  run.current = &phase;
   for (auto& client : clients) {
     for (size_t k = 0; k < run.flags.in_flight; ++k) {
       ++phase.live_workers;
@@ -282,6 +295,14 @@ bool RunPhase(Run& run, Phase& phase,
     Violation(phase, absl::StrCat(silent, " request(s) had no outcome"));
   }
   return silent == 0;
+}
+
+// The program's drain: the signal has stopped the phase from starting
+// requests; this ends when its last one has its outcome.
+Task<void> WorkersDone(Run& run) {
+  while (run.current != nullptr && run.current->live_workers > 0) {
+    co_await moonpool::driver::Sleep(*run.loop, absl::Milliseconds(5));
+  }
 }
 
 std::string Outcomes(const Phase& p, bool json) {
@@ -307,9 +328,9 @@ std::string PhaseJson(const Phase& p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Flags flags = ParseFlags(argc, argv);
+  const Flags flags = ReadFlags(argc, argv);
   absl::StatusOr<Address> server = Address::Parse(flags.connect);
-  if (!server.ok()) Usage(server.status().ToString());
+  if (!server.ok()) UsageError(kProgram, server.status().ToString());
 
   ChaosConfig chaos;
   if (flags.config == "storm") {
@@ -320,7 +341,7 @@ int main(int argc, char** argv) {
   } else if (flags.config != "none") {
     absl::StatusOr<ChaosConfig> file =
         moonpool::chaos::ReadChaosConfigFile(flags.config);
-    if (!file.ok()) Usage(file.status().ToString());
+    if (!file.ok()) UsageError(kProgram, file.status().ToString());
     chaos = *file;
   }
 
@@ -352,6 +373,37 @@ int main(int argc, char** argv) {
   faulty.total = flags.requests;
   Phase quiet;
   quiet.total = flags.quiet_requests;
+
+  // Signals come from the UvLoop under the FaultyLoop (the one that runs).
+  GracefulShutdownOptions shutdown_options;
+  shutdown_options.stop_loop = false;  // RunUntil waits for the workers
+  shutdown_options.drain_timeout = absl::Seconds(flags.timeout_s + 5);
+  shutdown_options.on_signal = [&run](int signum, ShutdownStep step) {
+    if (step == ShutdownStep::kDrain) {
+      run.stop_signal = signum;
+      if (run.current != nullptr) run.current->total = run.current->next;
+      std::fprintf(stderr,
+                   "moonpool-chaos-pingpong: %s: no new requests; waiting "
+                   "for those in flight\n",
+                   strsignal(signum));
+    } else {
+      run.closed_now = true;
+      std::fprintf(stderr,
+                   "moonpool-chaos-pingpong: %s: closing now (in flight: "
+                   "Cancelled)\n",
+                   strsignal(signum));
+    }
+  };
+  absl::StatusOr<std::unique_ptr<GracefulShutdown>> shutdown =
+      GracefulShutdown::Watch(uv, std::move(shutdown_options));
+  if (!shutdown.ok()) {
+    std::fprintf(stderr, "moonpool-chaos-pingpong: cannot watch signals: %s\n",
+                 shutdown.status().ToString().c_str());
+    return 1;
+  }
+  for (const auto& c : clients) (*shutdown)->AddClient(*c);
+  (*shutdown)->SetDrain([&run] { return WorkersDone(run); });
+
   bool task_failed = false;
   FaultCounts faults;
   {
@@ -360,24 +412,30 @@ int main(int argc, char** argv) {
                    s.ToString().c_str());
       task_failed = true;
     });
-    if (RunPhase(run, faulty, clients, scope)) {
+    if (RunPhase(run, faulty, clients, scope) && run.stop_signal == 0) {
       faults = loop.faults();
       loop.set_chaos(ChaosConfig::None());
       // Faults already decided (held bytes, a reset, a hung connect) play
       // out; the Peers reconnect.
-      loop.RunUntil([] { return false; },
+      loop.RunUntil([&run] { return run.stop_signal != 0; },
                     loop.Now() + chaos.stall_max + absl::Milliseconds(500));
-      RunPhase(run, quiet, clients, scope);
+      if (run.stop_signal == 0) RunPhase(run, quiet, clients, scope);
     } else {
       faults = loop.faults();
     }
+    run.current = nullptr;
   }  // destroys what is left of the tasks
+  // It borrows the clients: gone first (and from here on a signal has its
+  // default action again).
+  shutdown->reset();
   for (auto& c : clients) c->Close();
   loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(50));
   clients.clear();
 
-  const bool passed = faulty.violations == 0 && quiet.violations == 0 &&
-                      !task_failed && quiet.ok == quiet.total;
+  const bool clean =
+      faulty.violations == 0 && quiet.violations == 0 && !task_failed;
+  const bool passed = clean && run.stop_signal == 0 && quiet.ok == quiet.total;
+  const bool interrupted = clean && run.stop_signal != 0;
   std::printf("config:     %s %s\n", flags.config.c_str(),
               chaos.ToString().c_str());
   std::printf("faults on:  %" PRIu64 " requests: %s  violations=%" PRIu64 "\n",
@@ -385,7 +443,9 @@ int main(int argc, char** argv) {
   std::printf("quiet:      %" PRIu64 " requests: %s  violations=%" PRIu64 "\n",
               quiet.next, Outcomes(quiet, false).c_str(), quiet.violations);
   std::printf("injected:   %s\n", faults.ToString().c_str());
-  std::printf("result:     %s\n", passed ? "PASS" : "FAIL");
+  std::printf("result:     %s\n", passed        ? "PASS"
+                                  : interrupted ? "INTERRUPTED (no violation)"
+                                                : "FAIL");
 
   if (!flags.json.empty()) {
     const std::string json = absl::StrCat(
@@ -400,6 +460,7 @@ int main(int argc, char** argv) {
         ", \"connects_refused\": ", faults.connects_refused,
         ", \"connects_hung\": ", faults.connects_hung,
         "},\n  \"task_failed\": ", task_failed ? "true" : "false",
+        ",\n  \"interrupted_by_signal\": ", run.stop_signal,
         ",\n  \"passed\": ", passed ? "true" : "false", "\n}\n");
     FILE* f = std::fopen(flags.json.c_str(), "w");
     if (f == nullptr || std::fputs(json.c_str(), f) < 0 ||
@@ -409,5 +470,6 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  return passed ? 0 : 1;
+  if (passed) return 0;
+  return interrupted ? 128 + run.stop_signal : 1;
 }
