@@ -11,8 +11,6 @@
 #include "gtest/gtest.h"
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/protocol/connection.h"
-#include "moonpool/wire/byte_buffer.h"
-#include "moonpool/wire/frame_encoder.h"
 
 namespace moonpool::protocol {
 namespace {
@@ -35,13 +33,6 @@ BuggifyFn Only(absl::string_view site, std::set<std::string>* asked) {
 ConnectionOptions With(ConnectionOptions o, BuggifyFn fn) {
   o.buggify = std::move(fn);
   return o;
-}
-
-std::string EncodedPing(uint64_t nonce) {
-  wire::FrameEncoder encoder;
-  wire::ByteBuffer out;
-  EXPECT_TRUE(encoder.Encode(wire::Ping{nonce}, out).ok());
-  return std::string(out.Readable().data(), out.Readable().size());
 }
 
 TEST(ConnectionBuggify, SitesAreNamedByTheirLayerAndListedOnce) {
@@ -141,50 +132,37 @@ TEST(ConnectionBuggify, ReleaseIdleOutputGivesStorageBackBeforeEveryFrame) {
   }
 }
 
-TEST(ConnectionBuggify, CoalescePongAnswersPingsWithTheUnwrittenPong) {
-  for (bool buggify : {false, true}) {
-    SCOPED_TRACE(buggify ? "buggify" : "ordinary");
-    ConnectionOptions server = ServerOptions();
-    server.max_queued_pongs = 3;
-    if (buggify) {
-      server = With(server, Only(buggify_sites::kCoalescePong, nullptr));
-    }
-    ConnectionPair p(ClientOptions(), server);
-    p.Open();
-    const size_t one_pong = EncodedPing(1).size();  // the same frame size
-    for (uint64_t i = 1; i <= 3; ++i) {
-      p.server.Receive(EncodedPing(i), p.now);
-      EXPECT_TRUE(Drain(p.server).empty());
-    }
-    // Three pings, one pong written or three.
-    EXPECT_EQ(p.server.PendingOutput().size(), (buggify ? 1 : 3) * one_pong);
-    EXPECT_EQ(p.server.stats().pings_received, 3u);
-    // Still owed: the flood bound counts the coalesced ones.
-    p.server.Receive(EncodedPing(4), p.now);
-    auto events = Drain(p.server);
-    ASSERT_EQ(events.size(), 1u);
-    EXPECT_EQ(events[0].kind, Recorded::kClosed);
-    EXPECT_EQ(events[0].status.code(), absl::StatusCode::kResourceExhausted);
-  }
-}
-
-TEST(ConnectionBuggify, CoalescePongNeverSkipsThePongOfAPingAfterAWrite) {
+TEST(ConnectionBuggify, EarlyWakeupComesHalfwayAndFindsNothingToDo) {
   ConnectionPair p(
-      ClientOptions(),
-      With(ServerOptions(), Only(buggify_sites::kCoalescePong, nullptr)));
+      With(ClientOptions(), Only(buggify_sites::kEarlyWakeup, nullptr)));
   p.Open();
-  const size_t one_pong = EncodedPing(1).size();
-  p.server.Receive(EncodedPing(1), p.now);
-  EXPECT_TRUE(Drain(p.server).empty());
-  EXPECT_EQ(p.server.PendingOutput().size(), one_pong);
-  // The pong is written, but other output remains behind it: the next ping
-  // still gets a pong of its own.
-  ASSERT_TRUE(p.server.SendOneWay(0, "behind").ok());
-  p.server.ConsumeOutput(one_pong);
-  const size_t behind = p.server.PendingOutput().size();
-  p.server.Receive(EncodedPing(2), p.now);
-  EXPECT_TRUE(Drain(p.server).empty());
-  EXPECT_EQ(p.server.PendingOutput().size(), behind + one_pong);
+  const absl::Time ping_due = p.now + absl::Seconds(1);
+  // Halfway, then halfway again, until a millisecond from the ping.
+  absl::Time t = p.now;
+  int wakeups = 0;
+  while (true) {
+    const absl::Time wake = p.client.NextWakeup();
+    ASSERT_GT(wake, t);
+    ASSERT_LE(wake, ping_due);
+    if (wake == ping_due) break;
+    EXPECT_EQ(wake - t, (ping_due - t) / 2);
+    t = wake;
+    p.client.AdvanceTime(t);
+    EXPECT_TRUE(Drain(p.client).empty());
+    EXPECT_TRUE(p.client.PendingOutput().empty());
+    ++wakeups;
+    ASSERT_LT(wakeups, 20);
+  }
+  EXPECT_EQ(wakeups, 10);  // 1 s halved down to under 1 ms
+  EXPECT_EQ(p.client.stats().pings_sent, 0u);
+  // The real wakeup does what is due.
+  p.client.AdvanceTime(ping_due);
+  EXPECT_EQ(p.client.stats().pings_sent, 1u);
+  EXPECT_EQ(p.client.state(), ConnectionState::kOpen);
+  // Closed: never, whatever the site says.
+  p.client.OnTransportClosed(absl::UnavailableError("reset"), ping_due);
+  Drain(p.client);
+  EXPECT_EQ(p.client.NextWakeup(), absl::InfiniteFuture());
 }
 
 }  // namespace

@@ -164,7 +164,14 @@ class RandomRun {
         DrainClient();
         break;
       default:
-        now_ += absl::Milliseconds(Random(Chance(0.1) ? 3000 : 300));
+        if (Chance(0.3)) {
+          // To the earliest wakeup either side asks for, as a driver would.
+          const absl::Time wake =
+              std::min(client_.NextWakeup(), server_.NextWakeup());
+          if (wake != absl::InfiniteFuture()) now_ = std::max(now_, wake);
+        } else {
+          now_ += absl::Milliseconds(Random(Chance(0.1) ? 3000 : 300));
+        }
         client_.AdvanceTime(now_);
         server_.AdvanceTime(now_);
         DrainClient();

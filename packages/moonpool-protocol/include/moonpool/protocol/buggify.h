@@ -64,10 +64,10 @@ inline constexpr absl::string_view kEarlyPing = "protocol.early_ping";
 // frames: every frame then lands in fresh storage.
 inline constexpr absl::string_view kReleaseIdleOutput =
     "protocol.release_idle_output";
-// A ping that arrives while a pong is still unwritten gets no pong of its
-// own: the one queued says as much (any byte is a sign of life, and a
-// pong's nonce is not checked).
-inline constexpr absl::string_view kCoalescePong = "protocol.coalesce_pong";
+// Connection::NextWakeup answers halfway to what is due (down to a
+// millisecond ahead): the driver wakes early, AdvanceTime finds nothing to
+// do, and the driver arms its timer again.
+inline constexpr absl::string_view kEarlyWakeup = "protocol.early_wakeup";
 
 }  // namespace buggify_sites
 
@@ -76,7 +76,7 @@ inline constexpr absl::string_view kBuggifySites[] = {
     buggify_sites::kTinyReceiveBuffer,
     buggify_sites::kEarlyPing,
     buggify_sites::kReleaseIdleOutput,
-    buggify_sites::kCoalescePong,
+    buggify_sites::kEarlyWakeup,
 };
 
 }  // namespace moonpool::protocol

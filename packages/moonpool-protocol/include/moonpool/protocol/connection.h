@@ -147,6 +147,8 @@ class Connection {
   // it are valid until the next non-const call.
   std::optional<Event> NextEvent();
   // When AdvanceTime should next be called; InfiniteFuture() for never.
+  // Earlier than anything is due when the Buggify site
+  // protocol.early_wakeup fires: AdvanceTime then does nothing.
   absl::Time NextWakeup() const;
   // True once the connection is over (kClosed), or closing with nothing left
   // to answer, wait for or write: the driver should close the socket.
@@ -224,13 +226,13 @@ class Connection {
 
   // Keepalive.
   absl::Time last_receive_;
+  // The latest time an input brought (AdvanceTime, bytes received).
+  absl::Time latest_now_;
   absl::Time next_ping_;
   uint64_t next_ping_nonce_ = 1;
   // Output offset just past the last ping: unwritten while consumed_bytes_
   // is below it.
   uint64_t last_ping_end_ = 0;
-  // The same for the last pong.
-  uint64_t last_pong_end_ = 0;
   size_t queued_pongs_ = 0;
 
   // Events produced by inputs other than a frame read (time, close), and
