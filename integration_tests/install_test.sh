@@ -3,7 +3,8 @@
 #   1. `cmake --install` the superbuild's build tree into a fresh prefix and
 #      check the installed layout of every layer the superbuild builds;
 #   2. configure, build and run integration_tests/find_package_consumer out of
-#      tree against that prefix (find_package(moonpool-wire), moonpool::wire);
+#      tree against that prefix (find_package(moonpool-wire), moonpool::wire;
+#      find_package(moonpool-transport) with a user's own .capnp schema);
 #   3. configure and build every packages/moonpool-<layer> standalone against
 #      that prefix (BUILD_TESTING=OFF), so each layer finds the ones below it
 #      installed.
@@ -167,6 +168,11 @@ step consumer-build "${cmake_cmd}" --build "${consumer_build}"
 echo "install_test: running the consumer:"
 if ! "${consumer_build}/find_package_consumer" 2>&1 | sed 's/^/  | /'; then
   fail "find_package_consumer failed (its output is above)"
+fi
+# Its second program: moonpool::transport with a schema of its own, compiled
+# as the transport README shows.
+if ! "${consumer_build}/transport_consumer" 2>&1 | sed 's/^/  | /'; then
+  fail "transport_consumer failed (its output is above)"
 fi
 
 # --- 3. Each package standalone. --------------------------------------------
