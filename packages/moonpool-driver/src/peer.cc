@@ -32,28 +32,18 @@ Peer::Peer(Loop& loop, Address address, PeerOptions options)
   options_.connection.ids = &ids_;
   if (options_.connection.incarnation == 0) options_.connection.incarnation = 1;
   timer_ = loop_.CreateTimer([this] { OnTimer(); });
-  pump_timer_ = loop_.CreateTimer([this] { Pump(); });
+  pump_timer_ = loop_.CreateTimer([this] {
+    SubmitQueued();
+    ArmTimer();
+  });
+  reap_timer_ = loop_.CreateTimer([this] { retired_.reset(); });
   StartConnect();
 }
 
 Peer::~Peer() {
   Close();
-  if (flush_scheduled_) loop_.CancelTurnEnd(this);
-}
-
-void Peer::ScheduleFlush() {
-  if (flush_scheduled_) return;
-  flush_scheduled_ = true;
-  loop_.ScheduleTurnEnd(this);
-}
-
-void Peer::OnTurnEnd() {
-  flush_scheduled_ = false;
-  if (connection_ == nullptr || in_pump_ || state_ == PeerState::kClosed) {
-    return;
-  }
-  Flush();  // on a write error it schedules a pump itself
-  ArmTimer();
+  retired_.reset();
+  driver_.reset();
 }
 
 absl::Time Peer::ResolveDeadline(absl::Time deadline) const {
@@ -86,10 +76,9 @@ absl::Status Peer::Request(std::string payload,
   Pending p{std::move(payload), resolved, std::move(done), false};
   // The fast path: straight onto an open connection with nothing ahead of
   // it. Events are not processed here, so no callback runs inside Request.
-  if (queue_.empty() && connection_ != nullptr && !in_pump_ && Submit(p).ok()) {
-    // Written at the end of the turn, with whatever else the turn sends:
-    // one write for a batch of requests, not one each.
-    ScheduleFlush();
+  if (queue_.empty() && driver_ != nullptr && Submit(p).ok()) {
+    // The driver writes it at the end of the turn, with whatever else the
+    // turn sends: one write for a batch of requests, not one each.
     return absl::OkStatus();
   }
   queued_bytes_ += p.payload.size();
@@ -118,22 +107,19 @@ absl::Status Peer::SendOneWay(uint64_t endpoint, std::string payload) {
 }
 
 absl::Status Peer::Submit(Pending& p) {
-  if (!p.done) {
-    return connection_->SendOneWay(p.options.endpoint, p.payload);
-  }
+  if (!p.done) return driver_->SendOneWay(p.options.endpoint, p.payload);
   protocol::RequestOptions options;
   options.deadline = p.options.deadline;
   options.idempotent = p.options.idempotent;
   options.endpoint = p.options.endpoint;
-  absl::StatusOr<CorrelationId> id =
-      connection_->SendRequest(p.payload, options, loop_.Now());
+  absl::StatusOr<CorrelationId> id = driver_->SendRequest(p.payload, options);
   if (!id.ok()) return id.status();
   in_flight_.emplace(id->value(), std::move(p));
   return absl::OkStatus();
 }
 
 void Peer::SubmitQueued() {
-  while (!queue_.empty() && connection_ != nullptr &&
+  while (!queue_.empty() && driver_ != nullptr &&
          state_ != PeerState::kClosed) {
     Pending& p = queue_.front();
     const size_t bytes = p.payload.size();
@@ -167,7 +153,7 @@ void Peer::StartConnect() {
     ScheduleReconnect(stream.status());
     return;
   }
-  stream_ = std::move(*stream);
+  connecting_ = std::move(*stream);
   connect_deadline_ = loop_.Now() + options_.connect_timeout;
   ArmTimer();
 }
@@ -175,21 +161,24 @@ void Peer::StartConnect() {
 void Peer::OnConnected(absl::Status status) {
   connect_deadline_ = absl::InfiniteFuture();
   if (!status.ok()) {
-    stream_.reset();
+    connecting_.reset();
     ScheduleReconnect(status);
     return;
   }
   ++stats_.connections;
+  ++connection_number_;
   state_ = PeerState::kConnected;
   connected_at_ = loop_.Now();
-  connection_ =
-      std::make_unique<protocol::Connection>(options_.connection, loop_.Now());
-  handoff_.Reset();
-  stream_->SetHandler(this);
-  if (absl::Status s = stream_->StartReading(); !s.ok()) {
-    connection_->OnTransportClosed(s, loop_.Now());
-  }
-  Pump();
+  retry_position_ = 0;
+  ConnectionDriverOptions o;
+  o.connection = options_.connection;
+  o.stream_high_water_bytes = options_.stream_high_water_bytes;
+  driver_ = std::make_unique<ConnectionDriver>(loop_, std::move(connecting_),
+                                               std::move(o),
+                                               static_cast<ConnectionHandler&>(*this));
+  // Our Hello, and what waited for the connection, go out at once.
+  driver_->Start(/*pump_now=*/true);
+  ArmTimer();
 }
 
 void Peer::ScheduleReconnect(const absl::Status& why) {
@@ -211,7 +200,7 @@ void Peer::ScheduleReconnect(const absl::Status& why) {
   ArmTimer();
 }
 
-// ---- Pumping ----
+// ---- The connection ----
 
 void Peer::SchedulePump() {
   // A timer of our own rather than Loop::Post: a posted callback cannot be
@@ -220,120 +209,129 @@ void Peer::SchedulePump() {
   pump_timer_->Start(loop_.Now());
 }
 
-void Peer::Pump() {
-  if (in_pump_) {
-    repump_ = true;
-    return;
-  }
-  in_pump_ = true;
-  do {
-    repump_ = false;
-    if (connection_ == nullptr) break;
-    retry_position_ = 0;
-    bool closed = false;
-    while (connection_ != nullptr && state_ != PeerState::kClosed) {
-      std::optional<protocol::Event> event = connection_->NextEvent();
-      if (!event.has_value()) break;
-      if (std::holds_alternative<protocol::Closed>(*event)) closed = true;
-      HandleEvent(*event);
-    }
-    if (state_ == PeerState::kClosed) {
-      // Close() ran inside a callback; finish it here, outside the loop.
-      stream_.reset();
-      connection_.reset();
-      break;
-    }
-    if (closed) {
-      TearDown();
-      break;
-    }
-    SubmitQueued();
-    Flush();
-    if (connection_->WantsClose() && handoff_.handed_off() == 0 &&
-        connection_->PendingOutput().empty()) {
-      // Both sides are done (a Goodbye was exchanged): close our end.
-      stream_->Close();
-      connection_->OnTransportClosed(absl::OkStatus(), loop_.Now());
-      repump_ = true;
-    }
-  } while (repump_);
-  in_pump_ = false;
-  ArmTimer();
-}
+void Peer::OnPumped() { SubmitQueued(); }
 
-void Peer::HandleEvent(protocol::Event& event) {
+void Peer::OnEvent(protocol::Event& event) {
   if (std::holds_alternative<protocol::HandshakeDone>(event)) {
     ++stats_.handshakes;
   } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {
-    auto it = in_flight_.find(reply->id.value());
-    if (it == in_flight_.end()) return;
-    Pending p = std::move(it->second);
-    in_flight_.erase(it);
-    ++stats_.replies;
-    if (reply->status.ok()) {
-      Complete(p, reply->payload);
-    } else {
-      Complete(p, reply->status);
-    }
+    OnReply(*reply);
   } else if (auto* failed = std::get_if<protocol::RequestFailed>(&event)) {
-    auto it = in_flight_.find(failed->id.value());
-    if (it == in_flight_.end()) return;
-    Pending p = std::move(it->second);
-    in_flight_.erase(it);
-    const absl::StatusCode code = failed->status.code();
-    if (code == absl::StatusCode::kDeadlineExceeded ||
-        code == absl::StatusCode::kFailedPrecondition ||
-        !protocol::SafeToRetry(*failed) || p.options.deadline <= loop_.Now()) {
-      ++stats_.failures;
-      Complete(p, failed->status);
-      return;
-    }
-    // Not processed, never sent, or idempotent: send it again on the next
-    // connection, ahead of requests that were never sent.
-    p.written |= failed->delivery == protocol::Delivery::kMaybeDelivered;
-    ++stats_.retries;
-    queued_bytes_ += p.payload.size();
-    queue_.insert(queue_.begin() + static_cast<ptrdiff_t>(retry_position_++),
-                  std::move(p));
+    OnFailed(*failed);
   } else if (auto* request = std::get_if<protocol::RequestReceived>(&event)) {
-    (void)connection_->SendErrorReply(
-        request->request.correlation_id,
-        absl::UnimplementedError("a client Peer serves no requests"));
-  } else if (auto* closed = std::get_if<protocol::Closed>(&event)) {
-    if (!closed->status.ok()) last_error_ = closed->status;
+    OnRequest(*request);
+  } else if (auto* one_way = std::get_if<protocol::OneWayReceived>(&event)) {
+    if (serve_ != nullptr) serve_->OnPeerOneWay(one_way->message);
   }
-  // OneWayReceived and GoodbyeReceived need nothing here: the connection
-  // refuses new requests after a Goodbye, and they wait for the next one.
+  // GoodbyeReceived needs nothing here: the connection refuses new requests
+  // after a Goodbye, and they wait for the next one.
 }
 
-void Peer::Flush() {
-  if (connection_ == nullptr || stream_ == nullptr) return;
-  absl::Status s =
-      handoff_.Flush(*connection_, *stream_, options_.stream_high_water_bytes);
-  if (!s.ok()) {
-    connection_->OnTransportClosed(std::move(s), loop_.Now());
-    repump_ = true;
-    SchedulePump();
+void Peer::OnReply(protocol::ReplyReceived& reply) {
+  auto it = in_flight_.find(reply.id.value());
+  if (it == in_flight_.end()) return;
+  Pending p = std::move(it->second);
+  in_flight_.erase(it);
+  ++stats_.replies;
+  if (reply.status.ok()) {
+    Complete(p, reply.payload);
+  } else {
+    Complete(p, reply.status);
   }
 }
 
-void Peer::TearDown() {
-  const protocol::ConnectionStats s = connection_->stats();
-  stats_.keepalive_timeouts += s.keepalive_timeouts;
-  const protocol::ProtocolErrors& e = s.protocol_errors;
-  stats_.protocol_errors += e.corrupt_frames + e.malformed_frames +
-                            e.oversized_frames + e.handshake_failures +
-                            e.unexpected_frames + e.ping_floods;
+void Peer::OnFailed(protocol::RequestFailed& failed) {
+  auto it = in_flight_.find(failed.id.value());
+  if (it == in_flight_.end()) return;
+  Pending p = std::move(it->second);
+  in_flight_.erase(it);
+  const absl::StatusCode code = failed.status.code();
+  if (code == absl::StatusCode::kDeadlineExceeded ||
+      code == absl::StatusCode::kFailedPrecondition ||
+      !protocol::SafeToRetry(failed) || p.options.deadline <= loop_.Now()) {
+    ++stats_.failures;
+    Complete(p, failed.status);
+    return;
+  }
+  // Not processed, never sent, or idempotent: send it again on the next
+  // connection, ahead of requests that were never sent.
+  p.written |= failed.delivery == protocol::Delivery::kMaybeDelivered;
+  ++stats_.retries;
+  queued_bytes_ += p.payload.size();
+  queue_.insert(queue_.begin() + static_cast<ptrdiff_t>(retry_position_++),
+                std::move(p));
+}
+
+void Peer::OnRequest(const protocol::RequestReceived& request) {
+  const CorrelationId id = request.request.correlation_id;
+  if (serve_ == nullptr) {
+    (void)driver_->SendErrorReply(
+        id, absl::UnimplementedError(absl::StrCat(
+                "client ", options_.connection.peer_name,
+                " serves no requests (no PeerRequestHandler)")));
+    return;
+  }
+  if (driver_->requests_being_served() > options_.max_requests_served) {
+    (void)driver_->SendErrorReply(
+        id, absl::ResourceExhaustedError(absl::StrCat(
+                "client serves at most ", options_.max_requests_served,
+                " requests at once")));
+    return;
+  }
+  serve_->OnPeerRequest(connection_number_, request.request, request.deadline);
+}
+
+absl::StatusOr<ConnectionDriver*> Peer::DriverFor(uint64_t connection) {
+  if (driver_ == nullptr || connection != connection_number_ ||
+      driver_->ending()) {
+    return absl::NotFoundError(absl::StrCat(
+        "connection ", connection, " to ", address_.ToString(),
+        " is gone; its request cannot be answered"));
+  }
+  return driver_.get();
+}
+
+absl::Status Peer::Reply(uint64_t connection, CorrelationId id,
+                         absl::string_view payload) {
+  absl::StatusOr<ConnectionDriver*> d = DriverFor(connection);
+  if (!d.ok()) return d.status();
+  absl::Status s = (*d)->SendReply(id, payload);
+  if (s.ok()) ++stats_.requests_served;
+  return s;
+}
+
+absl::Status Peer::ReplyError(uint64_t connection, CorrelationId id,
+                              const absl::Status& status) {
+  if (status.ok()) {
+    return absl::InvalidArgumentError("ReplyError needs an error status");
+  }
+  absl::StatusOr<ConnectionDriver*> d = DriverFor(connection);
+  if (!d.ok()) return d.status();
+  absl::Status s = (*d)->SendErrorReply(id, status);
+  if (s.ok()) ++stats_.requests_served;
+  return s;
+}
+
+void Peer::OnClosed(const absl::Status& status) {
+  const ConnectionDriverStats s = driver_->stats();
+  stats_.keepalive_timeouts += s.connection.keepalive_timeouts;
+  stats_.protocol_errors += s.protocol_errors;
   if (loop_.Now() - connected_at_ >= options_.backoff.reset_after) {
     backoff_attempts_ = 0;
   }
-  absl::Status why = connection_->close_status();
-  stream_.reset();
-  connection_.reset();
-  handoff_.Reset();
-  ScheduleReconnect(why.ok() ? absl::UnavailableError("connection closed "
-                                                      "gracefully by the peer")
-                             : why);
+  RetireDriver();
+  retry_position_ = 0;
+  if (state_ == PeerState::kClosed) return;
+  ScheduleReconnect(status.ok() ? absl::UnavailableError(
+                                      "connection closed gracefully by the "
+                                      "peer")
+                                : status);
+}
+
+void Peer::RetireDriver() {
+  if (driver_ == nullptr) return;
+  retired_ = std::move(driver_);
+  reap_timer_->Start(loop_.Now());
 }
 
 // ---- Time ----
@@ -344,7 +342,6 @@ void Peer::ArmTimer() {
     return;
   }
   absl::Time t = std::min(reconnect_at_, connect_deadline_);
-  if (connection_ != nullptr) t = std::min(t, connection_->NextWakeup());
   for (const Pending& p : queue_) t = std::min(t, p.options.deadline);
   if (t == absl::InfiniteFuture()) {
     timer_->Stop();
@@ -384,7 +381,7 @@ void Peer::OnTimer() {
   const absl::Time now = loop_.Now();
   if (state_ == PeerState::kConnecting && now >= connect_deadline_) {
     connect_deadline_ = absl::InfiniteFuture();
-    stream_.reset();
+    connecting_.reset();
     ScheduleReconnect(absl::UnavailableError(
         absl::StrCat("connect to ", address_.ToString(), " timed out after ",
                      absl::FormatDuration(options_.connect_timeout))));
@@ -393,35 +390,9 @@ void Peer::OnTimer() {
     reconnect_at_ = absl::InfiniteFuture();
     StartConnect();
   }
-  if (connection_ != nullptr) connection_->AdvanceTime(now);
   ExpireQueued(now);
-  Pump();
-}
-
-// ---- Stream events ----
-
-absl::Span<char> Peer::ReadBuffer(size_t suggested) {
-  return connection_->PrepareReceive(suggested);
-}
-
-void Peer::OnRead(size_t n) {
-  connection_->CommitReceive(n, loop_.Now());
-  Pump();
-}
-
-void Peer::OnReadEnd(absl::Status status) {
-  connection_->OnTransportClosed(std::move(status), loop_.Now());
-  Pump();
-}
-
-void Peer::OnWritten(size_t n) {
-  handoff_.OnWritten(*connection_, n);
-  Pump();
-}
-
-void Peer::OnWriteError(absl::Status status) {
-  connection_->OnTransportClosed(std::move(status), loop_.Now());
-  Pump();
+  SubmitQueued();
+  ArmTimer();
 }
 
 // ---- Closing ----
@@ -431,9 +402,11 @@ void Peer::Close() {
   state_ = PeerState::kClosed;
   timer_->Stop();
   pump_timer_->Stop();
-  if (connection_ != nullptr && !in_pump_) {
-    (void)connection_->SendGoodbye("client closed");
-    Flush();
+  connecting_.reset();
+  if (driver_ != nullptr) {
+    (void)driver_->SendGoodbye("client closed");
+    driver_->Close();  // writes what the kernel takes now: the Goodbye
+    RetireDriver();
   }
   std::vector<Pending> pending;
   pending.reserve(queue_.size() + in_flight_.size());
@@ -447,10 +420,6 @@ void Peer::Close() {
   in_flight_.clear();
   queue_.clear();
   queued_bytes_ = 0;
-  if (!in_pump_) {
-    stream_.reset();
-    connection_.reset();
-  }
   for (Pending& p : pending) {
     ++stats_.failures;
     Complete(p, absl::CancelledError(

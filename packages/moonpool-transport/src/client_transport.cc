@@ -5,8 +5,62 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "moonpool/driver/task_scope.h"
+#include "moonpool/envelope/envelope.h"
 
 namespace moonpool::transport {
+
+// Serve's state: the handler, one PeerRequestHandler per Peer (it knows
+// which Peer to answer through), and the scope the handler tasks run in.
+class ClientTransport::Server {
+ public:
+  Server(driver::Loop& loop, ClientRequestHandler handler)
+      : handler_(std::move(handler)), scope_(loop, [](absl::Status) {}) {}
+
+  void Attach(driver::Peer& peer) {
+    auto& adapter = adapters_[peer.address()];
+    if (adapter == nullptr) adapter = std::make_unique<Adapter>(*this, peer);
+    peer.SetRequestHandler(adapter.get());
+  }
+  void Stop() { scope_.Clear(); }
+
+ private:
+  class Adapter final : public driver::PeerRequestHandler {
+   public:
+    Adapter(Server& server, driver::Peer& peer)
+        : server_(server), peer_(peer) {}
+    void OnPeerRequest(uint64_t connection, const EnvelopeView& request,
+                       absl::Time deadline) override {
+      server_.scope_.Spawn(server_.Answer(
+          peer_, IncomingMessage{Envelope::CopyOf(request), connection,
+                                 peer_.address(), deadline}));
+    }
+    void OnPeerOneWay(const EnvelopeView& message) override {
+      server_.scope_.Spawn(server_.Answer(
+          peer_, IncomingMessage{Envelope::CopyOf(message), 0, peer_.address(),
+                                 absl::InfiniteFuture()}));
+    }
+
+   private:
+    Server& server_;
+    driver::Peer& peer_;
+  };
+
+  driver::Task<void> Answer(driver::Peer& peer, IncomingMessage message) {
+    const bool request = message.is_request();
+    const CorrelationId id = message.envelope.correlation_id;
+    const uint64_t connection = message.connection_id;
+    absl::StatusOr<std::string> reply = co_await handler_(std::move(message));
+    if (!request) co_return;
+    // NotFound: the connection is gone and its server has its outcome.
+    (void)(reply.ok() ? peer.Reply(connection, id, *reply)
+                      : peer.ReplyError(connection, id, reply.status()));
+  }
+
+  ClientRequestHandler handler_;
+  absl::flat_hash_map<driver::Address, std::unique_ptr<Adapter>> adapters_;
+  driver::TaskScope scope_;
+};
 
 ClientTransport::ClientTransport(driver::Loop& loop, ClientOptions options)
     : loop_(loop), options_(std::move(options)) {
@@ -20,12 +74,20 @@ ClientTransport::ClientTransport(driver::Loop& loop, ClientOptions options)
 
 ClientTransport::~ClientTransport() {
   Close();
+  server_.reset();
   peers_.clear();
+}
+
+void ClientTransport::Serve(ClientRequestHandler handler) {
+  if (server_ != nullptr) server_->Stop();
+  server_ = std::make_unique<Server>(loop_, std::move(handler));
+  for (auto& [address, peer] : peers_) server_->Attach(*peer);
 }
 
 void ClientTransport::Close() {
   if (closed_) return;
   closed_ = true;
+  if (server_ != nullptr) server_->Stop();
   // In address order: walking the hashed table directly would close the
   // connections in an order that varies between runs (absl salts its
   // hashes), which breaks replay under simulation.
@@ -53,6 +115,7 @@ absl::StatusOr<driver::Peer*> ClientTransport::PeerFor(
   auto [it, inserted] = peers_.try_emplace(address);
   if (inserted) {
     it->second = std::make_unique<driver::Peer>(loop_, address, options_.peer);
+    if (server_ != nullptr) server_->Attach(*it->second);
   }
   return it->second.get();
 }

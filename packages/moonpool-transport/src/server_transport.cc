@@ -6,10 +6,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "moonpool/driver/output_handoff.h"
+#include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/select.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/protocol/connection.h"
+#include "server_connection.h"
 
 namespace moonpool::transport {
 namespace {
@@ -32,334 +33,6 @@ std::vector<typename Table::mapped_type::element_type*> InIdOrder(
 }
 
 }  // namespace
-
-// One accepted connection: a server-role protocol::Connection driven over a
-// Stream, as the driver's Peer drives a client one. Reads go straight into
-// the protocol's receive buffer (zero copy); events are pulled one frame at
-// a time, and not at all while a bound holds (the protocol then buffers
-// nothing more, and the stream is not read); its output is written with
-// Stream::Write, and consumed from the protocol only once the kernel took it.
-class ServerTransport::Connection final : public driver::StreamHandler,
-                                          private driver::TurnEndHandler {
- public:
-  Connection(ServerTransport& server, uint64_t id,
-             std::unique_ptr<driver::Stream> stream)
-      : server_(server),
-        id_(id),
-        stream_(std::move(stream)),
-        peer_address_(stream_->peer_address()),
-        connection_(server.options_.connection, server.loop_.Now()),
-        timer_(server.loop_.CreateTimer([this] { OnTimer(); })),
-        last_activity_(server.loop_.Now()) {}
-
-  ~Connection() {
-    if (pump_at_turn_end_) server_.loop_.CancelTurnEnd(this);
-  }
-
-  // Starts reading; the first pump runs on a later turn.
-  void Start() {
-    stream_->SetHandler(this);
-    if (absl::Status s = stream_->StartReading(); !s.ok()) {
-      TransportClosed(std::move(s));
-    }
-    ScheduleSoon();
-  }
-
-  uint64_t id() const { return id_; }
-  bool dead() const { return dead_; }
-  bool paused() const { return paused_; }
-  size_t in_flight() const { return in_flight_; }
-  const protocol::ConnectionStats stats() const { return connection_.stats(); }
-
-  // Closes the socket at once; the caller removes the connection.
-  void Kill() {
-    if (dead_) return;
-    dead_ = true;
-    timer_->Stop();
-    stream_->Close();
-  }
-
-  absl::Status Answer(const IncomingMessage& request, absl::string_view payload,
-                      const absl::Status* error) {
-    const CorrelationId id = request.envelope.correlation_id;
-    absl::Status s = error == nullptr ? connection_.SendReply(id, payload)
-                                      : connection_.SendErrorReply(id, *error);
-    if (!s.ok()) {
-      if (s.code() == absl::StatusCode::kFailedPrecondition) {
-        // The protocol connection ended; the socket is on its way out.
-        return absl::NotFoundError(absl::StrCat(
-            "connection ", id_, " from ", peer_address_.ToString(),
-            " is closed; request ", id.ToString(), " cannot be answered"));
-      }
-      return s;
-    }
-    OnAnswered();
-    // Writes the answer at the end of the turn, with every other answer the
-    // handlers give in this turn: one write per batch, not one per reply.
-    // The pump then also notices a finished drain or a lifted bound.
-    PumpAtTurnEnd();
-    return absl::OkStatus();
-  }
-
-  // Forgets a request unanswered (its deadline passed while queued).
-  void Abandon(const IncomingMessage& request) {
-    (void)connection_.AbandonRequest(request.envelope.correlation_id);
-    OnAnswered();
-    Pump();
-  }
-
-  // Says Goodbye. False when the protocol refuses (a connection still in
-  // its handshake, or over): it has nothing to answer, close it.
-  bool StartDrain() {
-    if (!connection_.SendGoodbye("server shutting down").ok()) {
-      return transport_closed_;  // closing already: let the pump finish it
-    }
-    if (paused_) {
-      paused_ = false;
-      (void)stream_->StartReading();
-    }
-    ScheduleSoon();
-    return true;
-  }
-
-  // A bound that held may have lifted: read again.
-  void Resume() {
-    if (dead_ || !paused_) return;
-    paused_ = false;
-    if (absl::Status s = stream_->StartReading(); !s.ok()) {
-      TransportClosed(std::move(s));
-    }
-    // The protocol's keepalive clock stood still while we did not read;
-    // give the bytes waiting in the kernel a keepalive timeout to arrive
-    // before it may declare the peer gone.
-    grace_until_ =
-        server_.loop_.Now() + server_.options_.connection.keepalive_timeout;
-    ScheduleSoon();
-  }
-
- private:
-  // ---- StreamHandler ----
-  absl::Span<char> ReadBuffer(size_t suggested) override {
-    return connection_.PrepareReceive(suggested);
-  }
-  void OnRead(size_t n) override {
-    grace_until_ = absl::InfinitePast();
-    if (n > 0 && partial_since_ == absl::InfiniteFuture()) {
-      partial_since_ = server_.loop_.Now();
-    }
-    connection_.CommitReceive(n, server_.loop_.Now());
-    Pump();
-  }
-  void OnReadEnd(absl::Status status) override {
-    TransportClosed(std::move(status));
-    Pump();
-  }
-  void OnWritten(size_t n) override {
-    handoff_.OnWritten(connection_, n);
-    Pump();
-  }
-  void OnWriteError(absl::Status status) override {
-    TransportClosed(std::move(status));
-    Pump();
-  }
-
-  void TransportClosed(absl::Status why) {
-    if (transport_closed_) return;
-    transport_closed_ = true;
-    connection_.OnTransportClosed(std::move(why), server_.loop_.Now());
-  }
-
-  void OnTimer() {
-    const absl::Time now = server_.loop_.Now();
-    if (!paused_ && now >= grace_until_) connection_.AdvanceTime(now);
-    if (!paused_) CheckTimeouts(now);
-    Pump();
-  }
-
-  // ServerOptions::read_timeout and idle_timeout (the protocol's keepalive
-  // cannot see a peer that trickles bytes, or one that answers pings only).
-  absl::Time TimeoutAt() const {
-    const ServerOptions& o = server_.options_;
-    absl::Time t = partial_since_ + o.read_timeout;
-    if (in_flight_ == 0 && !idle_closing_) {
-      t = std::min(t, last_activity_ + o.idle_timeout);
-    }
-    return t;
-  }
-
-  void CheckTimeouts(absl::Time now) {
-    if (transport_closed_) return;
-    const ServerOptions& o = server_.options_;
-    if (now >= partial_since_ + o.read_timeout) {
-      ++server_.stats_.read_timeouts;
-      TransportClosed(absl::DeadlineExceededError(absl::StrCat(
-          "no whole frame from ", peer_address_.ToString(), " within ",
-          absl::FormatDuration(o.read_timeout), " (read timeout)")));
-    } else if (in_flight_ == 0 && !idle_closing_ &&
-               now >= last_activity_ + o.idle_timeout) {
-      ++server_.stats_.idle_timeouts;
-      idle_closing_ = true;
-      if (!connection_.SendGoodbye("idle timeout").ok()) {
-        TransportClosed(absl::DeadlineExceededError(
-            absl::StrCat("idle for ", absl::FormatDuration(o.idle_timeout))));
-      }
-    }
-  }
-
-  void ScheduleSoon() {
-    if (!dead_) timer_->Start(server_.loop_.Now());
-  }
-
-  void ArmTimer() {
-    if (dead_) return;
-    if (paused_) {
-      timer_->Stop();
-      return;
-    }
-    absl::Time t =
-        std::min(std::max(connection_.NextWakeup(), grace_until_), TimeoutAt());
-    if (t == absl::InfiniteFuture()) {
-      timer_->Stop();
-    } else {
-      timer_->Start(t);
-    }
-  }
-
-  // Drains events (as far as the bounds allow), writes, closes the socket
-  // when the protocol is done. The one place all of that happens.
-  void PumpAtTurnEnd() {
-    if (pump_at_turn_end_) return;
-    pump_at_turn_end_ = true;
-    server_.loop_.ScheduleTurnEnd(this);
-  }
-
-  void OnTurnEnd() override {
-    pump_at_turn_end_ = false;
-    if (!dead_) Pump();
-  }
-
-  void Pump() {
-    if (dead_) return;
-    if (in_pump_) {
-      repump_ = true;
-      return;
-    }
-    in_pump_ = true;
-    const uint64_t frames_before = connection_.stats().frames_in;
-    bool closed = false;
-    do {
-      repump_ = false;
-      while (!closed) {
-        // Once the socket is gone, read what is left regardless: nothing
-        // more can arrive, and the Closed event must come out.
-        if (!transport_closed_ && !server_.CanRead(*this)) {
-          Pause();
-          break;
-        }
-        std::optional<protocol::Event> event = connection_.NextEvent();
-        if (!event.has_value()) break;
-        if (std::holds_alternative<protocol::Closed>(*event)) closed = true;
-        HandleEvent(*event);
-      }
-      if (closed) break;
-      Flush();
-      if (connection_.WantsClose() && handoff_.handed_off() == 0 &&
-          connection_.PendingOutput().empty() && !transport_closed_) {
-        // Goodbye exchanged and everything answered and written.
-        stream_->Close();
-        TransportClosed(absl::OkStatus());
-        repump_ = true;
-      }
-    } while (repump_);
-    in_pump_ = false;
-    // A whole frame came in: the read clock restarts with the next read.
-    if (connection_.stats().frames_in != frames_before) {
-      partial_since_ = absl::InfiniteFuture();
-    }
-    if (closed) {
-      Kill();
-      server_.Remove(*this);  // last: may schedule our destruction
-      return;
-    }
-    ArmTimer();
-  }
-
-  void HandleEvent(protocol::Event& event) {
-    if (auto* r = std::get_if<protocol::RequestReceived>(&event)) {
-      ++server_.stats_.requests_received;
-      last_activity_ = server_.loop_.Now();
-      if (transport_closed_ || server_.state_ == State::kClosed) {
-        ++server_.stats_.orphaned_dropped;  // nobody could get the answer
-        return;
-      }
-      ++in_flight_;
-      ++server_.in_flight_;
-      server_.Enqueue(IncomingMessage{Envelope::CopyOf(r->request), id_,
-                                      peer_address_, r->deadline});
-    } else if (auto* m = std::get_if<protocol::OneWayReceived>(&event)) {
-      ++server_.stats_.one_way_received;
-      last_activity_ = server_.loop_.Now();
-      if (server_.state_ == State::kClosed) return;
-      server_.Enqueue(IncomingMessage{Envelope::CopyOf(m->message), id_,
-                                      peer_address_, absl::InfiniteFuture()});
-    }
-    // HandshakeDone, GoodbyeReceived: the protocol handles them. Replies and
-    // failures: a server sends no requests. Closed: Pump ends the connection.
-  }
-
-  void Pause() {
-    if (paused_) return;
-    paused_ = true;
-    partial_since_ = absl::InfiniteFuture();  // not timed while we hold it
-    stream_->StopReading();
-    server_.paused_.push_back(id_);
-    ++server_.stats_.backpressure_pauses;
-  }
-
-  void OnAnswered() {
-    last_activity_ = server_.loop_.Now();
-    --in_flight_;
-    --server_.in_flight_;
-  }
-
-  void Flush() {
-    if (dead_ || transport_closed_) return;
-    absl::Status s = handoff_.Flush(connection_, *stream_,
-                                    server_.options_.stream_high_water_bytes);
-    if (s.ok()) return;
-    TransportClosed(std::move(s));
-    if (in_pump_) {
-      repump_ = true;
-    } else {
-      ScheduleSoon();
-    }
-  }
-
-  friend class ServerTransport;
-
-  ServerTransport& server_;
-  const uint64_t id_;
-  std::unique_ptr<driver::Stream> stream_;
-  const driver::Address peer_address_;
-  protocol::Connection connection_;
-  std::unique_ptr<driver::Timer> timer_;
-  // The protocol's output on its way into the stream.
-  driver::OutputHandoff handoff_;
-  // Requests received on this connection and not yet answered.
-  size_t in_flight_ = 0;
-  absl::Time grace_until_ = absl::InfinitePast();
-  // When the frame now arriving began (InfiniteFuture: none is), and the
-  // last request, one-way message or answer (for the idle timeout).
-  absl::Time partial_since_ = absl::InfiniteFuture();
-  absl::Time last_activity_;
-  bool idle_closing_ = false;
-  bool paused_ = false;
-  bool transport_closed_ = false;
-  bool dead_ = false;
-  bool pump_at_turn_end_ = false;
-  bool in_pump_ = false;
-  bool repump_ = false;
-};
 
 // ---- ServerTransport ----
 
@@ -442,9 +115,9 @@ void ServerTransport::ResumePaused() {
   size_t kept = 0;
   for (uint64_t id : paused_) {
     Connection* c = Find(id);
-    if (c == nullptr || !c->paused()) continue;
+    if (c == nullptr || !c->driver().paused()) continue;
     if (CanRead(*c)) {
-      c->Resume();
+      c->driver().Resume();
     } else {
       paused_[kept++] = id;
     }
@@ -554,18 +227,46 @@ absl::Status ServerTransport::ReplyError(const IncomingMessage& request,
   return s;
 }
 
+absl::Status ServerTransport::SendRequestOn(uint64_t connection_id,
+                                            std::string payload,
+                                            const RequestOptions& options,
+                                            driver::ReplyCallback done) {
+  if (state_ == State::kClosed) {
+    return absl::FailedPreconditionError("server transport is closed");
+  }
+  Connection* c = Find(connection_id);
+  if (c == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("no open connection ", connection_id));
+  }
+  protocol::RequestOptions o;
+  o.deadline = options.deadline;
+  if (options.timeout != absl::InfiniteDuration()) {
+    o.deadline = std::min(o.deadline, loop_.Now() + options.timeout);
+  }
+  if (o.deadline == absl::InfiniteFuture()) {
+    o.deadline = loop_.Now() + options_.connection.default_request_timeout;
+  }
+  o.idempotent = options.idempotent;
+  o.endpoint = options.endpoint;
+  return c->Call(payload, o, std::move(done));
+}
+
+void ServerTransport::AddClosed(Connection& c) {
+  const driver::ConnectionDriverStats s = c.driver().stats();
+  stats_.bytes_in += s.connection.bytes_in;
+  stats_.bytes_out += s.connection.bytes_out;
+  stats_.keepalive_timeouts += s.connection.keepalive_timeouts;
+  stats_.protocol_errors += s.protocol_errors;
+  stats_.read_timeouts += s.read_timeouts;
+  stats_.idle_timeouts += s.idle_timeouts;
+  in_flight_ -= c.in_flight();
+}
+
 void ServerTransport::Remove(Connection& c) {
   auto it = connections_.find(c.id());
   if (it == connections_.end()) return;
-  const protocol::ConnectionStats s = c.stats();
-  stats_.bytes_in += s.bytes_in;
-  stats_.bytes_out += s.bytes_out;
-  stats_.keepalive_timeouts += s.keepalive_timeouts;
-  const protocol::ProtocolErrors& e = s.protocol_errors;
-  stats_.protocol_errors += e.corrupt_frames + e.malformed_frames +
-                            e.oversized_frames + e.handshake_failures +
-                            e.unexpected_frames + e.ping_floods;
-  in_flight_ -= c.in_flight();
+  AddClosed(c);
   graveyard_.push_back(std::move(it->second));
   connections_.erase(it);
   reap_timer_->Start(loop_.Now());
@@ -582,7 +283,11 @@ driver::Task<void> ServerTransport::Close(bool drain) {
       state_ = State::kDraining;
       std::vector<Connection*> refused;
       for (Connection* c : InIdOrder(connections_)) {
-        if (!c->StartDrain()) refused.push_back(c);
+        // Refused: a connection still in its handshake, or ending; it has
+        // nothing to answer.
+        if (!c->driver().SendGoodbye("server shutting down").ok()) {
+          refused.push_back(c);
+        }
       }
       for (Connection* c : refused) {
         c->Kill();
@@ -610,9 +315,7 @@ void ServerTransport::CloseNow() {
   state_ = State::kClosed;
   listener_.reset();
   for (Connection* c : InIdOrder(connections_)) {
-    const protocol::ConnectionStats s = c->stats();
-    stats_.bytes_in += s.bytes_in;
-    stats_.bytes_out += s.bytes_out;
+    AddClosed(*c);
     c->Kill();
   }
   // Not inside any connection's callback (Close runs in a task, the
@@ -630,10 +333,14 @@ ServerStats ServerTransport::stats() const {
   ServerStats s = stats_;
   s.connections_open = connections_.size();
   for (const auto& [id, c] : connections_) {
-    const protocol::ConnectionStats cs = c->stats();
-    s.bytes_in += cs.bytes_in;
-    s.bytes_out += cs.bytes_out;
-    if (c->paused()) ++s.paused_connections;
+    const driver::ConnectionDriverStats cs = c->driver().stats();
+    s.bytes_in += cs.connection.bytes_in;
+    s.bytes_out += cs.connection.bytes_out;
+    s.keepalive_timeouts += cs.connection.keepalive_timeouts;
+    s.protocol_errors += cs.protocol_errors;
+    s.read_timeouts += cs.read_timeouts;
+    s.idle_timeouts += cs.idle_timeouts;
+    if (c->driver().paused()) ++s.paused_connections;
   }
   s.requests_in_flight = in_flight_;
   s.queued_messages = queue_.size();

@@ -21,7 +21,12 @@
 // A stall (no bytes move) is not a close: requests wait in bounded queues
 // until their deadline or until the keepalive declares the peer gone.
 //
-// What it is not: a server (ServerTransport accepts), or thread-safe.
+// The connection itself is a ConnectionDriver (connection_driver.h), as each
+// of a server's connections is; the protocol is symmetric, so the server may
+// send requests on it too: they go to the PeerRequestHandler set with
+// SetRequestHandler (answered Unimplemented while there is none).
+//
+// What it is not: a listener (ServerTransport accepts), or thread-safe.
 // Lifetime: owned by its creator; must be destroyed before its Loop.
 // Destroying it closes it (Cancelled to everything pending).
 #ifndef MOONPOOL_DRIVER_PEER_H_
@@ -41,11 +46,12 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/loop.h"
-#include "moonpool/driver/output_handoff.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/envelope_view.h"
 #include "moonpool/protocol/connection.h"
 
 namespace moonpool::driver {
@@ -77,6 +83,10 @@ struct PeerOptions {
   // the kernel does not take, so this bounds that copy; the rest waits in
   // the protocol's bounded output.
   size_t stream_high_water_bytes = size_t{1} << 20;
+  // Requests the server sends this Peer being served at once; past it the
+  // next is answered ResourceExhausted at once (never by stopping to read:
+  // that would hold up the replies to this Peer's own requests).
+  size_t max_requests_served = 1024;
 };
 
 struct PeerRequestOptions {
@@ -92,6 +102,22 @@ struct PeerRequestOptions {
 using ReplyCallback =
     absl::AnyInvocable<void(absl::StatusOr<absl::string_view>)>;
 
+// Requests and one-way messages that the server side sends on a Peer's
+// connection. Calls come from the Peer's pump on the loop's thread; views
+// are valid only during the call.
+class PeerRequestHandler {
+ public:
+  // Answer with Peer::Reply or Peer::ReplyError, now or later, naming
+  // `connection`: an answer reaches only the connection the request came
+  // on. `deadline` is the sender's budget on this side's clock.
+  virtual void OnPeerRequest(uint64_t connection, const EnvelopeView& request,
+                             absl::Time deadline) = 0;
+  virtual void OnPeerOneWay(const EnvelopeView& message) = 0;
+
+ protected:
+  ~PeerRequestHandler() = default;
+};
+
 struct PeerStats {
   uint64_t connect_attempts = 0;
   uint64_t connections = 0;  // established (TCP connected)
@@ -102,15 +128,16 @@ struct PeerStats {
   uint64_t failures = 0;  // outcomes that were not
   uint64_t keepalive_timeouts = 0;
   uint64_t protocol_errors = 0;  // connections closed for the peer's fault
+  uint64_t requests_served = 0;  // the server's requests answered here
 };
 
 enum class PeerState { kConnecting, kConnected, kBackingOff, kClosed };
 
-class Peer final : private StreamHandler, private TurnEndHandler {
+class Peer final : private ConnectionHandler {
  public:
   // Starts connecting at once.
   Peer(Loop& loop, Address address, PeerOptions options = {});
-  ~Peer() override;
+  ~Peer();
 
   Peer(const Peer&) = delete;
   Peer& operator=(const Peer&) = delete;
@@ -124,6 +151,19 @@ class Peer final : private StreamHandler, private TurnEndHandler {
   // Sends a message that expects no answer, queued like a request. It is
   // sent at most once: lost if the connection dies before it is written.
   absl::Status SendOneWay(uint64_t endpoint, std::string payload);
+
+  // Serves the requests the server sends on this Peer's connections;
+  // nullptr (the default) answers them Unimplemented. Borrowed: it must
+  // outlive the Peer or be replaced.
+  void SetRequestHandler(PeerRequestHandler* handler) { serve_ = handler; }
+  // Answers request `id` that arrived on `connection` (OnPeerRequest).
+  // NotFound when that connection is gone (the server got Aborted or
+  // Unavailable), or the request was already answered; ResourceExhausted
+  // when the output is full.
+  absl::Status Reply(uint64_t connection, CorrelationId id,
+                     absl::string_view payload);
+  absl::Status ReplyError(uint64_t connection, CorrelationId id,
+                          const absl::Status& status);
 
   // Fails everything pending with Cancelled, closes the connection (with a
   // Goodbye if it is open) and stops reconnecting. Idempotent.
@@ -145,35 +185,30 @@ class Peer final : private StreamHandler, private TurnEndHandler {
     bool written = false;  // was written on some connection
   };
 
-  // StreamHandler.
-  absl::Span<char> ReadBuffer(size_t suggested) override;
-  void OnRead(size_t n) override;
-  void OnReadEnd(absl::Status status) override;
-  void OnWritten(size_t n) override;
-  void OnWriteError(absl::Status status) override;
-
-  // TurnEndHandler: writes what requests of this turn produced, once.
-  void OnTurnEnd() override;
-  void ScheduleFlush();
+  // ConnectionHandler.
+  void OnEvent(protocol::Event& event) override;
+  void OnPumped() override;
+  void OnClosed(const absl::Status& status) override;
 
   void StartConnect();
   void OnConnected(absl::Status status);
   void ScheduleReconnect(const absl::Status& why);
-  // Drains the connection's events, moves queued requests into it, writes
-  // its output, re-arms the timer, and tears the connection down when it is
-  // over. The one place all of that happens.
-  void Pump();
-  void HandleEvent(protocol::Event& event);
+  void OnReply(protocol::ReplyReceived& reply);
+  void OnFailed(protocol::RequestFailed& failed);
+  void OnRequest(const protocol::RequestReceived& request);
   void SubmitQueued();
-  void Flush();
-  void TearDown();
   void OnTimer();
   void ArmTimer();
   void ExpireQueued(absl::Time now);
   void Complete(Pending& p, absl::StatusOr<absl::string_view> outcome);
   // Sends `p` on the connection; on failure `p` is left intact.
   absl::Status Submit(Pending& p);
+  // Runs SubmitQueued on the next turn.
   void SchedulePump();
+  // Moves the driver out; destroyed on a later turn (never inside its own
+  // call back).
+  void RetireDriver();
+  absl::StatusOr<ConnectionDriver*> DriverFor(uint64_t connection);
   absl::Time ResolveDeadline(absl::Time deadline) const;
 
   Loop& loop_;
@@ -184,20 +219,21 @@ class Peer final : private StreamHandler, private TurnEndHandler {
   absl::Status last_error_;
   PeerStats stats_;
 
-  std::unique_ptr<Stream> stream_;
-  std::unique_ptr<protocol::Connection> connection_;
+  // The stream of a connect in progress; the driver owns it once connected.
+  std::unique_ptr<Stream> connecting_;
+  std::unique_ptr<ConnectionDriver> driver_;
+  std::unique_ptr<ConnectionDriver> retired_;
+  std::unique_ptr<Timer> reap_timer_;
+  // Numbers the connections (stats_.connections), for Reply.
+  uint64_t connection_number_ = 0;
   absl::Time connected_at_;
-  // The connection's output on its way into the stream.
-  OutputHandoff handoff_;
   int backoff_attempts_ = 0;
   absl::Time reconnect_at_ = absl::InfiniteFuture();
   absl::Time connect_deadline_ = absl::InfiniteFuture();
   std::unique_ptr<Timer> timer_;
-  // Runs Pump on the next turn (see SchedulePump).
+  // Runs SubmitQueued on the next turn (see SchedulePump).
   std::unique_ptr<Timer> pump_timer_;
-  bool in_pump_ = false;
-  bool flush_scheduled_ = false;
-  bool repump_ = false;
+  PeerRequestHandler* serve_ = nullptr;
   // Where the next retried request goes in queue_: retries keep their order
   // and go before requests that were never sent.
   size_t retry_position_ = 0;

@@ -38,6 +38,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -49,9 +50,17 @@
 #include "moonpool/driver/task.h"
 #include "moonpool/transport/client_options.h"
 #include "moonpool/transport/codec.h"
+#include "moonpool/transport/incoming_message.h"
+#include "moonpool/transport/internal/call.h"
 #include "moonpool/transport/request_options.h"
 
 namespace moonpool::transport {
+
+// What ClientTransport::Serve runs for each message a server sends: the
+// reply bytes, or the error to answer with.
+using ClientRequestHandler =
+    absl::AnyInvocable<driver::Task<absl::StatusOr<std::string>>(
+        IncomingMessage)>;
 
 class ClientTransport {
  public:
@@ -67,11 +76,15 @@ class ClientTransport {
   driver::Task<absl::StatusOr<Reply>> Request(const driver::Address& address,
                                               const Req& req,
                                               RequestOptions options = {}) {
-    absl::StatusOr<std::string> payload = std::string();
-    if (absl::Status s = EncodePayload(req, *payload); !s.ok()) {
-      payload = std::move(s);
-    }
-    return RequestEncoded<Reply>(address, std::move(payload), options);
+    return internal::Call<Reply>(
+        loop_, EncodeToString(req),
+        [this, address, options](std::string payload,
+                                 driver::ReplyCallback done) -> absl::Status {
+          absl::StatusOr<driver::Peer*> peer = PeerFor(address);
+          if (!peer.ok()) return peer.status();
+          return (*peer)->Request(std::move(payload), ToPeerOptions(options),
+                                  std::move(done));
+        });
   }
 
   // Sends a one-way message (no reply) to `address`'s `endpoint`, queued
@@ -89,6 +102,17 @@ class ClientTransport {
   absl::Status SendEncoded(const driver::Address& address, std::string payload,
                            uint64_t endpoint = kDefaultEndpoint);
 
+  // Serves the requests (and one-way messages) that servers send this
+  // client on the connections it opened to them, as FoundationDB's peers
+  // serve each other: `handler` runs as a task per message, on the loop's
+  // thread, and its result is the reply (a Status: the error reply; ignored
+  // for a one-way message). Without a handler they are answered
+  // Unimplemented. The answer goes back on the connection the request came
+  // on; if that connection is gone by then, the answer is dropped (the
+  // server got its outcome already). Handlers still running when the
+  // transport closes are destroyed at their suspension point.
+  void Serve(ClientRequestHandler handler);
+
   // Fails everything pending with Cancelled, closes every connection (with a
   // Goodbye where open) and makes every later call fail with
   // FailedPrecondition. Idempotent.
@@ -101,31 +125,6 @@ class ClientTransport {
   size_t peer_count() const { return peers_.size(); }
 
  private:
-  template <typename Reply>
-  driver::Task<absl::StatusOr<Reply>> RequestEncoded(
-      driver::Address address, absl::StatusOr<std::string> payload,
-      RequestOptions options) {
-    if (!payload.ok()) co_return payload.status();
-    absl::StatusOr<driver::Peer*> peer = PeerFor(address);
-    if (!peer.ok()) co_return peer.status();
-    std::pair<driver::Promise<Reply>, driver::Future<Reply>> channel =
-        driver::MakePromise<Reply>(loop_);
-    // The callback holds one pointer (the promise): AnyInvocable keeps it
-    // inline, so a request allocates nothing beyond its payload.
-    absl::Status sent =
-        (*peer)->Request(std::move(*payload), ToPeerOptions(options),
-                         [promise = std::move(channel.first)](
-                             absl::StatusOr<absl::string_view> reply) mutable {
-                           if (!reply.ok()) {
-                             promise.Set(reply.status());
-                           } else {
-                             promise.Set(Codec<Reply>::Decode(*reply));
-                           }
-                         });
-    if (!sent.ok()) co_return sent;
-    co_return co_await std::move(channel.second);
-  }
-
   absl::StatusOr<driver::Peer*> PeerFor(const driver::Address& address);
   driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;
 
@@ -133,6 +132,9 @@ class ClientTransport {
   ClientOptions options_;
   bool closed_ = false;
   absl::flat_hash_map<driver::Address, std::unique_ptr<driver::Peer>> peers_;
+  // Serve: the handler, the adapters the Peers call, and the handler tasks.
+  class Server;
+  std::unique_ptr<Server> server_;
 };
 
 }  // namespace moonpool::transport

@@ -17,9 +17,15 @@
 // their later requests elsewhere, or again after reconnecting) and waits,
 // up to ServerOptions::drain_timeout, until everything accepted is answered.
 //
-// What it is not: a client (a ServerTransport sends no requests; a client
-// Peer does), or thread-safe (one ServerTransport per loop; run one per
-// thread on the same port with ListenOptions::reuse_port).
+// The protocol is symmetric: a server may also send a request to a client on
+// the connection that client opened (Request(connection_id, ...)), and the
+// client serves it (ClientTransport::Serve). Each connection is a
+// driver::ConnectionDriver, the same one a client's Peer uses.
+//
+// What it is not: a reconnecting client (a request to a client whose
+// connection is gone fails, it is not sent elsewhere), or thread-safe (one
+// ServerTransport per loop; run one per thread on the same port with
+// ListenOptions::reuse_port).
 //
 // Ownership and lifetime: made by Bind, owned by the caller through
 // std::unique_ptr; it owns its listener and connections, and borrows the
@@ -43,13 +49,16 @@
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/listener.h"
 #include "moonpool/driver/loop.h"
+#include "moonpool/driver/peer.h"
 #include "moonpool/driver/promise.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/timer.h"
 #include "moonpool/transport/codec.h"
 #include "moonpool/transport/incoming_message.h"
+#include "moonpool/transport/internal/call.h"
 #include "moonpool/transport/internal/message_queue.h"
+#include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
 #include "moonpool/transport/server_stats.h"
 
@@ -103,6 +112,26 @@ class ServerTransport {
   absl::Status ReplyError(const IncomingMessage& request,
                           const absl::Status& status);
 
+  // Sends a request to the client on connection `connection_id` (as
+  // IncomingMessage::connection_id names it) and yields its decoded reply,
+  // or why there is none: the client's error Status (Unimplemented when it
+  // serves nothing), DeadlineExceeded, Aborted ("maybe delivered") or
+  // Unavailable when the connection ends first (nothing is sent again: a
+  // server cannot reconnect to a client), Cancelled when the server closes.
+  // Fails up front with NotFound when there is no such open connection.
+  template <Decodable Reply, Payload Req>
+  driver::Task<absl::StatusOr<Reply>> Request(uint64_t connection_id,
+                                              const Req& req,
+                                              RequestOptions options = {}) {
+    return internal::Call<Reply>(
+        loop_, EncodeToString(req),
+        [this, connection_id, options](std::string payload,
+                                       driver::ReplyCallback done) {
+          return SendRequestOn(connection_id, std::move(payload), options,
+                               std::move(done));
+        });
+  }
+
   // Stops accepting and ends the transport. With `drain`: sends Goodbye on
   // every connection (requests above the last one received are refused, and
   // their clients may send them again elsewhere), keeps serving until every
@@ -134,6 +163,11 @@ class ServerTransport {
   void ResumePaused();
   // Moves a dead connection out of the table (destroyed on a later turn).
   void Remove(Connection& c);
+  // Adds a connection's counters to the totals as it goes.
+  void AddClosed(Connection& c);
+  absl::Status SendRequestOn(uint64_t connection_id, std::string payload,
+                             const RequestOptions& options,
+                             driver::ReplyCallback done);
   void CloseNow();
   Connection* Find(uint64_t connection_id) const;
   absl::StatusOr<Connection*> ConnectionFor(const IncomingMessage& request);

@@ -1,0 +1,173 @@
+// ServerTransport::Connection, one accepted connection of a ServerTransport
+// (server_transport.h). Private to the transport's sources.
+#ifndef MOONPOOL_TRANSPORT_SRC_SERVER_CONNECTION_H_
+#define MOONPOOL_TRANSPORT_SRC_SERVER_CONNECTION_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "moonpool/driver/connection_driver.h"
+#include "moonpool/driver/peer.h"
+#include "moonpool/transport/server_transport.h"
+
+namespace moonpool::transport {
+
+// One accepted connection: a ConnectionDriver (the same driver a client's
+// Peer uses) and what the server keeps per connection: the bound check that
+// pauses reading, its requests' entry into the one queue, and the requests
+// the server itself sent on it.
+class ServerTransport::Connection final : private driver::ConnectionHandler {
+ public:
+  Connection(ServerTransport& server, uint64_t id,
+             std::unique_ptr<driver::Stream> stream)
+      : server_(server),
+        id_(id),
+        driver_(server.loop_, std::move(stream), DriverOptions(server.options_),
+                *this) {}
+
+  ~Connection() { FailCalls(); }
+
+  void Start() { driver_.Start(/*pump_now=*/false); }
+
+  uint64_t id() const { return id_; }
+  bool dead() const { return dead_; }
+  driver::ConnectionDriver& driver() { return driver_; }
+  const driver::ConnectionDriver& driver() const { return driver_; }
+  size_t in_flight() const { return driver_.requests_being_served(); }
+
+  // Closes the socket at once; the caller removes the connection.
+  void Kill() {
+    if (dead_) return;
+    dead_ = true;
+    driver_.Close();
+    FailCalls();
+  }
+
+  absl::Status Answer(const IncomingMessage& request, absl::string_view payload,
+                      const absl::Status* error) {
+    const CorrelationId id = request.envelope.correlation_id;
+    absl::Status s = error == nullptr ? driver_.SendReply(id, payload)
+                                      : driver_.SendErrorReply(id, *error);
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      // The protocol connection ended; the socket is on its way out.
+      return absl::NotFoundError(absl::StrCat(
+          "connection ", id_, " from ", driver_.peer_address().ToString(),
+          " is closed; request ", id.ToString(), " cannot be answered"));
+    }
+    if (s.ok()) --server_.in_flight_;
+    return s;
+  }
+
+  // Forgets a request unanswered (its deadline passed while queued).
+  void Abandon(const IncomingMessage& request) {
+    if (driver_.AbandonRequest(request.envelope.correlation_id).ok()) {
+      --server_.in_flight_;
+    }
+  }
+
+  absl::Status Call(absl::string_view payload,
+                    const protocol::RequestOptions& options,
+                    driver::ReplyCallback done) {
+    absl::StatusOr<CorrelationId> id = driver_.SendRequest(payload, options);
+    if (!id.ok()) return id.status();
+    calls_.emplace(id->value(), std::move(done));
+    return absl::OkStatus();
+  }
+
+ private:
+  static driver::ConnectionDriverOptions DriverOptions(const ServerOptions& o) {
+    driver::ConnectionDriverOptions d;
+    d.connection = o.connection;
+    d.stream_high_water_bytes = o.stream_high_water_bytes;
+    d.read_timeout = o.read_timeout;
+    d.idle_timeout = o.idle_timeout;
+    return d;
+  }
+
+  // ---- ConnectionHandler ----
+  bool CanTakeEvent() override {
+    if (server_.CanRead(*this)) return true;
+    if (!driver_.paused()) {
+      server_.paused_.push_back(id_);
+      ++server_.stats_.backpressure_pauses;
+    }
+    return false;
+  }
+
+  void OnEvent(protocol::Event& event) override {
+    if (auto* r = std::get_if<protocol::RequestReceived>(&event)) {
+      ++server_.stats_.requests_received;
+      if (driver_.ending() || server_.state_ == State::kClosed) {
+        ++server_.stats_.orphaned_dropped;  // nobody could get the answer
+        (void)driver_.AbandonRequest(r->request.correlation_id);
+        return;
+      }
+      ++server_.in_flight_;
+      server_.Enqueue(IncomingMessage{Envelope::CopyOf(r->request), id_,
+                                      driver_.peer_address(), r->deadline});
+    } else if (auto* m = std::get_if<protocol::OneWayReceived>(&event)) {
+      ++server_.stats_.one_way_received;
+      if (server_.state_ == State::kClosed) return;
+      server_.Enqueue(IncomingMessage{Envelope::CopyOf(m->message), id_,
+                                      driver_.peer_address(),
+                                      absl::InfiniteFuture()});
+    } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {
+      auto it = calls_.find(reply->id.value());
+      if (it == calls_.end()) return;
+      driver::ReplyCallback done = std::move(it->second);
+      calls_.erase(it);
+      if (reply->status.ok()) {
+        done(reply->payload);
+      } else {
+        done(reply->status);
+      }
+    } else if (auto* failed = std::get_if<protocol::RequestFailed>(&event)) {
+      // A server cannot reconnect to its client: nothing is sent again.
+      auto it = calls_.find(failed->id.value());
+      if (it == calls_.end()) return;
+      driver::ReplyCallback done = std::move(it->second);
+      calls_.erase(it);
+      done(failed->status);
+    }
+    // HandshakeDone, GoodbyeReceived: the protocol handles them.
+  }
+
+  void OnClosed(const absl::Status& status) override {
+    dead_ = true;
+    FailCalls();
+    server_.Remove(*this);  // last: may schedule our destruction
+  }
+
+  // Requests the server sent that the protocol did not settle (the
+  // connection was cut by Kill).
+  void FailCalls() {
+    std::vector<std::pair<uint64_t, driver::ReplyCallback>> calls;
+    for (auto& [id, done] : calls_) calls.emplace_back(id, std::move(done));
+    calls_.clear();
+    std::sort(calls.begin(), calls.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [id, done] : calls) {
+      done(absl::CancelledError(absl::StrCat("connection ", id_, " closed")));
+    }
+  }
+
+  friend class ServerTransport;
+
+  ServerTransport& server_;
+  const uint64_t id_;
+  driver::ConnectionDriver driver_;
+  absl::flat_hash_map<uint64_t, driver::ReplyCallback> calls_;
+  bool dead_ = false;
+};
+
+}  // namespace moonpool::transport
+
+#endif  // MOONPOOL_TRANSPORT_SRC_SERVER_CONNECTION_H_
