@@ -7,7 +7,11 @@
 #      find_package(moonpool-transport) with a user's own .capnp schema);
 #   3. configure and build every packages/moonpool-<layer> standalone against
 #      that prefix (BUILD_TESTING=OFF), so each layer finds the ones below it
-#      installed.
+#      installed;
+#   4. when moonpool-chaos is installed: configure and build
+#      integration_tests/sim_consumer (the chaos README's own workload, runner
+#      and GoogleTest sweep) against that prefix and run it
+#      (sim_consumer_check.sh).
 # Everything is built with the superbuild's compiler, flags and build type
 # (the sanitizers of the dev preset included), with Ninja. The temporary
 # directory is removed on success and kept, with its logs, on failure.
@@ -200,6 +204,22 @@ for pkg in "${packages[@]}"; do
 done
 if [[ ${#built[@]} -eq 0 ]]; then
   fail "no package under ${MOONPOOL_SOURCE_DIR}/packages"
+fi
+
+# --- 4. The chaos README's example: a user's workload and runner. ----------
+if [[ " ${installed_layers[*]} " == *" chaos "* ]]; then
+  sim_build=${tmp}/sim_consumer
+  step sim-consumer-configure "${cmake_cmd}" \
+    -S "${MOONPOOL_SOURCE_DIR}/integration_tests/sim_consumer" \
+    -B "${sim_build}" "${configure_args[@]}"
+  dir=$(cache_value "${sim_build}" moonpool-chaos_DIR)
+  if [[ ${dir} != "${prefix}"/* ]]; then
+    fail "sim_consumer found moonpool-chaos in '${dir}', not in ${prefix}"
+  fi
+  step sim-consumer-build "${cmake_cmd}" --build "${sim_build}"
+  step sim-consumer-run bash \
+    "${MOONPOOL_SOURCE_DIR}/integration_tests/sim_consumer_check.sh" "${sim_build}"
+  sed 's/^/  | /' "${tmp}/sim-consumer-run.log"
 fi
 
 echo "install_test: PASSED (standalone: ${built[*]})"
