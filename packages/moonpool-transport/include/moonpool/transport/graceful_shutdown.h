@@ -40,7 +40,7 @@
 //
 // What it is not: a process supervisor (it never exits the process: the
 // program returns from its Run and reports), or usable on a simulated loop
-// (process signals need a UvLoop; under simulation call Drain and CloseNow).
+// (process signals need a UvLoop, so Watch takes one).
 //
 // Ownership: made by Watch and owned by the caller; it borrows the loop and
 // every transport added, which must outlive it (destroy it first). Destroying
@@ -122,7 +122,7 @@ class GracefulShutdown {
   void SetDrain(absl::AnyInvocable<driver::Task<void>()> drain);
 
   // What the first and a second signal do, for a program that decides to end
-  // by itself (or a test on a simulated loop). Nothing is called back inside
+  // by itself. Nothing is called back inside
   // these calls except on_closing (CloseNow); the rest happens on later
   // turns. Each does nothing once past its step. REQUIRES: not called from
   // inside the program's drain task.
