@@ -4,7 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "moonpool/driver/buggify_sites.h"
 #include "moonpool/protocol/buggify.h"
+#include "moonpool/transport/buggify_sites.h"
 
 namespace moonpool::chaos {
 
@@ -12,6 +14,8 @@ std::vector<absl::string_view> KnownBuggifySites() {
   // One line per layer with sites: its list, from its own header.
   const absl::Span<const absl::string_view> layers[] = {
       protocol::kBuggifySites,
+      driver::kBuggifySites,
+      transport::kBuggifySites,
   };
   std::vector<absl::string_view> sites;
   for (absl::Span<const absl::string_view> layer : layers) {

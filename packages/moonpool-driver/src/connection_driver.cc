@@ -7,12 +7,23 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "moonpool/driver/buggify_sites.h"
 
 namespace moonpool::driver {
 namespace {
 
 // Where bytes read while lingering go: they are not the protocol's any more.
 char discard_buffer[4096];
+
+// The connection's options with the loop's Buggify decision (unless the
+// owner gave its own), and a Buggify site's slice bound.
+ConnectionDriverOptions WithLoop(ConnectionDriverOptions o, Loop& loop) {
+  if (!o.connection.buggify) o.connection.buggify = BuggifyFunction(loop);
+  if (loop.Buggify(buggify_sites::kSmallSlices)) {
+    o.stream_high_water_bytes = 64;
+  }
+  return o;
+}
 
 }  // namespace
 
@@ -26,7 +37,7 @@ ConnectionDriver::ConnectionDriver(Loop& loop, std::unique_ptr<Stream> stream,
                                    ConnectionHandler& handler)
     : loop_(loop),
       handler_(handler),
-      options_(std::move(options)),
+      options_(WithLoop(std::move(options), loop)),
       stream_(std::move(stream)),
       peer_address_(stream_->peer_address()),
       connection_(options_.connection, loop.Now()),
@@ -209,6 +220,12 @@ void ConnectionDriver::PumpAtTurnEnd() {
 
 void ConnectionDriver::OnTurnEnd() {
   pump_at_turn_end_ = false;
+  if (!delayed_once_ && loop_.Buggify(buggify_sites::kFlushNextTurn)) {
+    delayed_once_ = true;  // one turn, not forever
+    PumpAtTurnEnd();
+    return;
+  }
+  delayed_once_ = false;
   Pump();
 }
 
@@ -266,11 +283,21 @@ void ConnectionDriver::Pump() {
     Flush();
     if (connection_.WantsClose() && handoff_.handed_off() == 0 &&
         connection_.PendingOutput().empty() && !transport_closed_) {
-      // Goodbye exchanged and everything answered and written.
-      stream_->Close();
-      write_broken_ = true;
-      TransportClosed(absl::OkStatus());
-      repump_ = true;
+      // Goodbye exchanged and everything answered and written: FIN, then
+      // wait (bounded) for the peer's. Closing with its bytes unread (a
+      // request that crossed our Goodbye) would reset the connection, and
+      // the reset could overtake the Goodbye it has not read yet.
+      if (!shutdown_) {
+        shutdown_ = true;
+        stream_->Shutdown();
+        linger_until_ = loop_.Now() + options_.close_linger;
+      }
+      if (loop_.Now() >= linger_until_) {
+        stream_->Close();
+        write_broken_ = true;
+        TransportClosed(absl::OkStatus());
+        repump_ = true;
+      }
     }
   } while (repump_);
   in_pump_ = false;
@@ -286,9 +313,15 @@ void ConnectionDriver::Pump() {
 }
 
 void ConnectionDriver::Flush() {
-  if (transport_closed_) return;
-  absl::Status s =
-      handoff_.Flush(connection_, *stream_, options_.stream_high_water_bytes);
+  // After our FIN nothing more is written (a pong to a late ping is moot).
+  if (transport_closed_ || shutdown_) return;
+  const size_t first_slice =
+      handoff_.handed_off() == 0 && !connection_.PendingOutput().empty() &&
+              loop_.Buggify(buggify_sites::kSplitWrite)
+          ? 1
+          : SIZE_MAX;
+  absl::Status s = handoff_.Flush(
+      connection_, *stream_, options_.stream_high_water_bytes, first_slice);
   if (s.ok()) return;
   write_broken_ = true;
   TransportClosed(std::move(s));
@@ -316,7 +349,7 @@ void ConnectionDriver::Linger() {
     // Only a peer that reads (nothing of ours waits in the stream) is worth
     // lingering for: what the protocol queued last (the Hello that names
     // our versions, a Goodbye) then reaches it.
-    if (write_broken_ || handoff_.handed_off() > 0 ||
+    if (write_broken_ || shutdown_ || handoff_.handed_off() > 0 ||
         connection_.PendingOutput().empty()) {
       Finish();
       return;
@@ -381,6 +414,7 @@ void ConnectionDriver::ArmTimer() {
   }
   absl::Time t =
       std::min(std::max(connection_.NextWakeup(), grace_until_), TimeoutAt());
+  if (shutdown_) t = std::min(t, linger_until_);
   if (t == absl::InfiniteFuture()) {
     timer_->Stop();
   } else {

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "moonpool/driver/buggify_sites.h"
 
 namespace moonpool::driver {
 
@@ -76,7 +77,8 @@ absl::Status Peer::Request(std::string payload,
   Pending p{std::move(payload), resolved, std::move(done), false};
   // The fast path: straight onto an open connection with nothing ahead of
   // it. Events are not processed here, so no callback runs inside Request.
-  if (queue_.empty() && driver_ != nullptr && Submit(p).ok()) {
+  if (queue_.empty() && driver_ != nullptr &&
+      !loop_.Buggify(buggify_sites::kQueueFirst) && Submit(p).ok()) {
     // The driver writes it at the end of the turn, with whatever else the
     // turn sends: one write for a batch of requests, not one each.
     return absl::OkStatus();
@@ -191,6 +193,7 @@ void Peer::ScheduleReconnect(const absl::Status& why) {
     delay *= b.multiplier;
   }
   delay = std::min(delay, b.max);
+  if (loop_.Buggify(buggify_sites::kLongestBackoff)) delay = b.max;
   // A factor in [1 - jitter, 1 + jitter] from the loop's seeded source.
   const double unit =
       static_cast<double>(loop_.Random() >> 11) * 0x1.0p-53;  // [0, 1)

@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/peer.h"
+#include "moonpool/transport/buggify_sites.h"
 #include "moonpool/transport/server_transport.h"
 
 namespace moonpool::transport {
@@ -30,8 +31,11 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
              std::unique_ptr<driver::Stream> stream)
       : server_(server),
         id_(id),
-        driver_(server.loop_, std::move(stream), DriverOptions(server.options_),
-                *this) {}
+        bound_(server.loop_.Buggify(buggify_sites::kBoundOfOne)
+                   ? 1
+                   : server.options_.max_requests_in_flight_per_connection),
+        driver_(server.loop_, std::move(stream),
+                DriverOptions(server.loop_, server.options_), *this) {}
 
   ~Connection() { FailCalls(); }
 
@@ -42,6 +46,8 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
   driver::ConnectionDriver& driver() { return driver_; }
   const driver::ConnectionDriver& driver() const { return driver_; }
   size_t in_flight() const { return driver_.requests_being_served(); }
+  // Requests in flight it may have before reading pauses.
+  size_t bound() const { return bound_; }
 
   // Closes the socket at once; the caller removes the connection.
   void Kill() {
@@ -83,12 +89,16 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
   }
 
  private:
-  static driver::ConnectionDriverOptions DriverOptions(const ServerOptions& o) {
+  static driver::ConnectionDriverOptions DriverOptions(driver::Loop& loop,
+                                                       const ServerOptions& o) {
     driver::ConnectionDriverOptions d;
     d.connection = o.connection;
     d.stream_high_water_bytes = o.stream_high_water_bytes;
     d.read_timeout = o.read_timeout;
     d.idle_timeout = o.idle_timeout;
+    if (loop.Buggify(buggify_sites::kEarlyIdleGoodbye)) {
+      d.idle_timeout = std::min(d.idle_timeout, absl::Milliseconds(20));
+    }
     return d;
   }
 
@@ -163,6 +173,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
 
   ServerTransport& server_;
   const uint64_t id_;
+  const size_t bound_;
   driver::ConnectionDriver driver_;
   absl::flat_hash_map<uint64_t, driver::ReplyCallback> calls_;
   bool dead_ = false;

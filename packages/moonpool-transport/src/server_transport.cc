@@ -105,7 +105,7 @@ bool ServerTransport::CanRead(const Connection& c) const {
   // While draining no new request can arrive (the Goodbye refuses them):
   // read freely so the protocol can finish.
   if (state_ == State::kDraining) return true;
-  return c.in_flight() < options_.max_requests_in_flight_per_connection &&
+  return c.in_flight() < c.bound() &&
          in_flight_ < options_.max_requests_in_flight &&
          queued_bytes_ < options_.max_queued_bytes;
 }

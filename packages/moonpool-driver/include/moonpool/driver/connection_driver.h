@@ -209,6 +209,7 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
   bool read_ended_ = false;
   bool shutdown_ = false;
   bool pump_at_turn_end_ = false;
+  bool delayed_once_ = false;  // Buggify: this turn-end pump was put off
   bool in_pump_ = false;
   bool repump_ = false;
 };

@@ -20,6 +20,7 @@
 #define MOONPOOL_DRIVER_OUTPUT_HANDOFF_H_
 
 #include <cstddef>
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "moonpool/driver/stream.h"
@@ -36,8 +37,10 @@ class OutputHandoff {
   // What the kernel takes is consumed from the connection at once. Returns
   // the stream's error when it is broken (the caller closes the
   // connection).
+  // `first_slice` bounds the first slice alone (a Buggify site splits a
+  // frame's header across writes with 1).
   absl::Status Flush(protocol::Connection& connection, Stream& stream,
-                     size_t max_slice);
+                     size_t max_slice, size_t first_slice = SIZE_MAX);
   // The stream reported `n` more of the handed bytes taken by the kernel.
   void OnWritten(protocol::Connection& connection, size_t n) {
     connection.ConsumeOutput(n);

@@ -1,0 +1,31 @@
+// The Buggify sites of moonpool-transport (Loop::Buggify; the model and the
+// rules are in moonpool/protocol/buggify.h). Each forces a rare but legal
+// path of the server; a simulation declares each as the coverage point
+// "buggify.<site>".
+#ifndef MOONPOOL_TRANSPORT_BUGGIFY_SITES_H_
+#define MOONPOOL_TRANSPORT_BUGGIFY_SITES_H_
+
+#include "absl/strings/string_view.h"
+
+namespace moonpool::transport {
+namespace buggify_sites {
+
+// An accepted connection may have one request in flight at a time (its
+// max_requests_in_flight_per_connection is 1): reading pauses after every
+// request until it is answered.
+inline constexpr absl::string_view kBoundOfOne = "transport.bound_of_one";
+// An accepted connection's idle timeout is 20 ms: the server says Goodbye
+// to a client as soon as it pauses, and the client reconnects.
+inline constexpr absl::string_view kEarlyIdleGoodbye =
+    "transport.early_idle_goodbye";
+
+}  // namespace buggify_sites
+
+inline constexpr absl::string_view kBuggifySites[] = {
+    buggify_sites::kBoundOfOne,
+    buggify_sites::kEarlyIdleGoodbye,
+};
+
+}  // namespace moonpool::transport
+
+#endif  // MOONPOOL_TRANSPORT_BUGGIFY_SITES_H_
