@@ -11,6 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "moonpool/driver/buggify_sites.h"
 
+#ifdef MOONPOOL_PLANTED_BUGS
+#include "moonpool_planted.h"
+#endif
+
 namespace moonpool::driver {
 
 absl::string_view PeerStateName(PeerState state) {
@@ -256,6 +260,11 @@ void Peer::OnFailed(protocol::RequestFailed& failed) {
     Complete(p, failed.status);
     return;
   }
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (queues across reconnects): a request to send again is
+  // forgotten instead of queued for the next connection: no outcome.
+  if (moonpool_planted::Active("peer_drops_retry")) return;
+#endif
   // Not processed, never sent, or idempotent: send it again on the next
   // connection, ahead of requests that were never sent.
   p.written |= failed.delivery == protocol::Delivery::kMaybeDelivered;

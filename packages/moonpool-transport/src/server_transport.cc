@@ -12,6 +12,10 @@
 #include "moonpool/protocol/connection.h"
 #include "server_connection.h"
 
+#ifdef MOONPOOL_PLANTED_BUGS
+#include "moonpool_planted.h"
+#endif
+
 namespace moonpool::transport {
 namespace {
 
@@ -105,6 +109,11 @@ bool ServerTransport::CanRead(const Connection& c) const {
   // While draining no new request can arrive (the Goodbye refuses them):
   // read freely so the protocol can finish.
   if (state_ == State::kDraining) return true;
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (backpressure): the bounds are not checked, so a server
+  // whose handlers are slow queues without limit instead of pausing.
+  if (moonpool_planted::Active("server_ignores_bounds")) return true;
+#endif
   return c.in_flight() < c.bound() &&
          in_flight_ < options_.max_requests_in_flight &&
          queued_bytes_ < options_.max_queued_bytes;
