@@ -70,8 +70,8 @@
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/graceful_shutdown.h"
+#include "moonpool/transport/program_flags.h"
 #include "moonpool/transport/request_options.h"
-#include "program_flags.h"
 
 ABSL_FLAG(std::string, connect, "", "HOST:PORT of the echo server (required)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the fault decisions");
@@ -102,7 +102,7 @@ using moonpool::transport::ClientOptions;
 using moonpool::transport::ClientTransport;
 using moonpool::transport::RequestOptions;
 
-using moonpool::examples::UsageError;
+using moonpool::transport::UsageError;
 using moonpool::transport::GracefulShutdown;
 using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::ShutdownStep;
@@ -134,7 +134,7 @@ struct Flags {
 };
 
 Flags ReadFlags(int argc, char** argv) {
-  moonpool::examples::ParseProgramFlags(argc, argv, kUsage, __FILE__);
+  moonpool::transport::ParseProgramFlags(argc, argv, kUsage, __FILE__);
   Flags f;
   f.connect = absl::GetFlag(FLAGS_connect);
   f.seed = absl::GetFlag(FLAGS_seed);

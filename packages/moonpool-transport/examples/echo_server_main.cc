@@ -33,8 +33,8 @@
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/transport/graceful_shutdown.h"
+#include "moonpool/transport/program_flags.h"
 #include "moonpool/transport/server_transport.h"
-#include "program_flags.h"
 
 ABSL_FLAG(std::string, listen, "",
           "HOST:PORT to bind (required; port 0: any free port, the first "
@@ -54,7 +54,7 @@ namespace {
 using moonpool::driver::Address;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
-using moonpool::examples::UsageError;
+using moonpool::transport::UsageError;
 using moonpool::transport::GracefulShutdown;
 using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::ServerOptions;
@@ -80,7 +80,7 @@ struct Flags {
 };
 
 Flags ReadFlags(int argc, char** argv) {
-  moonpool::examples::ParseProgramFlags(argc, argv, kUsage, __FILE__);
+  moonpool::transport::ParseProgramFlags(argc, argv, kUsage, __FILE__);
   Flags f;
   const std::string listen = absl::GetFlag(FLAGS_listen);
   if (listen.empty()) UsageError(kProgram, "--listen is required");

@@ -1,22 +1,4 @@
-// How the programs (moonpool-chaos-pingpong here; moonpool-echo-server and
-// moonpool-pingpong in moonpool-transport) read their command line:
-// absl::ParseCommandLine over the ABSL_FLAGs of the program's main file, with
-// three additions:
-//   - Flag names may be written with dashes: absl names flags as C++
-//     identifiers (--max_connections), while the programs have always been
-//     documented, scripted and tested with --max-connections. Both work.
-//   - --help (and -h) lists the flags of the program's own main file (absl
-//     would look for a file named after the program).
-//   - A positional argument, or a value that breaks a flag's own rule (a
-//     count of 0), is a usage error: the message, then exit status 2.
-// absl's own errors (an unknown flag, a value that does not parse) are
-// reported by absl, which exits with status 1.
-//
-// A copy of packages/moonpool-transport/examples/program_flags.h (a package
-// builds standalone, so it cannot include the other's examples): keep them
-// the same.
-#ifndef MOONPOOL_CHAOS_PROGRAMS_PROGRAM_FLAGS_H_
-#define MOONPOOL_CHAOS_PROGRAMS_PROGRAM_FLAGS_H_
+#include "moonpool/transport/program_flags.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -30,13 +12,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 
-namespace moonpool::examples {
+namespace moonpool::transport {
 
-// "--max-connections=5" -> "--max_connections=5"; "-h" -> "--help". Only
-// the name is rewritten, and only of arguments that look like a flag name
-// (letters, digits, dashes): a value such as "--" or a negative number is
-// left as it is, and so is everything after a "--" argument.
-inline std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
   std::vector<std::string> out(argv, argv + argc);
   for (size_t i = 1; i < out.size(); ++i) {
     std::string& arg = out[i];
@@ -67,8 +45,7 @@ inline std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
   return out;
 }
 
-[[noreturn]] inline void UsageError(absl::string_view program,
-                                    absl::string_view error) {
+void UsageError(absl::string_view program, absl::string_view error) {
   std::fprintf(stderr, "%.*s: %.*s\nTry '%.*s --help'.\n",
                static_cast<int>(program.size()), program.data(),
                static_cast<int>(error.size()), error.data(),
@@ -76,11 +53,8 @@ inline std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
   std::exit(2);
 }
 
-// Parses the command line into the program's ABSL_FLAGs. `usage` is the
-// synopsis --help prints above the flags; `main_file` is the file that
-// defines them (__FILE__).
-inline void ParseProgramFlags(int argc, char** argv, absl::string_view usage,
-                              absl::string_view main_file) {
+void ParseProgramFlags(int argc, char** argv, absl::string_view usage,
+                       absl::string_view main_file) {
   absl::SetProgramUsageMessage(usage);
   const std::string main_base(
       main_file.substr(main_file.find_last_of('/') + 1));
@@ -110,6 +84,4 @@ inline void ParseProgramFlags(int argc, char** argv, absl::string_view usage,
   }
 }
 
-}  // namespace moonpool::examples
-
-#endif  // MOONPOOL_CHAOS_PROGRAMS_PROGRAM_FLAGS_H_
+}  // namespace moonpool::transport
