@@ -13,17 +13,8 @@
 #include "moonpool/transport/server_transport.h"
 #include "transport_test_util.h"
 
-namespace moonpool::transport {
+namespace moonpool::transport::testing {
 namespace {
-
-using driver::Task;
-using driver::TaskScope;
-using driver::UvLoop;
-using driver::UvLoopOptions;
-using testing::Echo;
-using testing::FastClient;
-using testing::RunUntil;
-using testing::Store;
 
 TEST(ClientServer, StringRoundTrip) {
   UvLoop loop(UvLoopOptions{.seed = 1});
@@ -323,4 +314,4 @@ TEST(ClientServer, UnreachableServerIsUnavailableAtTheDeadline) {
 }
 
 }  // namespace
-}  // namespace moonpool::transport
+}  // namespace moonpool::transport::testing

@@ -12,21 +12,8 @@
 #include "moonpool/transport/server_transport.h"
 #include "transport_test_util.h"
 
-namespace moonpool::transport {
+namespace moonpool::transport::testing {
 namespace {
-
-using driver::Task;
-using driver::TaskScope;
-using driver::UvLoop;
-using driver::UvLoopOptions;
-using testing::AllDone;
-using testing::Echo;
-using testing::FastClient;
-using testing::Reply;
-using testing::RunFor;
-using testing::RunUntil;
-using testing::Store;
-using testing::TakeOne;
 
 Task<void> CloseServer(ServerTransport& server, bool drain, bool* done) {
   co_await server.Close(drain);
@@ -154,4 +141,4 @@ TEST(Close, WithoutDrainClosesAtOnceAndInFlightRequestsAreAborted) {
 }
 
 }  // namespace
-}  // namespace moonpool::transport
+}  // namespace moonpool::transport::testing

@@ -25,22 +25,11 @@
 #include "moonpool/transport/server_transport.h"
 #include "transport_test_util.h"
 
-namespace moonpool::transport {
+namespace moonpool::transport::testing {
 namespace {
 
-using driver::Task;
-using driver::TaskScope;
-using driver::UvLoop;
-using driver::UvLoopOptions;
-using testing::Echo;
 using ::testing::ElementsAre;
-using testing::FastClient;
 using ::testing::Pair;
-using testing::Reply;
-using testing::RunFor;
-using testing::RunUntil;
-using testing::Store;
-using testing::TakeOne;
 using Step = std::pair<int, ShutdownStep>;
 
 std::unique_ptr<GracefulShutdown> WatchOrDie(UvLoop& loop,
@@ -253,4 +242,4 @@ TEST(GracefulShutdown, RejectsSignalsThatCannotBeWatched) {
 }
 
 }  // namespace
-}  // namespace moonpool::transport
+}  // namespace moonpool::transport::testing

@@ -12,21 +12,8 @@
 #include "moonpool/transport/server_transport.h"
 #include "transport_test_util.h"
 
-namespace moonpool::transport {
+namespace moonpool::transport::testing {
 namespace {
-
-using driver::Task;
-using driver::TaskScope;
-using driver::UvLoop;
-using driver::UvLoopOptions;
-using testing::AllDone;
-using testing::Echo;
-using testing::FastClient;
-using testing::Reply;
-using testing::RunFor;
-using testing::RunUntil;
-using testing::Store;
-using testing::TakeOne;
 
 TEST(ServerBounds, RequestsExpiredWhileQueuedAreDroppedAndCounted) {
   UvLoop loop(UvLoopOptions{.seed = 21});
@@ -179,4 +166,4 @@ TEST(ServerBounds, BindToATakenPortFails) {
 }
 
 }  // namespace
-}  // namespace moonpool::transport
+}  // namespace moonpool::transport::testing

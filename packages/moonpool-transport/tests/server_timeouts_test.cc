@@ -18,18 +18,8 @@
 #include "moonpool/transport/server_transport.h"
 #include "transport_test_util.h"
 
-namespace moonpool::transport {
+namespace moonpool::transport::testing {
 namespace {
-
-using driver::TaskScope;
-using driver::UvLoop;
-using driver::UvLoopOptions;
-using testing::Echo;
-using testing::FastClient;
-using testing::Reply;
-using testing::RunFor;
-using testing::RunUntil;
-using testing::Store;
 
 // A blocking loopback socket connected to `port` (the kernel completes the
 // connect from the listen backlog; the loop accepts it when it next runs).
@@ -192,4 +182,4 @@ TEST(ServerTimeouts, AConnectionWithARequestInFlightIsNotIdle) {
 }
 
 }  // namespace
-}  // namespace moonpool::transport
+}  // namespace moonpool::transport::testing

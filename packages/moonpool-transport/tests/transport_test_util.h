@@ -23,6 +23,14 @@
 
 namespace moonpool::transport::testing {
 
+// The driver's names every transport test uses. The tests are written in
+// this namespace, so these and the helpers below need no using-declarations
+// of their own.
+using driver::Task;
+using driver::TaskScope;
+using driver::UvLoop;
+using driver::UvLoopOptions;
+
 inline absl::AnyInvocable<void(absl::Status)> FailOnError() {
   return [](absl::Status s) { ADD_FAILURE() << "task failed: " << s; };
 }
