@@ -12,15 +12,8 @@
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/protocol/connection.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
-
-using testing::ClientOptions;
-using testing::ConnectionPair;
-using testing::Drain;
-using testing::OfKind;
-using testing::Recorded;
-using testing::ServerOptions;
 
 // Fires `site` only, every time; records every site asked.
 BuggifyFn Only(absl::string_view site, std::set<std::string>* asked) {
@@ -166,4 +159,4 @@ TEST(ConnectionBuggify, EarlyWakeupComesHalfwayAndFindsNothingToDo) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing

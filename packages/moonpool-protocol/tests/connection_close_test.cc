@@ -6,13 +6,8 @@
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
-
-using testing::ConnectionPair;
-using testing::Drain;
-using testing::OfKind;
-using testing::Recorded;
 
 TEST(ConnectionClose, ResetFailsWrittenAsMaybeDeliveredAndUnwrittenAsNotSent) {
   ConnectionPair p;
@@ -162,4 +157,4 @@ TEST(ConnectionClose, CommandsAfterCloseFailClearly) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing

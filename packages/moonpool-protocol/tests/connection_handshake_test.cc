@@ -8,16 +8,8 @@
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame_encoder.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
-
-using testing::ClientOptions;
-using testing::ConnectionPair;
-using testing::Drain;
-using testing::kStart;
-using testing::OfKind;
-using testing::Recorded;
-using testing::ServerOptions;
 
 std::string Encoded(const wire::FrameValue& frame) {
   wire::FrameEncoder encoder;
@@ -150,4 +142,4 @@ TEST(ConnectionHandshake, SecondHelloIsAProtocolError) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing

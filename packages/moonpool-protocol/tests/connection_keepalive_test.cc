@@ -8,15 +8,8 @@
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame_encoder.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
-
-using testing::ClientOptions;
-using testing::ConnectionPair;
-using testing::Drain;
-using testing::OfKind;
-using testing::Recorded;
-using testing::ServerOptions;
 
 TEST(ConnectionKeepalive, SilentPeerIsPingedEveryIntervalThenDeclaredGone) {
   ConnectionPair p;
@@ -136,10 +129,10 @@ TEST(ConnectionKeepalive, IntervalAndTimeoutAreConfigurable) {
 }
 
 TEST(ConnectionKeepalive, ServerThatNeverAnswersHelloTimesOut) {
-  Connection client(ClientOptions(), testing::kStart);
-  ASSERT_TRUE(client.SendRequest("x", {}, testing::kStart).ok());
+  Connection client(ClientOptions(), kStart);
+  ASSERT_TRUE(client.SendRequest("x", {}, kStart).ok());
   client.ConsumeOutput(client.PendingOutput().size());
-  client.AdvanceTime(testing::kStart + absl::Seconds(4));
+  client.AdvanceTime(kStart + absl::Seconds(4));
   auto events = Drain(client);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].kind, Recorded::kRequestFailed);
@@ -181,4 +174,4 @@ TEST(ConnectionKeepalive, PingsAnsweredAsTheyAreReadAreNotAFlood) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing

@@ -30,13 +30,8 @@
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/protocol/connection.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
-
-using testing::ClientOptions;
-using testing::Drain;
-using testing::Recorded;
-using testing::ServerOptions;
 
 // Bytes written by one side and not yet read by the other.
 struct Link {
@@ -222,7 +217,7 @@ class RandomRun {
   void DrainServer() {
     for (Recorded& r : Drain(server_)) {
       ASSERT_FALSE(server_closed_)
-          << "event after Closed: " << testing::KindName(r.kind);
+          << "event after Closed: " << KindName(r.kind);
       if (r.kind == Recorded::kRequestReceived) {
         ASSERT_EQ(sent_.count(r.id.value()), 1u)
             << "server received a request never sent: " << r.id;
@@ -239,7 +234,7 @@ class RandomRun {
   void DrainClient() {
     for (Recorded& r : Drain(client_)) {
       ASSERT_FALSE(client_closed_)
-          << "event after Closed: " << testing::KindName(r.kind);
+          << "event after Closed: " << KindName(r.kind);
       if (r.kind == Recorded::kReplyReceived ||
           r.kind == Recorded::kRequestFailed) {
         ASSERT_EQ(sent_.count(r.id.value()), 1u)
@@ -326,7 +321,7 @@ class RandomRun {
   Coverage& coverage_;
   const uint64_t seed_;
   std::mt19937_64 rng_;
-  absl::Time now_ = testing::kStart;
+  absl::Time now_ = kStart;
   Connection client_;
   Connection server_;
   Link c2s_, s2c_;
@@ -416,4 +411,4 @@ TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcomeWithBuggifyRandom) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing

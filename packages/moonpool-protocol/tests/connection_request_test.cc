@@ -8,15 +8,8 @@
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame_encoder.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
-
-using testing::ClientOptions;
-using testing::ConnectionPair;
-using testing::Drain;
-using testing::OfKind;
-using testing::Recorded;
-using testing::ServerOptions;
 
 TEST(ConnectionRequest, ReplyReachesTheRequestItAnswers) {
   ConnectionPair p;
@@ -156,8 +149,7 @@ TEST(ConnectionRequest, BudgetTravelsAndBecomesADeadlineOnTheReceiversClock) {
   p.Pump();
   auto received = OfKind(p.server_events, Recorded::kRequestReceived);
   ASSERT_EQ(received.size(), 1u);
-  EXPECT_EQ(received[0].deadline,
-            testing::kStart + absl::Milliseconds(200 + 1500));
+  EXPECT_EQ(received[0].deadline, kStart + absl::Milliseconds(200 + 1500));
   EXPECT_EQ(received[0].endpoint, 3u);
 }
 
@@ -331,4 +323,4 @@ TEST(ConnectionRequest, RequestIdsThatGoBackwardsAreAProtocolError) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing

@@ -8,11 +8,9 @@
 #include "gtest/gtest.h"
 #include "moonpool/protocol/connection.h"
 
-namespace moonpool::protocol {
+namespace moonpool::protocol::testing {
 namespace {
 
-using testing::ConnectionPair;
-using testing::Drain;
 using Code = absl::StatusCode;
 
 // Brings the client of a fresh pair to `state`.
@@ -58,9 +56,8 @@ TEST(ConnectionStateTable, CommandsByState) {
   for (const Row& row : rows) {
     SCOPED_TRACE(ConnectionStateName(row.state));
     auto make = [&] { return ClientIn(row.state); };
-    EXPECT_EQ(
-        make()->client.SendRequest("x", {}, testing::kStart).status().code(),
-        row.request);
+    EXPECT_EQ(make()->client.SendRequest("x", {}, kStart).status().code(),
+              row.request);
     EXPECT_EQ(make()->client.SendOneWay(0, "x").code(), row.one_way);
     EXPECT_EQ(make()->client.SendGoodbye("x").code(), row.goodbye);
     EXPECT_EQ(make()->client.SendReply(CorrelationId(99), "x").code(),
@@ -130,4 +127,4 @@ TEST(ConnectionStateTable, Transitions) {
 }
 
 }  // namespace
-}  // namespace moonpool::protocol
+}  // namespace moonpool::protocol::testing
