@@ -17,64 +17,29 @@
 #include "gtest/gtest.h"
 #include "moonpool/chaos/chaos_config.h"
 #include "moonpool/driver/uv_loop.h"
+#include "sim_test_util.h"
 
 namespace moonpool::chaos {
 namespace {
 
+using testing::Pair;
+using testing::Pattern;
+using testing::Recorder;
+using testing::WriteAll;
+
 constexpr absl::Duration kPatience = absl::Seconds(20);
 
-class Recorder : public driver::StreamHandler {
- public:
-  explicit Recorder(size_t read_size = 64 * 1024) : buf_(read_size) {}
-  absl::Span<char> ReadBuffer(size_t) override { return absl::MakeSpan(buf_); }
-  void OnRead(size_t n) override {
-    EXPECT_GT(n, 0u);
-    EXPECT_FALSE(end.has_value()) << "OnRead after OnReadEnd";
-    data.append(buf_.data(), n);
-    ++reads;
-  }
-  void OnReadEnd(absl::Status status) override {
-    EXPECT_FALSE(end.has_value()) << "OnReadEnd twice";
-    end = std::move(status);
-    if (on_end) on_end();
-  }
-  void OnWritten(size_t n) override {
-    EXPECT_FALSE(write_error.has_value()) << "OnWritten after OnWriteError";
-    written += n;
-  }
-  void OnWriteError(absl::Status status) override {
-    EXPECT_FALSE(write_error.has_value()) << "OnWriteError twice";
-    write_error = std::move(status);
-    if (on_write_error) on_write_error();
-  }
-
-  std::string data;
-  int reads = 0;
-  std::optional<absl::Status> end;
-  size_t written = 0;
-  std::optional<absl::Status> write_error;
-  std::function<void()> on_end;
-  std::function<void()> on_write_error;
-
- private:
-  std::vector<char> buf_;
-};
+// Bigger than a loopback read, so a short read is the shim's.
+constexpr size_t kReadSize = 64 * 1024;
 
 // A server listening on `server_loop` and a client connected from
-// `client_loop`, both reading.
-struct Pair {
-  std::unique_ptr<driver::Listener> listener;
-  std::unique_ptr<driver::Stream> client;
-  std::unique_ptr<driver::Stream> server;
-  Recorder client_rec;
-  Recorder server_rec;
-  std::optional<absl::Status> connected;
-};
-
+// `client_loop`, both reading (the client unless `client_reads` is false).
 std::unique_ptr<Pair> Connect(driver::UvLoop& uv, driver::Loop& client_loop,
                               driver::Loop& server_loop,
                               bool client_reads = true) {
   auto p = std::make_unique<Pair>();
+  p->client_rec = Recorder(kReadSize);
+  p->server_rec = Recorder(kReadSize);
   Pair* raw = p.get();
   auto l = server_loop.Listen(
       driver::Address::Loopback(0), {},
@@ -99,24 +64,6 @@ std::unique_ptr<Pair> Connect(driver::UvLoop& uv, driver::Loop& client_loop,
   EXPECT_TRUE(p->connected.has_value() && p->connected->ok());
   EXPECT_NE(p->server, nullptr);
   return p;
-}
-
-std::string Pattern(size_t n, int salt) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 7 + salt) % 251);
-  return s;
-}
-
-// Writes `data` in `chunk`-byte calls; returns the bytes taken at once.
-size_t WriteAll(driver::Stream& s, const std::string& data, size_t chunk) {
-  size_t taken = 0;
-  for (size_t off = 0; off < data.size(); off += chunk) {
-    absl::StatusOr<size_t> n =
-        s.Write(absl::MakeConstSpan(data).subspan(off, chunk));
-    EXPECT_TRUE(n.ok()) << n.status();
-    if (n.ok()) taken += *n;
-  }
-  return taken;
 }
 
 ChaosConfig DelaysPartialWritesShortReads() {
@@ -305,7 +252,7 @@ TEST(FaultyLoop, RefusedConnectFailsWithUnavailableOnALaterTurn) {
   auto s = loop.Connect((*listener)->address(),
                         [&](absl::Status st) { connected = st; });
   ASSERT_TRUE(s.ok());
-  Recorder rec;
+  Recorder rec(kReadSize);
   (*s)->SetHandler(&rec);
   EXPECT_TRUE((*s)->StartReading().ok());
   EXPECT_EQ(*(*s)->Write("queued"), 0u);

@@ -3,6 +3,7 @@
 #ifndef MOONPOOL_CHAOS_TESTS_SIM_TEST_UTIL_H_
 #define MOONPOOL_CHAOS_TESTS_SIM_TEST_UTIL_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,22 +19,32 @@
 
 namespace moonpool::chaos::testing {
 
+// Records what happens to a stream, and fails the test on a callback the
+// Stream contract rules out (a read after the end, anything twice).
+// on_end and on_write_error, when set, run inside those callbacks.
 class Recorder : public driver::StreamHandler {
  public:
   explicit Recorder(size_t read_size = 4096) : buf_(read_size) {}
   absl::Span<char> ReadBuffer(size_t) override { return absl::MakeSpan(buf_); }
   void OnRead(size_t n) override {
     EXPECT_GT(n, 0u);
+    EXPECT_FALSE(end.has_value()) << "OnRead after OnReadEnd";
     data.append(buf_.data(), n);
     ++reads;
   }
   void OnReadEnd(absl::Status status) override {
     EXPECT_FALSE(end.has_value()) << "OnReadEnd twice";
     end = std::move(status);
+    if (on_end) on_end();
   }
-  void OnWritten(size_t n) override { written += n; }
+  void OnWritten(size_t n) override {
+    EXPECT_FALSE(write_error.has_value()) << "OnWritten after OnWriteError";
+    written += n;
+  }
   void OnWriteError(absl::Status status) override {
+    EXPECT_FALSE(write_error.has_value()) << "OnWriteError twice";
     write_error = std::move(status);
+    if (on_write_error) on_write_error();
   }
 
   std::string data;
@@ -41,13 +52,14 @@ class Recorder : public driver::StreamHandler {
   std::optional<absl::Status> end;
   size_t written = 0;
   std::optional<absl::Status> write_error;
+  std::function<void()> on_end;
+  std::function<void()> on_write_error;
 
  private:
   std::vector<char> buf_;
 };
 
-// A client stream on host `from` connected to a listener on host `to`;
-// both ends with a Recorder, reading.
+// A client stream connected to a listener; both ends with a Recorder.
 struct Pair {
   std::unique_ptr<driver::Listener> listener;
   std::unique_ptr<driver::Stream> client;
@@ -57,7 +69,9 @@ struct Pair {
   std::optional<absl::Status> connected;
 };
 
-// Makes the pair and runs `sim` until it is connected and accepted.
+// Makes the pair, a client stream on host `from` connected to a listener
+// on host `to`, both reading unless `start_reading` is false, and runs
+// `sim` until it is connected and accepted.
 inline std::unique_ptr<Pair> Connect(SimLoop& sim, SimHost& from, SimHost& to,
                                      bool start_reading = true,
                                      size_t read_size = 4096) {
