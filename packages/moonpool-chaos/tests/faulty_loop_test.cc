@@ -79,6 +79,22 @@ ChaosConfig DelaysPartialWritesShortReads() {
   return c;
 }
 
+// Runs `uv` until each end has read as much as the other wrote (`up` from
+// the client, `down` from the server) and each write is accounted for:
+// taken at once (`*_taken`) or reported by OnWritten.
+void RunUntilExchanged(driver::UvLoop& uv, Pair& p, const std::string& up,
+                       size_t up_taken, const std::string& down,
+                       size_t down_taken) {
+  uv.RunUntil(
+      [&] {
+        return p.server_rec.data.size() >= up.size() &&
+               p.client_rec.data.size() >= down.size() &&
+               up_taken + p.client_rec.written == up.size() &&
+               down_taken + p.server_rec.written == down.size();
+      },
+      uv.Now() + kPatience);
+}
+
 TEST(FaultyLoop, NoFaultsIsAByteIdenticalPassthrough) {
   driver::UvLoop uv(driver::UvLoopOptions{.seed = 1});
   FaultyLoop client_loop(uv, {.seed = 1});
@@ -88,14 +104,7 @@ TEST(FaultyLoop, NoFaultsIsAByteIdenticalPassthrough) {
   const std::string down = Pattern(200000, 2);
   size_t up_taken = WriteAll(*p->client, up, 4000);
   size_t down_taken = WriteAll(*p->server, down, 3000);
-  uv.RunUntil(
-      [&] {
-        return p->server_rec.data.size() >= up.size() &&
-               p->client_rec.data.size() >= down.size() &&
-               up_taken + p->client_rec.written == up.size() &&
-               down_taken + p->server_rec.written == down.size();
-      },
-      uv.Now() + kPatience);
+  RunUntilExchanged(uv, *p, up, up_taken, down, down_taken);
   EXPECT_EQ(p->server_rec.data, up);
   EXPECT_EQ(p->client_rec.data, down);
   EXPECT_EQ(up_taken + p->client_rec.written, up.size());
@@ -125,14 +134,7 @@ TEST(FaultyLoop, DelaysPartialWritesAndShortReadsKeepBytesWholeAndInOrder) {
   size_t up_taken = WriteAll(*p->client, up, 5000);
   size_t down_taken = WriteAll(*p->server, down, 7000);
   EXPECT_GT(p->client->queued_write_bytes(), 0u);
-  uv.RunUntil(
-      [&] {
-        return p->server_rec.data.size() >= up.size() &&
-               p->client_rec.data.size() >= down.size() &&
-               up_taken + p->client_rec.written == up.size() &&
-               down_taken + p->server_rec.written == down.size();
-      },
-      uv.Now() + kPatience);
+  RunUntilExchanged(uv, *p, up, up_taken, down, down_taken);
   EXPECT_TRUE(p->server_rec.data == up) << "upstream bytes differ";
   EXPECT_TRUE(p->client_rec.data == down) << "downstream bytes differ";
   EXPECT_EQ(up_taken + p->client_rec.written, up.size());
