@@ -34,9 +34,7 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
   const ChaosConfig chaos = PlanFor(spec, seed);
   r.chaos = chaos.ToString();
   absl::StatusOr<std::unique_ptr<Workload>> workload =
-      WorkloadRegistry::Global().Make(
-          spec.workload,
-          WorkloadOptions{.test_only_bug = spec.plant_workload_bug});
+      WorkloadRegistry::Global().Make(spec.workload, WorkloadOptions{});
   if (!workload.ok()) {
     r.status = workload.status();
     return r;
@@ -47,7 +45,6 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
   o.buggify = spec.buggify;
   o.trace.tail_size = 48;
   o.trace.keep_full = spec.keep_full_trace;
-  o.test_only_stall_is_close = spec.plant_stall_is_close;
   {
     SimLoop sim(o);
     WorkloadContext context(sim, r.stats, o.start);

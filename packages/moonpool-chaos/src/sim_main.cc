@@ -33,6 +33,10 @@
 #include "moonpool/chaos/workload.h"
 #include "sim_report.h"
 
+#ifdef MOONPOOL_PLANTED_BUGS
+#include "moonpool_planted.h"
+#endif
+
 namespace moonpool::chaos {
 namespace internal {
 
@@ -176,12 +180,6 @@ std::vector<FlagDef> RunnerFlags(Args& a) {
        Into(&a.spec.buggify)},
       {"failures-only", Kind::kBool, "", "print only failed seeds",
        Into(&a.failures_only)},
-      {"test-only-plant-stall-is-close", Kind::kBool, "",
-       "plant the stall-is-close bug in SimLoop (tests of the sweep)",
-       Into(&a.spec.plant_stall_is_close)},
-      {"test-only-plant-workload-bug", Kind::kBool, "",
-       "ask the workload to plant its own bug (tests of the sweep)",
-       Into(&a.spec.plant_workload_bug)},
   };
 }
 
@@ -550,11 +548,15 @@ std::string ReproduceCommand(absl::string_view program, const RunSpec& spec,
       ShellQuote(program), "--workload", ShellQuote(spec.workload),  "--seed",
       absl::StrCat(seed),  "--config",   ShellQuote(ConfigArg(spec))};
   if (!spec.buggify) words.push_back("--no-buggify");
-  if (spec.plant_stall_is_close) {
-    words.push_back("--test-only-plant-stall-is-close");
+#ifdef MOONPOOL_PLANTED_BUGS
+  // The test-only build takes its planted bug from the environment: the
+  // command sets it again.
+  if (*moonpool_planted::ActiveName() != '\0') {
+    words.insert(words.begin(),
+                 absl::StrCat("MOONPOOL_PLANTED_BUG=",
+                              ShellQuote(moonpool_planted::ActiveName())));
   }
-  if (spec.plant_workload_bug)
-    words.push_back("--test-only-plant-workload-bug");
+#endif
   for (const std::string& extra : extra_args) {
     words.push_back(ShellQuote(extra));
   }

@@ -16,6 +16,10 @@
 #include "absl/strings/str_format.h"
 #include "sim_core.h"
 
+#ifdef MOONPOOL_PLANTED_BUGS
+#include "moonpool_planted.h"
+#endif
+
 namespace moonpool::chaos::internal {
 namespace {
 
@@ -523,11 +527,16 @@ void SimCore::Transmit(uint64_t id, int w) {
       TraceEvent(TraceKind::kFaultStall, id, stall ? 3 : (1u << w),
                  until - now_ns_);
       assertions_.RecordSometimes(stall ? "fault.stall" : "fault.clog", true);
-      if (options_.test_only_stall_is_close) {
+#ifdef MOONPOOL_PLANTED_BUGS
+      // Planted bug (the simulator's): a stall (or clog) resets the
+      // connection instead of holding its bytes, without recording a reset:
+      // a stalled link treated as a closed one.
+      if (moonpool_planted::Active("sim_stall_is_close")) {
         ResetConnection(*c, absl::UnavailableError(
                                 "connection closed on stall (planted bug)"));
         return;
       }
+#endif
       for (int d = 0; d < 2; ++d) {
         if (!stall && d != w) continue;
         Pipe& q = c->pipe[d];

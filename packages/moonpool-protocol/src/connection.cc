@@ -11,6 +11,10 @@
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/wire/frame.h"
 
+#ifdef MOONPOOL_PLANTED_BUGS
+#include "moonpool_planted.h"
+#endif
+
 namespace moonpool::protocol {
 namespace {
 
@@ -218,6 +222,13 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
     return absl::DeadlineExceededError(
         "request deadline is not after the current time");
   }
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (deadlines): the budget measured from the last byte
+  // received instead of now, so the server waits past the caller's deadline.
+  if (moonpool_planted::Active("deadline_budget_from_stale_clock")) {
+    now = std::min(now, last_receive_);
+  }
+#endif
   const CorrelationId id = ids_->Next();
   if (absl::Status s = EncodeEnvelope(EnvelopeView{id,
                                                    EnvelopeKind::kRequest,
@@ -260,6 +271,17 @@ absl::Status Connection::Answer(const EnvelopeView& answer) {
         absl::StrCat("no request ", answer.correlation_id.ToString(),
                      " awaits a reply on this connection"));
   }
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (ids): the answer carries the id of the latest request
+  // received, as if requests were answered one at a time in order.
+  if (moonpool_planted::Active("reply_id_of_last_request")) {
+    EnvelopeView wrong = answer;
+    wrong.correlation_id = last_request_received_;
+    if (absl::Status s = EncodeEnvelope(wrong); !s.ok()) return s;
+    awaiting_reply_.erase(it);
+    return absl::OkStatus();
+  }
+#endif
   if (absl::Status s = EncodeEnvelope(answer); !s.ok()) return s;
   awaiting_reply_.erase(it);
   return absl::OkStatus();
@@ -281,6 +303,19 @@ absl::Status Connection::SendErrorReply(CorrelationId id,
   if (status.ok()) {
     return absl::InvalidArgumentError("an error reply needs a non-OK status");
   }
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (error replies): the code left at its default, so the
+  // caller reads Unknown instead of the handler's code.
+  if (moonpool_planted::Active("error_reply_code_dropped")) {
+    return Answer(EnvelopeView{id,
+                               EnvelopeKind::kError,
+                               kDefaultEndpoint,
+                               {},
+                               absl::ZeroDuration(),
+                               absl::StatusCode::kOk,
+                               status.message()});
+  }
+#endif
   return Answer(EnvelopeView{id,
                              EnvelopeKind::kError,
                              kDefaultEndpoint,
@@ -316,6 +351,14 @@ absl::Status Connection::SendGoodbye(absl::string_view reason) {
   if (goodbye_sent_) return absl::OkStatus();
   goodbye_sent_ = true;
   goodbye_last_ = last_request_received_;
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (goodbye): the last id processed off by one, so the peer
+  // fails its latest request as unprocessed and sends it again.
+  if (moonpool_planted::Active("goodbye_last_id_off_by_one") &&
+      goodbye_last_.valid()) {
+    goodbye_last_ = CorrelationId(goodbye_last_.value() - 1);
+  }
+#endif
   EncodeControl(wire::Goodbye{goodbye_last_, reason});
   if (state_ == ConnectionState::kOpen) state_ = ConnectionState::kClosing;
   return absl::OkStatus();
@@ -551,7 +594,15 @@ void Connection::Close(absl::Status why) {
   state_ = ConnectionState::kClosed;
   close_status_ = why;
   for (const internal::PendingRequest& r : pending_.TakeAll()) {
+#ifdef MOONPOOL_PLANTED_BUGS
+    // Planted bug (retry / delivery accounting): a written request reported
+    // as never sent, so the layer above sends it again though it may have
+    // run.
+    const bool written = Written(r) && !moonpool_planted::Active(
+                                           "retry_maybe_delivered_as_not_sent");
+#else
     const bool written = Written(r);
+#endif
     const Delivery delivery =
         written ? Delivery::kMaybeDelivered : Delivery::kNotSent;
     absl::Status status;
@@ -571,6 +622,15 @@ void Connection::Close(absl::Status why) {
                        " was not sent: the connection closed first"),
           why);
     }
+#ifdef MOONPOOL_PLANTED_BUGS
+    // Planted bug (close path): a request the failed connection may have
+    // delivered is reported Cancelled, as if its caller had given up.
+    if (moonpool_planted::Active("close_reports_cancelled") && written &&
+        !handshake_failed) {
+      status = absl::CancelledError(absl::StrCat(
+          "request ", r.id.ToString(), " cancelled: the connection closed"));
+    }
+#endif
     // Constructed in place: GCC 12 at -O2 warns of a maybe-uninitialized
     // Status when a temporary is moved into the variant.
     queue_.emplace_back(

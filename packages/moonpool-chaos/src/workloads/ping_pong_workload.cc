@@ -1,6 +1,8 @@
 #include "workloads/ping_pong_workload.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +19,7 @@
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
+#include "moonpool/envelope/envelope.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/server_transport.h"
 
@@ -32,17 +35,49 @@ using transport::ServerOptions;
 using transport::ServerTransport;
 
 constexpr uint16_t kPort = 4500;
+// In the quiet phase each client sends each server, at once: a plain
+// idempotent request, a plain non-idempotent one, and one asking for an
+// error reply (after a one-way message).
+constexpr size_t kQuietRequestsPerServer = 3;
+// The servers' bound on requests received and not yet answered, below what
+// the clients can have in flight together, so that backpressure (pausing
+// reads) happens in every run, and the bound is checked.
+constexpr size_t kServerMaxInFlight = 4;
 
 // Declared up front so that a kind never seen shows as a coverage hole.
 constexpr absl::string_view kOutcomePoints[] = {
     "outcome.reply",
+    "outcome.error_reply",
     "outcome.deadline_exceeded",
     "outcome.unavailable",
     "outcome.aborted_maybe_delivered",
     "outcome.idempotent_retried_success",
+    "one_way.delivered",
     "restart.graceful",
     "restart.abrupt",
 };
+
+// The codes a handler answers with when asked for an error reply: none of
+// them is one the transport makes up itself, so the client can tell the
+// handler's answer from a transport outcome.
+constexpr absl::StatusCode kHandlerErrorCodes[] = {
+    absl::StatusCode::kNotFound,
+    absl::StatusCode::kAlreadyExists,
+    absl::StatusCode::kPermissionDenied,
+    absl::StatusCode::kOutOfRange,
+};
+
+bool IsHandlerErrorCode(absl::StatusCode code) {
+  for (absl::StatusCode c : kHandlerErrorCodes) {
+    if (c == code) return true;
+  }
+  return false;
+}
+
+// The message of the error reply the handler gives request c<client>/<seq>.
+std::string HandlerErrorMessage(int client, uint64_t seq) {
+  return absl::StrCat("handler error for c", client, "/", seq);
+}
 
 enum class Kind : uint8_t {
   kPending,
@@ -58,31 +93,60 @@ struct Record {
   uint64_t seq = 0;
   bool idempotent = false;
   bool quiet = false;
+  // The code the handler must answer with; kOk: a plain reply.
+  absl::StatusCode error = absl::StatusCode::kOk;
+  // When the client called Request, and the deadline that gave it.
+  absl::Time issued;
+  absl::Time deadline;
   int outcomes = 0;
   Kind kind = Kind::kPending;
   absl::Status status;
+};
+
+// One one-way message a client sent ("o|<client>|<seq>").
+struct OneWayRecord {
+  int server = 0;
+  bool quiet = false;
+  int received = 0;
 };
 
 uint64_t Key(int client, uint64_t seq) {
   return (static_cast<uint64_t>(client) << 40) | seq;
 }
 
-// "q|<client>|<seq>|<idempotent>" and "r|<client>|<seq>|<server>|<inc>".
+// "q|<client>|<seq>|<idempotent>|<error code>",
+// "r|<client>|<seq>|<server>|<inc>" and "o|<client>|<seq>".
 struct Parsed {
   int client = -1;
   uint64_t seq = 0;
   bool idempotent = false;
+  absl::StatusCode error = absl::StatusCode::kOk;
 };
 
 std::optional<Parsed> ParseRequest(absl::string_view p) {
   std::vector<absl::string_view> f = absl::StrSplit(p, '|');
   Parsed r;
-  int idem = 0;
-  if (f.size() != 4 || f[0] != "q" || !absl::SimpleAtoi(f[1], &r.client) ||
-      !absl::SimpleAtoi(f[2], &r.seq) || !absl::SimpleAtoi(f[3], &idem)) {
+  int idem = 0, code = 0;
+  if (f.size() != 5 || f[0] != "q" || !absl::SimpleAtoi(f[1], &r.client) ||
+      !absl::SimpleAtoi(f[2], &r.seq) || !absl::SimpleAtoi(f[3], &idem) ||
+      !absl::SimpleAtoi(f[4], &code)) {
     return std::nullopt;
   }
   r.idempotent = idem != 0;
+  r.error = static_cast<absl::StatusCode>(code);
+  if (r.error != absl::StatusCode::kOk && !IsHandlerErrorCode(r.error)) {
+    return std::nullopt;
+  }
+  return r;
+}
+
+std::optional<Parsed> ParseOneWay(absl::string_view p) {
+  std::vector<absl::string_view> f = absl::StrSplit(p, '|');
+  Parsed r;
+  if (f.size() != 3 || f[0] != "o" || !absl::SimpleAtoi(f[1], &r.client) ||
+      !absl::SimpleAtoi(f[2], &r.seq)) {
+    return std::nullopt;
+  }
   return r;
 }
 
@@ -103,6 +167,10 @@ struct ClientSlot {
   std::unique_ptr<ClientTransport> transport;
   std::unique_ptr<TaskScope> tasks;
   uint64_t next_seq = 1;
+  uint64_t next_one_way = 1;
+  // Per server: one-way messages sent and not yet received (they may wait
+  // in the peer's queue, beside the requests).
+  std::vector<uint64_t> one_ways_unreceived;
 };
 
 // Everything one run holds; tasks point into it.
@@ -119,9 +187,14 @@ class PingPongRun {
   absl::Status StartServer(int s);
   void StopServerNow(int s);
   Task<void> Serve(int s, ServerTransport& t);
+  void ReceiveOneWay(int s, const IncomingMessage& m);
+  void CheckDeadline(int s, const Parsed& q, const IncomingMessage& m);
   Task<void> Lane(int c, int lane);
   Task<void> OneRequest(int c, int server, bool idempotent,
-                        absl::Duration timeout, bool quiet);
+                        absl::StatusCode error, absl::Duration timeout,
+                        bool quiet);
+  void SendOneWay(int c, int server, bool quiet);
+  bool Lossy(const AssertionRegistry& reg) const;
   Task<void> Controller();
   Task<void> Monitor();
   void CheckBounds();
@@ -131,6 +204,7 @@ class PingPongRun {
 
   SimLoop& sim_;
   const PingPongOptions& o_;
+  absl::Time start_;
   absl::Status failure_;
   std::vector<ServerSlot> servers_;
   std::vector<ClientSlot> clients_;
@@ -139,6 +213,9 @@ class PingPongRun {
   // Times each request id was handed to a server handler, across all
   // servers and incarnations: the at-most-once record lives here.
   absl::flat_hash_map<uint64_t, int> processed_;
+  // Every one-way message sent (Send returned OK), and how often a server
+  // handler got it.
+  absl::flat_hash_map<uint64_t, OneWayRecord> one_ways_;
   uint64_t issued_ = 0, resolved_ = 0, replies_ = 0, aborted_ = 0;
   int lanes_done_ = 0;
   bool chaos_over_ = false;
@@ -152,6 +229,7 @@ absl::Status PingPongRun::StartServer(int s) {
   ServerSlot& slot = servers_[s];
   ServerOptions so;
   so.drain_timeout = absl::Seconds(1);
+  so.max_requests_in_flight = kServerMaxInFlight;
   so.connection.incarnation = ++slot.incarnation;
   absl::StatusOr<std::unique_ptr<ServerTransport>> t =
       ServerTransport::Bind(*slot.host, slot.host->Addr(kPort), so);
@@ -190,7 +268,10 @@ void PingPongRun::StopServerNow(int s) {
 Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
   SimRandom& rng = sim_.random_source();
   while (std::optional<IncomingMessage> m = co_await t.NextMessage()) {
-    if (!m->is_request()) continue;
+    if (!m->is_request()) {
+      ReceiveOneWay(s, *m);
+      continue;
+    }
     std::optional<Parsed> q = ParseRequest(m->envelope.payload);
     if (!q.has_value()) {
       Fail(absl::InternalError(absl::StrCat("invariant payload.intact: server ",
@@ -205,20 +286,76 @@ Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
           q->seq, " processed ", times, " times (latest by server ", s,
           " incarnation ", servers_[s].incarnation, ")")));
     }
+    CheckDeadline(s, *q, *m);
     // Sometimes a slow handler, so that restarts find requests in flight.
-    if (rng.Bernoulli(0.1)) {
+    if (rng.Bernoulli(o_.slow_handler_probability)) {
       co_await driver::Sleep(
           *servers_[s].host,
-          rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(5)));
+          rng.UniformDuration(absl::ZeroDuration(), o_.max_handler_delay));
     }
     // NotFound (connection gone) and FailedPrecondition (closed) are legal
     // here: the client sees its own outcome for it.
-    (void)t.Reply(*m, absl::StrCat("r|", q->client, "|", q->seq, "|", s, "|",
-                                   servers_[s].incarnation));
+    if (q->error != absl::StatusCode::kOk) {
+      (void)t.ReplyError(
+          *m, absl::Status(q->error, HandlerErrorMessage(q->client, q->seq)));
+    } else {
+      (void)t.Reply(*m, absl::StrCat("r|", q->client, "|", q->seq, "|", s, "|",
+                                     servers_[s].incarnation));
+    }
+  }
+}
+
+void PingPongRun::ReceiveOneWay(int s, const IncomingMessage& m) {
+  std::optional<Parsed> o = ParseOneWay(m.envelope.payload);
+  const auto it =
+      o.has_value() ? one_ways_.find(Key(o->client, o->seq)) : one_ways_.end();
+  if (it == one_ways_.end()) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant payload.intact: server ", s, " got one-way '",
+        m.envelope.payload, "' (", EnvelopeKindName(m.envelope.kind),
+        "), which no client sent")));
+    return;
+  }
+  Sometimes(true, "one_way.delivered");
+  if (it->second.received == 0) {
+    --clients_[o->client].one_ways_unreceived[it->second.server];
+  }
+  if (++it->second.received > 1) {
+    Fail(absl::InternalError(
+        absl::StrCat("invariant one_way.at_most_once: one-way c", o->client,
+                     "/", o->seq, " received ", it->second.received,
+                     " times (latest by server ", s, ")")));
+  }
+}
+
+void PingPongRun::CheckDeadline(int s, const Parsed& q,
+                                const IncomingMessage& m) {
+  // The budget travels relative (timeoutMicros, rounded up to a
+  // microsecond) and restarts when the request arrives, so the server's
+  // deadline is the client's, moved later by no more than the time the
+  // request spent between its encoding and its arrival, which is at most
+  // the time since the client issued it. All hosts share the virtual clock.
+  const auto it = records_.find(Key(q.client, q.seq));
+  if (it == records_.end()) return;  // payload.intact's business
+  const Record& r = it->second;
+  const absl::Time latest =
+      r.deadline + (sim_.Now() - r.issued) + absl::Microseconds(1);
+  if (m.deadline < r.deadline || m.deadline > latest) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant deadline.propagated: c", q.client, "/", q.seq,
+        " issued at +", absl::FormatDuration(r.issued - start_),
+        " with deadline +", absl::FormatDuration(r.deadline - start_),
+        " reached server ", s, " at +",
+        absl::FormatDuration(sim_.Now() - start_), " with deadline ",
+        m.deadline == absl::InfiniteFuture()
+            ? std::string("none")
+            : absl::StrCat("+", absl::FormatDuration(m.deadline - start_)),
+        " (must lie in [client's, client's + time in transit])")));
   }
 }
 
 Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
+                                   absl::StatusCode error,
                                    absl::Duration timeout, bool quiet) {
   ClientSlot& client = clients_[c];
   const uint64_t seq = client.next_seq++;
@@ -228,6 +365,9 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
                 .seq = seq,
                 .idempotent = idempotent,
                 .quiet = quiet,
+                .error = error,
+                .issued = sim_.Now(),
+                .deadline = sim_.Now() + timeout,
                 .outcomes = 0,
                 .kind = Kind::kPending,
                 .status = absl::OkStatus()};
@@ -238,7 +378,9 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
   absl::StatusOr<std::string> reply =
       co_await client.transport->Request<std::string>(
           servers_[server].host->Addr(kPort),
-          absl::StrCat("q|", c, "|", seq, "|", idempotent ? 1 : 0), ro);
+          absl::StrCat("q|", c, "|", seq, "|", idempotent ? 1 : 0, "|",
+                       static_cast<int>(error)),
+          ro);
   Record& rec = records_[key];
   ++rec.outcomes;
   ++resolved_;
@@ -249,7 +391,37 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
   }
   rec.status = reply.status();
   const std::string id = absl::StrCat("c", c, "/", seq);
-  if (reply.ok()) {
+  const bool wants_error = error != absl::StatusCode::kOk;
+  const absl::StatusCode code = reply.status().code();
+  // What the transport itself may end a request with (Cancelled only to
+  // be reported as outcome_kind below).
+  const bool transport_outcome = code == absl::StatusCode::kDeadlineExceeded ||
+                                 code == absl::StatusCode::kUnavailable ||
+                                 code == absl::StatusCode::kAborted ||
+                                 code == absl::StatusCode::kCancelled;
+  if ((wants_error && !transport_outcome) || IsHandlerErrorCode(code)) {
+    // The handler's error reply, which must arrive as the handler gave it:
+    // its code and message, to the request that asked for it.
+    rec.kind = Kind::kReply;
+    const absl::Status want(error, HandlerErrorMessage(c, seq));
+    if (reply.status() != want) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant error_reply.intact: ", id, " to server ", server,
+          " wanted ",
+          wants_error ? want.ToString() : std::string("a plain reply"),
+          ", got ",
+          reply.ok() ? absl::StrCat("the reply '", *reply, "'")
+                     : reply.status().ToString())));
+    } else {
+      ++replies_;
+      Sometimes(true, "outcome.error_reply");
+      if (!processed_.contains(key)) {
+        Fail(absl::InternalError(
+            absl::StrCat("invariant reply_implies_processed: ", id,
+                         " got its error reply, never processed")));
+      }
+    }
+  } else if (reply.ok()) {
     rec.kind = Kind::kReply;
     ++replies_;
     Sometimes(true, "outcome.reply");
@@ -272,7 +444,7 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
     }
     Sometimes(idempotent && times > 1, "outcome.idempotent_retried_success");
   } else {
-    switch (reply.status().code()) {
+    switch (code) {
       case absl::StatusCode::kDeadlineExceeded:
         rec.kind = Kind::kDeadline;
         Sometimes(true, "outcome.deadline_exceeded");
@@ -292,8 +464,13 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
         }
         break;
       case absl::StatusCode::kCancelled:
+        // The workload cancels nothing and closes no client transport
+        // before every outcome is in.
         rec.kind = Kind::kCancelled;
-        Sometimes(true, "outcome.cancelled");
+        Fail(absl::InternalError(
+            absl::StrCat("invariant outcome_kind: ", id,
+                         " Cancelled though nothing cancelled it: ",
+                         reply.status().ToString())));
         break;
       default:
         Fail(absl::InternalError(absl::StrCat("invariant outcome_kind: ", id,
@@ -301,7 +478,12 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
                                               reply.status().ToString())));
     }
   }
-  if (quiet && !reply.ok()) {
+  // The handler's answer: its reply, or the error reply it was asked for.
+  const bool answered =
+      wants_error
+          ? reply.status() == absl::Status(error, HandlerErrorMessage(c, seq))
+          : reply.ok();
+  if (quiet && !answered) {
     Fail(absl::InternalError(absl::StrCat(
         "invariant quiet_liveness: ", id, (idempotent ? " (idempotent)" : ""),
         " to server ", server,
@@ -317,11 +499,38 @@ Task<void> PingPongRun::Lane(int c, int lane) {
     const bool idempotent = rng.Bernoulli(0.5);
     const absl::Duration timeout =
         rng.UniformDuration(absl::Milliseconds(20), absl::Seconds(2));
-    co_await OneRequest(c, server, idempotent, timeout, /*quiet=*/false);
+    absl::StatusCode error = absl::StatusCode::kOk;
+    if (rng.Bernoulli(o_.error_reply_probability)) {
+      error = kHandlerErrorCodes[rng.Uniform(std::size(kHandlerErrorCodes))];
+    }
+    if (rng.Bernoulli(o_.one_way_probability)) {
+      SendOneWay(c, static_cast<int>(rng.Uniform(servers_.size())),
+                 /*quiet=*/false);
+    }
+    co_await OneRequest(c, server, idempotent, error, timeout,
+                        /*quiet=*/false);
     co_await driver::Sleep(
         host, rng.UniformDuration(absl::ZeroDuration(), o_.max_think));
   }
   ++lanes_done_;
+}
+
+void PingPongRun::SendOneWay(int c, int server, bool quiet) {
+  ClientSlot& client = clients_[c];
+  const uint64_t seq = client.next_one_way++;
+  absl::Status s = client.transport->SendEncoded(
+      servers_[server].host->Addr(kPort), absl::StrCat("o|", c, "|", seq));
+  sim_.TraceUser(4, Key(c, seq), static_cast<uint64_t>(s.code()));
+  if (s.ok()) {
+    one_ways_[Key(c, seq)] =
+        OneWayRecord{.server = server, .quiet = quiet, .received = 0};
+    ++client.one_ways_unreceived[server];
+  } else if (!absl::IsResourceExhausted(s) || quiet) {
+    // A full queue is the only legal refusal, and only under chaos.
+    Fail(absl::InternalError(absl::StrCat("invariant one_way.accepted: c", c,
+                                          "/", seq, " to server ", server, ": ",
+                                          s.ToString())));
+  }
 }
 
 Task<void> PingPongRun::Controller() {
@@ -356,24 +565,31 @@ Task<void> PingPongRun::Controller() {
 
 void PingPongRun::CheckBounds() {
   // A client never has more requests pending toward one server than it has
-  // lanes; a server never queues more than all lanes together.
-  const size_t lanes = static_cast<size_t>(o_.lanes_per_client);
+  // lanes, or quiet requests (plus the one-way messages to it not yet
+  // received); a server never queues more than all of them together.
+  const size_t lanes = std::max(static_cast<size_t>(o_.lanes_per_client),
+                                kQuietRequestsPerServer);
   const size_t all_lanes = lanes * clients_.size();
   for (size_t c = 0; c < clients_.size(); ++c) {
     if (clients_[c].transport == nullptr) continue;
-    for (const ServerSlot& s : servers_) {
+    for (size_t i = 0; i < servers_.size(); ++i) {
+      const ServerSlot& s = servers_[i];
       const driver::Peer* p = clients_[c].transport->peer(s.host->Addr(kPort));
-      if (p != nullptr && p->pending_requests() > lanes) {
+      const size_t bound = lanes + clients_[c].one_ways_unreceived[i];
+      if (p != nullptr && p->pending_requests() > bound) {
         Fail(absl::InternalError(absl::StrCat(
             "invariant memory.peer_queue: client ", c, " has ",
-            p->pending_requests(), " pending toward ", s.ip, " > ", lanes)));
+            p->pending_requests(), " pending toward ", s.ip, " > ", bound)));
       }
     }
   }
   for (size_t s = 0; s < servers_.size(); ++s) {
     if (servers_[s].process == nullptr) continue;
     const transport::ServerStats st = servers_[s].process->transport->stats();
-    if (st.queued_messages > all_lanes || st.requests_in_flight > all_lanes ||
+    size_t one_ways = 0;
+    for (const ClientSlot& c : clients_) one_ways += c.one_ways_unreceived[s];
+    if (st.queued_messages > all_lanes + one_ways ||
+        st.requests_in_flight > std::min(all_lanes, kServerMaxInFlight) ||
         st.connections_open > 4 * clients_.size()) {
       Fail(absl::InternalError(
           absl::StrCat("invariant memory.server: server ", s, " queued ",
@@ -405,10 +621,21 @@ void PingPongRun::Teardown() {
   control_.reset();
 }
 
+bool PingPongRun::Lossy(const AssertionRegistry& reg) const {
+  auto happened = [&](absl::string_view n) {
+    auto it = reg.points().find(n);
+    return it != reg.points().end() && it->second.held > 0;
+  };
+  return happened("fault.reset") || happened("fault.half_close") ||
+         happened("fault.bit_flip") || happened("fault.host_killed") ||
+         restarts_ > 0;
+}
+
 absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   AssertionRegistry& reg = sim_.assertions();
   for (absl::string_view n : kOutcomePoints) reg.Declare(n);
   const absl::Time t0 = sim_.Now();
+  start_ = t0;
   SimRandom& rng = sim_.random_source();
   if (sim_.chaos().any_fault()) {
     graceful_ = rng.Bernoulli(0.5);
@@ -427,6 +654,7 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
     if (!h.ok()) return h.status();
     ClientSlot slot;
     slot.host = *h;
+    slot.one_ways_unreceived.assign(o_.servers, 0);
     slot.transport = std::make_unique<ClientTransport>(**h);
     slot.tasks = std::make_unique<TaskScope>(**h, [this](absl::Status e) {
       Fail(absl::InternalError(
@@ -453,7 +681,7 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   const int lanes = o_.clients * o_.lanes_per_client;
   auto hang = [&](absl::string_view phase) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "hang in the ", phase,
+        "invariant no_hang: hang in the ", phase,
         " phase: no progress by t=", absl::FormatDuration(sim_.Now() - t0),
         " with ", Pending(), " requests pending (", sim_.pending_events(),
         " events scheduled, ", sim_.live_connections(), " connections)"));
@@ -481,17 +709,28 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   // Quiet phase: faults off; stalls already drawn release, and keepalive
   // ends what the chaos left silent. Then every new request must succeed.
   sim_.RunUntil([] { return false; }, sim_.Now() + o_.quiet_settle);
-  const uint64_t quiet_target = issued_ + 2 * clients_.size() * servers_.size();
+  const uint64_t quiet_target =
+      issued_ + kQuietRequestsPerServer * clients_.size() * servers_.size();
   for (int c = 0; c < o_.clients; ++c) {
     for (int s = 0; s < o_.servers; ++s) {
-      clients_[c].tasks->Spawn(OneRequest(c, s, true, o_.quiet_timeout, true));
-      clients_[c].tasks->Spawn(OneRequest(c, s, false, o_.quiet_timeout, true));
+      SendOneWay(c, s, /*quiet=*/true);
+      clients_[c].tasks->Spawn(OneRequest(c, s, true, absl::StatusCode::kOk,
+                                          o_.quiet_timeout, true));
+      clients_[c].tasks->Spawn(OneRequest(c, s, false, absl::StatusCode::kOk,
+                                          o_.quiet_timeout, true));
+      clients_[c].tasks->Spawn(OneRequest(
+          c, s, false,
+          kHandlerErrorCodes[(c + s) % std::size(kHandlerErrorCodes)],
+          o_.quiet_timeout, true));
     }
   }
   if (!sim_.RunUntil([&] { return resolved_ == quiet_target; },
                      sim_.Now() + o_.phase_budget)) {
     return finish(hang("quiet"));
   }
+  // The one-way messages went ahead of the quiet requests on the same
+  // connections; give their handlers a moment past the last reply.
+  sim_.RunUntil([] { return false; }, sim_.Now() + absl::Milliseconds(100));
   CheckBounds();
   for (size_t c = 0; c < clients_.size(); ++c) {
     for (const ServerSlot& s : servers_) {
@@ -530,19 +769,29 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
       }
     }
   }
-  auto happened = [&](absl::string_view n) {
-    auto it = reg.points().find(n);
-    return it != reg.points().end() && it->second.held > 0;
-  };
-  const bool lossy = happened("fault.reset") || happened("fault.half_close") ||
-                     happened("fault.bit_flip") ||
-                     happened("fault.host_killed") || restarts_ > 0 ||
-                     keepalive > 0 || protocol_errors > 0;
+  const bool lossy = Lossy(reg) || keepalive > 0 || protocol_errors > 0;
   if (aborted_ > 0 && !lossy) {
     Fail(absl::InternalError(absl::StrCat(
         "invariant stall_is_not_close: ", aborted_,
         " requests Aborted with no reset, half-close, bit flip, restart or "
         "keepalive timeout in the run")));
+  }
+  // A one-way message may be lost only with the connection it was written
+  // on; in the quiet phase none dies.
+  uint64_t lost = 0, quiet_lost = 0, example = 0;
+  for (const auto& [key, o] : one_ways_) {
+    if (o.received > 0) continue;
+    ++lost;
+    if (o.quiet) ++quiet_lost;
+    if (example == 0 || key < example) example = key;
+  }
+  if (quiet_lost > 0 || (lost > 0 && !lossy)) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant one_way.delivered: ", lost, " of ", one_ways_.size(),
+        " one-way messages never reached a handler (", quiet_lost,
+        " in the quiet phase; first c", example >> 40, "/",
+        example & ((uint64_t{1} << 40) - 1), ")",
+        lossy ? "" : " with no connection lost in the run")));
   }
   return finish(failure_);
 }

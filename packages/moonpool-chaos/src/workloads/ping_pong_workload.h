@@ -1,18 +1,65 @@
 // PingPongWorkload, "pingpong": several clients and several servers, each
 // on its own simulated host; clients send a mix of idempotent and
-// non-idempotent requests (the payload carries the client id and sequence)
-// while servers are restarted, gracefully (Close(drain)) and abruptly
-// (KillHost, then a new incarnation); then a quiet phase with every fault
-// off in which each new request must succeed.
+// non-idempotent requests (the payload carries the client id and sequence),
+// some asking the handler for an error reply, and one-way messages, while
+// servers are restarted, gracefully (Close(drain)) and abruptly (KillHost,
+// then a new incarnation); then a quiet phase with every fault off in which
+// each new request, error reply and one-way message must get through.
 //
-// Invariants, checked on every run: every request ends in exactly one
-// outcome, of a kind DESIGN.md section 6 allows; a reply carries its own
-// request's identity; a non-idempotent request is processed at most once
-// (the record lives in the workload, so it survives a server's death);
-// idempotent requests are never Aborted; Aborted only when something that
-// may lose a connection happened (reset, half-close, bit flip, kill,
-// restart, keepalive timeout): a stall is not a close; bounded client and
-// server queues; quiet-phase liveness; no hang.
+// What it is not: a benchmark (see sim_benchmark) or a model of a real
+// service; it exists to give the transport every chance to break a promise
+// of DESIGN.md section 6, and to notice when it does.
+//
+// Invariants, checked on every run; a broken one fails the seed with
+// "invariant <name>: ..." (the planted-bug ctests match these names):
+//   one_outcome               every request ends in exactly one outcome.
+//   outcome_kind              ...of a kind section 6 allows: the reply, the
+//                             handler's error reply, DeadlineExceeded,
+//                             Unavailable, Aborted. Cancelled is a
+//                             violation: the workload cancels nothing and
+//                             closes no client before its outcomes are in.
+//   reply_matches_request     a reply carries its own request's identity
+//                             (client, sequence, the server asked).
+//   reply_implies_processed   a reply or error reply came from a handler
+//                             that got the request.
+//   error_reply.intact        a request that asked for an error reply gets
+//                             that code and message (or a transport
+//                             outcome), never a plain reply; one that did
+//                             not ask never gets a handler's code.
+//   at_most_once              a non-idempotent request is processed at most
+//                             once (the record lives in the workload, so it
+//                             survives a server's death).
+//   idempotent_not_aborted    idempotent requests are sent again, never
+//                             Aborted.
+//   deadline.propagated       the deadline a handler sees is the client's,
+//                             later by at most the request's time in
+//                             transit: the budget travels, and shrinks.
+//   stall_is_not_close        Aborted only when something that may lose a
+//                             connection happened (reset, half-close, bit
+//                             flip, kill, restart, keepalive timeout,
+//                             protocol error): a stall is not a close.
+//   one_way.accepted          Send refuses a one-way only with
+//                             ResourceExhausted, and never in the quiet
+//                             phase.
+//   one_way.at_most_once      a one-way message reaches a handler at most
+//                             once.
+//   one_way.delivered         one is lost only where a connection may have
+//                             died (as for stall_is_not_close), and never
+//                             in the quiet phase.
+//   payload.intact            a handler gets only payloads a client sent.
+//   memory.peer_queue, memory.server, memory.peer_drained
+//                             bounded client and server queues, and nothing
+//                             left pending at the end.
+//   quiet_liveness            with faults off, every request gets the
+//                             handler's answer.
+//   no_hang                   every phase ends within its virtual-time
+//                             budget.
+// Coverage points (a sweep requires each to be reached): outcome.* for each
+// outcome kind (outcome.error_reply included), one_way.delivered,
+// restart.graceful, restart.abrupt.
+//
+// Ownership: a PingPongWorkload holds only its options; each Run builds and
+// destroys its hosts, transports and tasks on the SimLoop it is given.
 #ifndef MOONPOOL_CHAOS_WORKLOADS_PING_PONG_WORKLOAD_H_
 #define MOONPOOL_CHAOS_WORKLOADS_PING_PONG_WORKLOAD_H_
 
@@ -29,6 +76,15 @@ struct PingPongOptions {
   int servers = 2;
   int lanes_per_client = 2;  // requests in flight per client
   int requests_per_lane = 8;
+  // Per request: the chance that it asks the handler for an error reply,
+  // and that a one-way message to a random server goes before it.
+  double error_reply_probability = 0.15;
+  double one_way_probability = 0.25;
+  // Per request: the chance that its handler takes a while (up to
+  // max_handler_delay), so that restarts and goodbyes find requests in
+  // flight and answers leave out of order.
+  double slow_handler_probability = 0.25;
+  absl::Duration max_handler_delay = absl::Milliseconds(20);
   absl::Duration max_think = absl::Milliseconds(40);
   absl::Duration quiet_settle = absl::Seconds(5);
   absl::Duration quiet_timeout = absl::Seconds(20);

@@ -38,9 +38,6 @@ struct RunSpec {
   ChaosConfig file_config = {};  // kFile's plan
   std::string config_file = {};  // kFile: the file it came from, if any
   bool buggify = true;
-  // Planted bugs (tests of the sweep itself).
-  bool plant_stall_is_close = false;
-  bool plant_workload_bug = false;
   // Keep the full trace (for divergence reports; costs memory).
   bool keep_full_trace = false;
 };

@@ -91,11 +91,6 @@ struct SimLoopOptions {
   double buggify_fire_probability = 0.25;
   // Size suggested to StreamHandler::ReadBuffer.
   size_t read_buffer_bytes = 64 * 1024;
-  // Test only, a planted bug: a stall (or clog) fault resets the connection
-  // instead of holding its bytes, without recording a reset (the bug of
-  // moonpool's design notes: a stalled link treated as a closed one). The
-  // workloads' invariants must catch it.
-  bool test_only_stall_is_close = false;
 };
 
 // One broken promise of a simulated stream.

@@ -50,8 +50,8 @@ int RunSimMain(int argc, char** argv);
 int RunSimMain(int argc, char** argv, std::ostream& out, std::ostream& err);
 
 // The shell command that reruns `seed` of `spec` with `program`:
-// "<program> --workload W --seed N --config C [--no-buggify] [planted
-// bugs] [extra_args...] [--check-determinism]", each word quoted for a
+// "<program> --workload W --seed N --config C [--no-buggify]
+// [extra_args...] [--check-determinism]", each word quoted for a
 // POSIX shell where it needs to be. `extra_args` are the program's own
 // flags, as given.
 std::string ReproduceCommand(absl::string_view program, const RunSpec& spec,

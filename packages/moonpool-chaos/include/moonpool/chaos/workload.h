@@ -63,12 +63,11 @@ struct WorkloadStats {
   absl::Duration virtual_time = absl::ZeroDuration();
 };
 
-// Per-run switches the runner passes to the workload's factory.
-struct WorkloadOptions {
-  // Test only: a workload may plant a bug of its own when set (pingpong has
-  // none; the stall-is-close bug lives in SimLoopOptions).
-  bool test_only_bug = false;
-};
+// Per-run switches the runner passes to the workload's factory (none yet;
+// the factory signature keeps room for them). Planted bugs, for tests of the
+// sweep itself, are not among them: they exist only in a test-only build
+// (tests/planted/CMakeLists.txt).
+struct WorkloadOptions {};
 
 // What a workload can read about the run it is in, and where it reports.
 // Made by the runner (or a test) around one SimLoop for one Simulate call;
