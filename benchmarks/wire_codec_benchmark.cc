@@ -61,7 +61,7 @@ namespace moonpool::wire {
 namespace {
 
 constexpr uint64_t kCorrelationId = 0x0123456789;
-constexpr uint64_t kEndpoint = 7;
+constexpr Endpoint kEndpoint(7);
 constexpr absl::Duration kTimeout = absl::Milliseconds(2500);
 // Frames run before counting starts: enough for every buffer to reach its
 // working size and for malloc to settle its thresholds.
@@ -231,7 +231,7 @@ kj::Array<capnp::word> BaselineEncode(const Envelope& e) {
       builder.initRoot<schema::Frame>().initEnvelope();
   b.setCorrelationId(e.correlation_id.value());
   b.setKind(static_cast<schema::Envelope::Kind>(e.kind));
-  b.setEndpoint(e.endpoint);
+  b.setEndpoint(e.endpoint.value());
   b.setTimeoutMicros(
       static_cast<uint64_t>(absl::ToInt64Microseconds(e.timeout)));
   b.setErrorCode(static_cast<uint32_t>(e.error_code));
@@ -251,7 +251,7 @@ bool BaselineDecode(kj::ArrayPtr<const capnp::word> words) {
   schema::Envelope::Reader e = root.getEnvelope();
   Consume(EnvelopeView{
       CorrelationId(e.getCorrelationId()),
-      static_cast<EnvelopeKind>(e.getKind()), e.getEndpoint(),
+      static_cast<EnvelopeKind>(e.getKind()), Endpoint(e.getEndpoint()),
       ViewOf(e.getPayload()),
       absl::Microseconds(static_cast<int64_t>(e.getTimeoutMicros())),
       static_cast<absl::StatusCode>(e.getErrorCode()),

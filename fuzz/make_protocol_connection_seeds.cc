@@ -114,16 +114,23 @@ std::string Encode(std::initializer_list<FrameValue> frames) {
 
 EnvelopeView Request(uint64_t id, absl::string_view payload = "ping?",
                      absl::Duration timeout = absl::Milliseconds(250)) {
-  return EnvelopeView{CorrelationId(id), EnvelopeKind::kRequest, 7, payload,
-                      timeout,           absl::StatusCode::kOk,  ""};
+  return EnvelopeView{
+      CorrelationId(id), EnvelopeKind::kRequest, Endpoint(7), payload,
+      timeout,           absl::StatusCode::kOk,  ""};
 }
 EnvelopeView Reply(uint64_t id) {
-  return EnvelopeView{CorrelationId(id),    EnvelopeKind::kReply,  0, "pong!",
-                      absl::ZeroDuration(), absl::StatusCode::kOk, ""};
+  return EnvelopeView{CorrelationId(id),
+                      EnvelopeKind::kReply,
+                      kDefaultEndpoint,
+                      "pong!",
+                      absl::ZeroDuration(),
+                      absl::StatusCode::kOk,
+                      ""};
 }
 EnvelopeView OneWay() {
-  return EnvelopeView{CorrelationId(),      EnvelopeKind::kOneWay, 3, "note",
-                      absl::ZeroDuration(), absl::StatusCode::kOk, ""};
+  return EnvelopeView{
+      CorrelationId(),      EnvelopeKind::kOneWay, Endpoint(3), "note",
+      absl::ZeroDuration(), absl::StatusCode::kOk, ""};
 }
 Hello ClientHello() {
   return Hello{kHelloMagic, kProtocolVersion, "client-1", 0x5eed0001};

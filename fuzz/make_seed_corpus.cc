@@ -148,26 +148,28 @@ size_t Target(const std::string& body, size_t at) {
 // Hello, one of each envelope kind, ping, pong, goodbye.
 EnvelopeView Request() {
   return EnvelopeView{
-      CorrelationId(1),        EnvelopeKind::kRequest, 7, "ping?",
+      CorrelationId(1),        EnvelopeKind::kRequest, Endpoint(7), "ping?",
       absl::Milliseconds(250), absl::StatusCode::kOk,  ""};
 }
 EnvelopeView Reply() {
-  return EnvelopeView{CorrelationId(1),     EnvelopeKind::kReply,  0, "pong!",
-                      absl::ZeroDuration(), absl::StatusCode::kOk, ""};
+  return EnvelopeView{CorrelationId(1),
+                      EnvelopeKind::kReply,
+                      kDefaultEndpoint,
+                      "pong!",
+                      absl::ZeroDuration(),
+                      absl::StatusCode::kOk,
+                      ""};
 }
 EnvelopeView Error() {
-  return EnvelopeView{CorrelationId(2),
-                      EnvelopeKind::kError,
-                      0,
-                      "",
-                      absl::ZeroDuration(),
-                      absl::StatusCode::kNotFound,
+  return EnvelopeView{CorrelationId(2),           EnvelopeKind::kError,
+                      kDefaultEndpoint,           "",
+                      absl::ZeroDuration(),       absl::StatusCode::kNotFound,
                       "no handler for endpoint 9"};
 }
 EnvelopeView OneWay() {
   return EnvelopeView{CorrelationId(),
                       EnvelopeKind::kOneWay,
-                      3,
+                      Endpoint(3),
                       absl::string_view("\x00\x01\x02\xff", 4),
                       absl::ZeroDuration(),
                       absl::StatusCode::kOk,
@@ -198,9 +200,9 @@ void WriteValidFrames(Corpus& corpus) {
                Encode({Hello{kHelloMagic, 2, "future", 7}}));
   corpus.Write("envelope_request", Whole(), Encode({Request()}));
   corpus.Write("envelope_request_no_deadline", Whole(kAllTheRoom),
-               Encode({EnvelopeView{CorrelationId(5), EnvelopeKind::kRequest, 0,
-                                    "x", absl::InfiniteDuration(),
-                                    absl::StatusCode::kOk, ""}}));
+               Encode({EnvelopeView{
+                   CorrelationId(5), EnvelopeKind::kRequest, kDefaultEndpoint,
+                   "x", absl::InfiniteDuration(), absl::StatusCode::kOk, ""}}));
   corpus.Write("envelope_reply", Whole(kPartialRead), Encode({Reply()}));
   corpus.Write("envelope_error", Whole(), Encode({Error()}));
   corpus.Write("envelope_one_way", Whole(kExact), Encode({OneWay()}));
@@ -244,31 +246,32 @@ void WriteStreams(Corpus& corpus) {
   Control reads = Whole(kPartialRead);
   reads.retained = kRetainNone;
   for (auto& step : reads.plan) step = {kPartialRead, Blocks128(31)};
-  corpus.Write(
-      "stream_large_payload", reads,
-      Encode({EnvelopeView{CorrelationId(9), EnvelopeKind::kReply, 0, big,
-                           absl::ZeroDuration(), absl::StatusCode::kOk, ""},
-              Ping{2}}));
+  corpus.Write("stream_large_payload", reads,
+               Encode({EnvelopeView{CorrelationId(9), EnvelopeKind::kReply,
+                                    kDefaultEndpoint, big, absl::ZeroDuration(),
+                                    absl::StatusCode::kOk, ""},
+                       Ping{2}}));
   // Frames near and above a small limit.
   Control small = Split({kFeed, Blocks128(2)}, {kExact, Bytes(7)},
                         {kAllTheRoom, Blocks128(1)}, {kPartialRead, Bytes(31)});
   small.limit = k512;
   small.retained = kRetain4KiB;
-  corpus.Write("stream_small_limit", small,
-               Encode({Request(),
-                       EnvelopeView{CorrelationId(2), EnvelopeKind::kRequest, 0,
-                                    std::string(400, 'a'), absl::ZeroDuration(),
-                                    absl::StatusCode::kOk, ""},
-                       EnvelopeView{CorrelationId(3), EnvelopeKind::kRequest, 0,
-                                    std::string(600, 'b'), absl::ZeroDuration(),
-                                    absl::StatusCode::kOk, ""}}));
+  corpus.Write(
+      "stream_small_limit", small,
+      Encode({Request(),
+              EnvelopeView{CorrelationId(2), EnvelopeKind::kRequest,
+                           kDefaultEndpoint, std::string(400, 'a'),
+                           absl::ZeroDuration(), absl::StatusCode::kOk, ""},
+              EnvelopeView{CorrelationId(3), EnvelopeKind::kRequest,
+                           kDefaultEndpoint, std::string(600, 'b'),
+                           absl::ZeroDuration(), absl::StatusCode::kOk, ""}}));
   Control limit4k = Whole(kExact);
   limit4k.limit = k4KiB;
   corpus.Write(
       "stream_limit_4k", limit4k,
-      Encode({EnvelopeView{CorrelationId(4), EnvelopeKind::kOneWay, 0,
-                           std::string(3000, 'c'), absl::ZeroDuration(),
-                           absl::StatusCode::kOk, ""},
+      Encode({EnvelopeView{CorrelationId(4), EnvelopeKind::kOneWay,
+                           kDefaultEndpoint, std::string(3000, 'c'),
+                           absl::ZeroDuration(), absl::StatusCode::kOk, ""},
               Pong{3}}));
   // In fix-up mode the fuzzer writes the checksums itself: zeros here.
   std::string unsummed = Encode({ClientHello(), Request(), Ping{5}});

@@ -299,7 +299,7 @@ class Harness {
     MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
     connection_.AdvanceTime(now_ + absl::Seconds(100));
     MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
-    MOONPOOL_FUZZ_CHECK(connection_.SendOneWay(0, "x").code() ==
+    MOONPOOL_FUZZ_CHECK(connection_.SendOneWay(kDefaultEndpoint, "x").code() ==
                         absl::StatusCode::kFailedPrecondition);
     MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
   }
@@ -394,7 +394,8 @@ class Harness {
         break;
       }
       case 2: {
-        absl::Status s = connection_.SendOneWay(arg, std::string(arg * 5, 'o'));
+        absl::Status s =
+            connection_.SendOneWay(Endpoint(arg), std::string(arg * 5, 'o'));
         if (s.ok()) MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
         break;
       }

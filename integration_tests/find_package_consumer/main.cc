@@ -84,7 +84,7 @@ void CheckFirstBodyWithSchema(absl::Span<const char> frames,
   Check(
       e.getCorrelationId() == request.correlation_id.value() &&
           e.getKind() == schema::Envelope::Kind::REQUEST &&
-          e.getEndpoint() == request.endpoint &&
+          e.getEndpoint() == request.endpoint.value() &&
           View(e.getPayload()) == request.payload &&
           e.getTimeoutMicros() ==
               static_cast<uint64_t>(absl::ToInt64Microseconds(request.timeout)),
@@ -118,7 +118,7 @@ int main() {
   moonpool::CorrelationIdGenerator ids;
   ids.Next();
   const moonpool::Envelope request = moonpool::Envelope::Request(
-      ids.Next(), /*endpoint=*/7, "hello from the installed package",
+      ids.Next(), moonpool::Endpoint(7), "hello from the installed package",
       absl::Milliseconds(1500));
   const moonpool::Envelope error =
       moonpool::MakeErrorReply(request, absl::NotFoundError("no such key"));

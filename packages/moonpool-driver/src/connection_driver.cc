@@ -85,7 +85,7 @@ absl::StatusOr<CorrelationId> ConnectionDriver::SendRequest(
   return id;
 }
 
-absl::Status ConnectionDriver::SendOneWay(uint64_t endpoint,
+absl::Status ConnectionDriver::SendOneWay(Endpoint endpoint,
                                           absl::string_view payload) {
   absl::Status s = connection_.SendOneWay(endpoint, payload);
   if (s.ok()) {

@@ -93,7 +93,7 @@ absl::Status Peer::Request(std::string payload,
   return absl::OkStatus();
 }
 
-absl::Status Peer::SendOneWay(uint64_t endpoint, std::string payload) {
+absl::Status Peer::SendOneWay(Endpoint endpoint, std::string payload) {
   if (state_ == PeerState::kClosed) {
     return absl::FailedPreconditionError(
         absl::StrCat("peer ", address_.ToString(), " is closed"));

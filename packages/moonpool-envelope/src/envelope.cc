@@ -21,7 +21,7 @@ absl::string_view EnvelopeKindName(EnvelopeKind kind) {
   return "unknown";
 }
 
-Envelope Envelope::Request(CorrelationId id, uint64_t endpoint,
+Envelope Envelope::Request(CorrelationId id, Endpoint endpoint,
                            std::string payload, absl::Duration timeout) {
   Envelope e;
   e.correlation_id = id;
@@ -32,7 +32,7 @@ Envelope Envelope::Request(CorrelationId id, uint64_t endpoint,
   return e;
 }
 
-Envelope Envelope::OneWay(uint64_t endpoint, std::string payload) {
+Envelope Envelope::OneWay(Endpoint endpoint, std::string payload) {
   Envelope e;
   e.kind = EnvelopeKind::kOneWay;
   e.endpoint = endpoint;

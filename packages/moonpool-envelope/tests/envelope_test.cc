@@ -20,7 +20,7 @@ static_assert(!EnvelopeLike<int>);
 struct AppRecord {
   CorrelationId correlation_id;
   EnvelopeKind kind = EnvelopeKind::kRequest;
-  uint64_t endpoint = 0;
+  Endpoint endpoint;
   std::string payload;
   absl::Duration timeout;
   absl::StatusCode error_code = absl::StatusCode::kOk;
@@ -28,42 +28,56 @@ struct AppRecord {
 };
 static_assert(EnvelopeLike<AppRecord>);
 
+// A bare integer is not an endpoint: a record must say Endpoint to plug in.
+struct RecordWithBareEndpoint {
+  CorrelationId correlation_id;
+  EnvelopeKind kind = EnvelopeKind::kRequest;
+  uint64_t endpoint = 0;
+  std::string payload;
+  absl::Duration timeout;
+  absl::StatusCode error_code = absl::StatusCode::kOk;
+  std::string error_message;
+};
+static_assert(!EnvelopeLike<RecordWithBareEndpoint>);
+
 TEST(Envelope, RequestCarriesItsFields) {
-  Envelope e = Envelope::Request(CorrelationId(5), 9, "ping", absl::Seconds(2));
+  Envelope e = Envelope::Request(CorrelationId(5), Endpoint(9), "ping",
+                                 absl::Seconds(2));
   EXPECT_EQ(e.kind, EnvelopeKind::kRequest);
   EXPECT_EQ(e.correlation_id, CorrelationId(5));
-  EXPECT_EQ(e.endpoint, 9u);
+  EXPECT_EQ(e.endpoint, Endpoint(9));
   EXPECT_EQ(e.payload, "ping");
   EXPECT_EQ(e.timeout, absl::Seconds(2));
   EXPECT_TRUE(ErrorStatus(e).ok());
 }
 
 TEST(Envelope, OneWayHasNoCorrelationId) {
-  Envelope e = Envelope::OneWay(3, "note");
+  Envelope e = Envelope::OneWay(Endpoint(3), "note");
   EXPECT_EQ(e.kind, EnvelopeKind::kOneWay);
   EXPECT_FALSE(e.correlation_id.valid());
 }
 
 TEST(Envelope, ReplyMatchesItsRequestOnly) {
-  Envelope request = Envelope::Request(CorrelationId(5), 9, "ping");
+  Envelope request = Envelope::Request(CorrelationId(5), Endpoint(9), "ping");
   Envelope reply = MakeReply(request, "pong");
   EXPECT_EQ(reply.kind, EnvelopeKind::kReply);
   EXPECT_EQ(reply.correlation_id, request.correlation_id);
-  EXPECT_EQ(reply.endpoint, 9u);
+  EXPECT_EQ(reply.endpoint, Endpoint(9));
   EXPECT_TRUE(IsResponseTo(reply, request));
 
-  Envelope other = Envelope::Request(CorrelationId(6), 9, "ping");
+  Envelope other = Envelope::Request(CorrelationId(6), Endpoint(9), "ping");
   EXPECT_FALSE(IsResponseTo(reply, other));
   // A request is never a response, even to itself.
   EXPECT_FALSE(IsResponseTo(request, request));
   // Nothing answers a one-way message.
-  Envelope note = Envelope::OneWay(9, "x");
+  Envelope note = Envelope::OneWay(Endpoint(9), "x");
   Envelope fake = MakeReply(note, "y");
   EXPECT_FALSE(IsResponseTo(fake, note));
 }
 
 TEST(Envelope, ErrorReplyRoundTripsTheStatus) {
-  Envelope request = Envelope::Request(CorrelationId(1), 0, "get k");
+  Envelope request =
+      Envelope::Request(CorrelationId(1), kDefaultEndpoint, "get k");
   Envelope error = MakeErrorReply(request, absl::NotFoundError("no such key"));
   EXPECT_EQ(error.kind, EnvelopeKind::kError);
   EXPECT_TRUE(IsResponseTo(error, request));
@@ -71,7 +85,7 @@ TEST(Envelope, ErrorReplyRoundTripsTheStatus) {
 }
 
 TEST(Envelope, ErrorReplyNeverReadsAsSuccess) {
-  Envelope request = Envelope::Request(CorrelationId(1), 0, "");
+  Envelope request = Envelope::Request(CorrelationId(1), kDefaultEndpoint, "");
   Envelope error = MakeErrorReply(request, absl::OkStatus());
   EXPECT_EQ(error.error_code, absl::StatusCode::kUnknown);
   // A peer that sent code 0 ("unknown" on the wire) is read as kUnknown too.
@@ -80,8 +94,8 @@ TEST(Envelope, ErrorReplyNeverReadsAsSuccess) {
 }
 
 TEST(EnvelopeView, BorrowsAndCopiesBack) {
-  Envelope e =
-      Envelope::Request(CorrelationId(8), 2, "payload", absl::Milliseconds(5));
+  Envelope e = Envelope::Request(CorrelationId(8), Endpoint(2), "payload",
+                                 absl::Milliseconds(5));
   EnvelopeView v = EnvelopeView::Of(e);
   EXPECT_EQ(v.payload.data(), e.payload.data());
   Envelope copy = Envelope::CopyOf(v);

@@ -334,7 +334,7 @@ absl::Status Connection::AbandonRequest(CorrelationId id) {
   return absl::OkStatus();
 }
 
-absl::Status Connection::SendOneWay(uint64_t endpoint,
+absl::Status Connection::SendOneWay(Endpoint endpoint,
                                     absl::string_view payload) {
   if (absl::Status s = CheckCanSend(); !s.ok()) return s;
   return EncodeEnvelope(EnvelopeView{CorrelationId(),

@@ -109,10 +109,11 @@ TEST(ConnectionBuggify, ReleaseIdleOutputGivesStorageBackBeforeEveryFrame) {
                        Only(buggify_sites::kReleaseIdleOutput, nullptr))
                 : ClientOptions());
     p.Open();
-    ASSERT_TRUE(p.client.SendOneWay(0, std::string(100'000, 'x')).ok());
+    ASSERT_TRUE(
+        p.client.SendOneWay(kDefaultEndpoint, std::string(100'000, 'x')).ok());
     p.Pump();
     ASSERT_GE(p.client.output_capacity(), 100'000u);
-    ASSERT_TRUE(p.client.SendOneWay(0, "small").ok());
+    ASSERT_TRUE(p.client.SendOneWay(kDefaultEndpoint, "small").ok());
     if (buggify) {
       EXPECT_LT(p.client.output_capacity(), 100'000u);
     } else {

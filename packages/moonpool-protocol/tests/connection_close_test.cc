@@ -71,7 +71,7 @@ TEST(ConnectionClose, RepliesReceivedBeforeTheCloseAreStillDelivered) {
 TEST(ConnectionClose, EndOfStreamInsideAFrameSaysSo) {
   ConnectionPair p;
   p.Open();
-  ASSERT_TRUE(p.server.SendOneWay(0, "partial").ok());
+  ASSERT_TRUE(p.server.SendOneWay(kDefaultEndpoint, "partial").ok());
   absl::Span<const char> out = p.server.PendingOutput();
   p.client.Receive(out.subspan(0, out.size() - 4), p.now);
   p.client.OnTransportClosed(absl::OkStatus(), p.now);

@@ -36,7 +36,7 @@ TEST(ConnectionHandshake, ClientSpeaksFirstAndServerAnswers) {
 TEST(ConnectionHandshake, ClientMayPipelineRequestsAfterItsHello) {
   ConnectionPair p;
   ASSERT_TRUE(p.client.SendRequest("early", {}, p.now).ok());
-  ASSERT_TRUE(p.client.SendOneWay(4, "note").ok());
+  ASSERT_TRUE(p.client.SendOneWay(Endpoint(4), "note").ok());
   p.Pump();
   auto requests = OfKind(p.server_events, Recorded::kRequestReceived);
   ASSERT_EQ(requests.size(), 1u);
@@ -49,7 +49,7 @@ TEST(ConnectionHandshake, ServerSendsNothingBeforeTheClientHello) {
   Connection server(ServerOptions(), kStart);
   EXPECT_EQ(server.SendRequest("x", {}, kStart).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(server.SendOneWay(0, "x").code(),
+  EXPECT_EQ(server.SendOneWay(kDefaultEndpoint, "x").code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(server.SendGoodbye("x").code(),
             absl::StatusCode::kFailedPrecondition);
@@ -107,7 +107,7 @@ TEST(ConnectionHandshake, HostileOpeningsCloseTheConnection) {
       {"envelope before Hello",
        Encoded(EnvelopeView{CorrelationId(1),
                             EnvelopeKind::kRequest,
-                            0,
+                            kDefaultEndpoint,
                             "x",
                             absl::ZeroDuration(),
                             absl::StatusCode::kOk,

@@ -82,8 +82,8 @@ TEST(ConnectionKeepalive, TrafficMeansNoPings) {
   p.Open();
   for (int i = 0; i < 20; ++i) {
     p.now += absl::Milliseconds(500);
-    ASSERT_TRUE(p.client.SendOneWay(0, "tick").ok());
-    ASSERT_TRUE(p.server.SendOneWay(0, "tock").ok());
+    ASSERT_TRUE(p.client.SendOneWay(kDefaultEndpoint, "tick").ok());
+    ASSERT_TRUE(p.server.SendOneWay(kDefaultEndpoint, "tock").ok());
     p.Pump();
     p.client.AdvanceTime(p.now);
     p.server.AdvanceTime(p.now);
@@ -95,7 +95,8 @@ TEST(ConnectionKeepalive, TrafficMeansNoPings) {
 TEST(ConnectionKeepalive, LargeFrameStillArrivingIsNotADeadPeer) {
   ConnectionPair p;
   p.Open();
-  ASSERT_TRUE(p.server.SendOneWay(0, std::string(100'000, 'x')).ok());
+  ASSERT_TRUE(
+      p.server.SendOneWay(kDefaultEndpoint, std::string(100'000, 'x')).ok());
   // The frame trickles in, 1000 bytes every 900 ms: never a whole frame for
   // far longer than the timeout, but never 4 s of silence either.
   absl::Span<const char> out = p.server.PendingOutput();

@@ -115,12 +115,12 @@ TEST(ConnectionRequest, AbandonedRequestIsForgottenUnanswered) {
 TEST(ConnectionRequest, OneWayArrivesWithItsEndpoint) {
   ConnectionPair p;
   p.Open();
-  ASSERT_TRUE(p.client.SendOneWay(42, "fire and forget").ok());
-  ASSERT_TRUE(p.server.SendOneWay(7, "and back").ok());
+  ASSERT_TRUE(p.client.SendOneWay(Endpoint(42), "fire and forget").ok());
+  ASSERT_TRUE(p.server.SendOneWay(Endpoint(7), "and back").ok());
   p.Pump();
   auto at_server = OfKind(p.server_events, Recorded::kOneWayReceived);
   ASSERT_EQ(at_server.size(), 1u);
-  EXPECT_EQ(at_server[0].endpoint, 42u);
+  EXPECT_EQ(at_server[0].endpoint, Endpoint(42));
   EXPECT_EQ(at_server[0].payload, "fire and forget");
   EXPECT_EQ(OfKind(p.client_events, Recorded::kOneWayReceived).size(), 1u);
 }
@@ -143,14 +143,14 @@ TEST(ConnectionRequest, BudgetTravelsAndBecomesADeadlineOnTheReceiversClock) {
   p.Open();
   RequestOptions options;
   options.deadline = p.now + absl::Milliseconds(1500);
-  options.endpoint = 3;
+  options.endpoint = Endpoint(3);
   ASSERT_TRUE(p.client.SendRequest("x", options, p.now).ok());
   p.now += absl::Milliseconds(200);  // transit time, counted by the receiver
   p.Pump();
   auto received = OfKind(p.server_events, Recorded::kRequestReceived);
   ASSERT_EQ(received.size(), 1u);
   EXPECT_EQ(received[0].deadline, kStart + absl::Milliseconds(200 + 1500));
-  EXPECT_EQ(received[0].endpoint, 3u);
+  EXPECT_EQ(received[0].endpoint, Endpoint(3));
 }
 
 TEST(ConnectionRequest, DefaultDeadlineApplies) {
@@ -208,7 +208,7 @@ TEST(ConnectionRequest, ReplyForAnIdNeverSentIsDroppedNotFatal) {
   ASSERT_TRUE(encoder
                   .Encode(EnvelopeView{CorrelationId(12345),
                                        EnvelopeKind::kReply,
-                                       0,
+                                       kDefaultEndpoint,
                                        "stray",
                                        absl::ZeroDuration(),
                                        absl::StatusCode::kOk,
@@ -266,7 +266,7 @@ TEST(ConnectionRequest, OutputBoundIsResourceExhausted) {
   EXPECT_EQ(last.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_GE(sent, 2);
   EXPECT_LE(p.client.PendingOutput().size(), 4096u);
-  EXPECT_EQ(p.client.SendOneWay(0, payload).code(),
+  EXPECT_EQ(p.client.SendOneWay(kDefaultEndpoint, payload).code(),
             absl::StatusCode::kResourceExhausted);
   // Draining the output makes room again.
   p.Pump();
@@ -306,7 +306,7 @@ TEST(ConnectionRequest, RequestIdsThatGoBackwardsAreAProtocolError) {
     ASSERT_TRUE(encoder
                     .Encode(EnvelopeView{CorrelationId(id),
                                          EnvelopeKind::kRequest,
-                                         0,
+                                         kDefaultEndpoint,
                                          "x",
                                          absl::ZeroDuration(),
                                          absl::StatusCode::kOk,

@@ -58,7 +58,8 @@ TEST(ConnectionStateTable, CommandsByState) {
     auto make = [&] { return ClientIn(row.state); };
     EXPECT_EQ(make()->client.SendRequest("x", {}, kStart).status().code(),
               row.request);
-    EXPECT_EQ(make()->client.SendOneWay(0, "x").code(), row.one_way);
+    EXPECT_EQ(make()->client.SendOneWay(kDefaultEndpoint, "x").code(),
+              row.one_way);
     EXPECT_EQ(make()->client.SendGoodbye("x").code(), row.goodbye);
     EXPECT_EQ(make()->client.SendReply(CorrelationId(99), "x").code(),
               row.reply_unknown);

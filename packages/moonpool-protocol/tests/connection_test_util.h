@@ -32,7 +32,7 @@ struct Recorded {
   absl::Status status;  // reply (handler's), failure, closed
   std::string payload;  // request, one-way, reply; goodbye's reason; peer name
   absl::Time deadline;  // request
-  uint64_t endpoint = 0;  // request, one-way
+  Endpoint endpoint;    // request, one-way
   Delivery delivery = Delivery::kNotSent;
   bool idempotent = false;
 };

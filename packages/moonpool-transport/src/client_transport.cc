@@ -134,7 +134,7 @@ driver::PeerRequestOptions ClientTransport::ToPeerOptions(
 
 absl::Status ClientTransport::SendEncoded(const driver::Address& address,
                                           std::string payload,
-                                          uint64_t endpoint) {
+                                          Endpoint endpoint) {
   absl::StatusOr<driver::Peer*> peer = PeerFor(address);
   if (!peer.ok()) return peer.status();
   return (*peer)->SendOneWay(endpoint, std::move(payload));

@@ -159,7 +159,7 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
         }
         frame_ = EnvelopeView{CorrelationId(e.getCorrelationId()),
                               static_cast<EnvelopeKind>(kind),
-                              e.getEndpoint(),
+                              Endpoint(e.getEndpoint()),
                               ViewOf(e.getPayload()),
                               TimeoutFromMicros(e.getTimeoutMicros()),
                               StatusCodeFromWire(e.getErrorCode()),

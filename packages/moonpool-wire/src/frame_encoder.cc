@@ -153,7 +153,7 @@ absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
         schema::Envelope::Builder b = f.initEnvelope();
         b.setCorrelationId(e.correlation_id.value());
         b.setKind(static_cast<schema::Envelope::Kind>(kind));
-        b.setEndpoint(e.endpoint);
+        b.setEndpoint(e.endpoint.value());
         b.setTimeoutMicros(TimeoutMicros(e.timeout));
         b.setErrorCode(static_cast<uint32_t>(code));
         // The blobs land on words that were not zeroed: the copy and the

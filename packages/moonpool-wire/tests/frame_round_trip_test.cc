@@ -55,7 +55,8 @@ TEST(FrameRoundTrip, EncodeFrameValueMatchesTypedOverloads) {
 }
 
 TEST(FrameRoundTrip, OwningEnvelopeEncodesLikeItsView) {
-  Envelope e = Envelope::Request(CorrelationId(3), 1, "abc", absl::Seconds(1));
+  Envelope e =
+      Envelope::Request(CorrelationId(3), Endpoint(1), "abc", absl::Seconds(1));
   FrameEncoder encoder;
   ByteBuffer out;
   ASSERT_TRUE(encoder.EncodeEnvelope(e, out).ok());
@@ -70,8 +71,13 @@ TEST(FrameRoundTrip, SixteenMebibytePayloadWithARaisedLimit) {
   const size_t limit = size_t{17} << 20;
   std::string payload(size_t{16} << 20, '\0');
   for (size_t i = 0; i < payload.size(); i += 4093) payload[i] = char(i);
-  EnvelopeView e{CorrelationId(1), EnvelopeKind::kRequest, 0, payload,
-                 absl::Seconds(3), absl::StatusCode::kOk,  {}};
+  EnvelopeView e{CorrelationId(1),
+                 EnvelopeKind::kRequest,
+                 kDefaultEndpoint,
+                 payload,
+                 absl::Seconds(3),
+                 absl::StatusCode::kOk,
+                 {}};
   const std::string bytes = EncodeOne(e, EncoderOptions{limit});
   FrameDecoder decoder(DecoderOptions{.max_frame_bytes = limit});
   FrameValue back = DecodeOne(decoder, bytes);
@@ -85,8 +91,13 @@ TEST(FrameRoundTrip, LargestPayloadUnderTheDefaultLimitFits) {
   FrameEncoder encoder;
   ByteBuffer out;
   std::string payload(kDefaultMaxFrameBytes - 256, 'p');
-  EnvelopeView e{CorrelationId(1),     EnvelopeKind::kRequest, 0, payload,
-                 absl::ZeroDuration(), absl::StatusCode::kOk,  {}};
+  EnvelopeView e{CorrelationId(1),
+                 EnvelopeKind::kRequest,
+                 kDefaultEndpoint,
+                 payload,
+                 absl::ZeroDuration(),
+                 absl::StatusCode::kOk,
+                 {}};
   ASSERT_TRUE(encoder.Encode(e, out).ok());
   FrameDecoder decoder;
   FrameValue back =
@@ -105,7 +116,7 @@ TEST(FrameEncoder, RejectsAPayloadOverTheLimitAndLeavesTheBufferUnchanged) {
     std::string payload(size, 'x');
     absl::Status s = encoder.Encode(EnvelopeView{CorrelationId(1),
                                                  EnvelopeKind::kRequest,
-                                                 0,
+                                                 kDefaultEndpoint,
                                                  payload,
                                                  absl::ZeroDuration(),
                                                  absl::StatusCode::kOk,
@@ -171,10 +182,10 @@ TEST(FrameEncoder, WritesTheSameBytesOverDirtyStorage) {
   // the last word of each blob.
   FrameSet set = EveryKind();
   std::string odd_payload(1001, 'p');
-  EnvelopeView error{
-      CorrelationId(7),    EnvelopeKind::kError, 3,
-      odd_payload,         absl::Seconds(1),     absl::StatusCode::kNotFound,
-      "no such key: 12345"};
+  EnvelopeView error{CorrelationId(7),    EnvelopeKind::kError,
+                     Endpoint(3),         odd_payload,
+                     absl::Seconds(1),    absl::StatusCode::kNotFound,
+                     "no such key: 12345"};
   set.frames.push_back(error);
   // Storage filled with `fill` first, then the frame encoded over it.
   auto encode_over = [](const FrameValue& frame, unsigned char fill) {
@@ -198,8 +209,13 @@ TEST(FrameEncoder, AllocatesNothingOnceTheBufferHasGrown) {
   FrameEncoder encoder;
   ByteBuffer out;
   std::string payload(1000, 'q');
-  EnvelopeView e{CorrelationId(1),     EnvelopeKind::kRequest, 0, payload,
-                 absl::ZeroDuration(), absl::StatusCode::kOk,  {}};
+  EnvelopeView e{CorrelationId(1),
+                 EnvelopeKind::kRequest,
+                 kDefaultEndpoint,
+                 payload,
+                 absl::ZeroDuration(),
+                 absl::StatusCode::kOk,
+                 {}};
   ASSERT_TRUE(encoder.Encode(e, out).ok());
   const char* storage = out.Readable().data();
   const size_t capacity = out.capacity();

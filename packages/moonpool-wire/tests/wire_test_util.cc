@@ -28,35 +28,35 @@ FrameSet EveryKind() {
   set.frames.push_back(Hello{kHelloMagic, kProtocolVersion, {}, 1});
   set.frames.push_back(EnvelopeView{CorrelationId(1),
                                     EnvelopeKind::kRequest,
-                                    7,
+                                    Endpoint(7),
                                     set.Keep("ping"),
                                     absl::Milliseconds(250),
                                     absl::StatusCode::kOk,
                                     {}});
   set.frames.push_back(EnvelopeView{CorrelationId(2),
                                     EnvelopeKind::kRequest,
-                                    0,
+                                    kDefaultEndpoint,
                                     {},
                                     absl::ZeroDuration(),
                                     absl::StatusCode::kOk,
                                     {}});
   set.frames.push_back(EnvelopeView{CorrelationId(1),
                                     EnvelopeKind::kReply,
-                                    7,
+                                    Endpoint(7),
                                     set.Keep(std::string("po\0ng", 5)),
                                     absl::ZeroDuration(),
                                     absl::StatusCode::kOk,
                                     {}});
   set.frames.push_back(EnvelopeView{CorrelationId(3),
                                     EnvelopeKind::kError,
-                                    7,
+                                    Endpoint(7),
                                     {},
                                     absl::ZeroDuration(),
                                     absl::StatusCode::kNotFound,
                                     set.Keep("no such key")});
   set.frames.push_back(EnvelopeView{CorrelationId(),
                                     EnvelopeKind::kOneWay,
-                                    9,
+                                    Endpoint(9),
                                     set.Keep("note"),
                                     absl::ZeroDuration(),
                                     absl::StatusCode::kOk,
@@ -82,7 +82,7 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
         EnvelopeView e;
         e.correlation_id = CorrelationId(rng());
         e.kind = static_cast<EnvelopeKind>(rng() % 4);
-        e.endpoint = rng() % 3;
+        e.endpoint = Endpoint(rng() % 3);
         e.payload = set.Keep(Bytes(rng, rng() % (max_payload + 1)));
         e.timeout =
             absl::Microseconds(static_cast<int64_t>(rng() % 10'000'000));

@@ -49,6 +49,7 @@
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/protocol/connection.h"
 
 namespace moonpool::driver {
@@ -122,7 +123,7 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
   // ---- Commands (protocol::Connection's, written at the end of the turn) ----
   absl::StatusOr<CorrelationId> SendRequest(
       absl::string_view payload, const protocol::RequestOptions& options);
-  absl::Status SendOneWay(uint64_t endpoint, absl::string_view payload);
+  absl::Status SendOneWay(Endpoint endpoint, absl::string_view payload);
   absl::Status SendReply(CorrelationId id, absl::string_view payload);
   absl::Status SendErrorReply(CorrelationId id, const absl::Status& status);
   // Forgets a received request unanswered (its deadline passed unserved).

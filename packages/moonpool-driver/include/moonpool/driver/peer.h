@@ -51,6 +51,7 @@
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope_view.h"
 #include "moonpool/protocol/connection.h"
 
@@ -94,7 +95,7 @@ struct PeerRequestOptions {
   // default_request_timeout.
   absl::Time deadline = absl::InfiniteFuture();
   bool idempotent = false;
-  uint64_t endpoint = 0;
+  Endpoint endpoint = kDefaultEndpoint;
 };
 
 // The outcome of one request: the reply payload (valid only during the
@@ -150,7 +151,7 @@ class Peer final : private ConnectionHandler {
                        ReplyCallback done);
   // Sends a message that expects no answer, queued like a request. It is
   // sent at most once: lost if the connection dies before it is written.
-  absl::Status SendOneWay(uint64_t endpoint, std::string payload);
+  absl::Status SendOneWay(Endpoint endpoint, std::string payload);
 
   // Serves the requests the server sends on this Peer's connections;
   // nullptr (the default) answers them Unimplemented. Borrowed: it must

@@ -15,8 +15,8 @@
 //
 //   moonpool::CorrelationIdGenerator ids;
 //   moonpool::Envelope request =
-//       moonpool::Envelope::Request(ids.Next(), /*endpoint=*/0, "ping",
-//                                   absl::Seconds(2));
+//       moonpool::Envelope::Request(ids.Next(), moonpool::kDefaultEndpoint,
+//                                   "ping", absl::Seconds(2));
 //   moonpool::Envelope reply = moonpool::MakeReply(request, "pong");
 //   moonpool::Envelope error =
 //       moonpool::MakeErrorReply(request, absl::NotFoundError("no such key"));
@@ -24,7 +24,6 @@
 #ifndef MOONPOOL_ENVELOPE_ENVELOPE_H_
 #define MOONPOOL_ENVELOPE_ENVELOPE_H_
 
-#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -32,13 +31,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope_concepts.h"
 #include "moonpool/envelope/envelope_kind.h"
 
 namespace moonpool {
-
-// The default destination: the server's default message queue.
-inline constexpr uint64_t kDefaultEndpoint = 0;
 
 // A plain record (every combination of field values is representable; what
 // makes sense is said per field).
@@ -48,7 +45,7 @@ struct Envelope {
   CorrelationId correlation_id;
   EnvelopeKind kind = EnvelopeKind::kRequest;
   // Destination token at the receiver; kDefaultEndpoint is its default queue.
-  uint64_t endpoint = kDefaultEndpoint;
+  Endpoint endpoint = kDefaultEndpoint;
   std::string payload;
   // Requests only: the budget left for an answer when the request was sent.
   // absl::ZeroDuration() means none. Travels in whole microseconds.
@@ -58,11 +55,11 @@ struct Envelope {
   std::string error_message;
 
   // A request with the given id, endpoint, payload and budget.
-  static Envelope Request(CorrelationId id, uint64_t endpoint,
+  static Envelope Request(CorrelationId id, Endpoint endpoint,
                           std::string payload,
                           absl::Duration timeout = absl::ZeroDuration());
   // A one-way message: no correlation id, no reply expected.
-  static Envelope OneWay(uint64_t endpoint, std::string payload);
+  static Envelope OneWay(Endpoint endpoint, std::string payload);
 
   // An owning copy of any envelope-like record (an EnvelopeView, say).
   template <EnvelopeLike E>

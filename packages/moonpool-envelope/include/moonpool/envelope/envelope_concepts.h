@@ -13,12 +13,12 @@
 #define MOONPOOL_ENVELOPE_ENVELOPE_CONCEPTS_H_
 
 #include <concepts>
-#include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope_kind.h"
 
 namespace moonpool {
@@ -28,7 +28,7 @@ template <typename E>
 concept EnvelopeLike = requires(const E& e) {
   { e.correlation_id } -> std::convertible_to<CorrelationId>;
   { e.kind } -> std::convertible_to<EnvelopeKind>;
-  { e.endpoint } -> std::convertible_to<uint64_t>;
+  { e.endpoint } -> std::convertible_to<Endpoint>;
   { e.payload } -> std::convertible_to<absl::string_view>;
   { e.timeout } -> std::convertible_to<absl::Duration>;
   { e.error_code } -> std::convertible_to<absl::StatusCode>;

@@ -8,12 +8,11 @@
 #ifndef MOONPOOL_ENVELOPE_ENVELOPE_VIEW_H_
 #define MOONPOOL_ENVELOPE_ENVELOPE_VIEW_H_
 
-#include <cstdint>
-
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope.h"
 #include "moonpool/envelope/envelope_kind.h"
 
@@ -22,7 +21,7 @@ namespace moonpool {
 struct EnvelopeView {
   CorrelationId correlation_id;
   EnvelopeKind kind = EnvelopeKind::kRequest;
-  uint64_t endpoint = kDefaultEndpoint;
+  Endpoint endpoint = kDefaultEndpoint;
   absl::string_view payload;
   absl::Duration timeout = absl::ZeroDuration();
   absl::StatusCode error_code = absl::StatusCode::kOk;

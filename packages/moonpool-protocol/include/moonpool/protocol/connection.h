@@ -61,6 +61,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/protocol/connection_event.h"
 #include "moonpool/protocol/connection_options.h"
 #include "moonpool/protocol/connection_stats.h"
@@ -129,7 +130,7 @@ class Connection {
   absl::Status AbandonRequest(CorrelationId id);
   // A message that expects no answer. FailedPrecondition when closed or
   // before the handshake on a server; ResourceExhausted on a bound.
-  absl::Status SendOneWay(uint64_t endpoint, absl::string_view payload);
+  absl::Status SendOneWay(Endpoint endpoint, absl::string_view payload);
   // Starts the graceful close: tells the peer that requests above the last
   // one received so far will not be processed (they are refused when they
   // arrive). Answer those received; the connection then wants to close. A

@@ -10,6 +10,7 @@
 
 #include "absl/time/time.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope.h"
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/wire/frame_header.h"
@@ -66,7 +67,7 @@ struct RequestOptions {
   // Safe to process twice. Carried into RequestFailed so that the layer above
   // can send it again when the connection died after writing it.
   bool idempotent = false;
-  uint64_t endpoint = kDefaultEndpoint;
+  Endpoint endpoint = kDefaultEndpoint;
 };
 
 }  // namespace moonpool::protocol

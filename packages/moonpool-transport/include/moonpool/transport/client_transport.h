@@ -48,6 +48,7 @@
 #include "moonpool/driver/peer.h"
 #include "moonpool/driver/promise.h"
 #include "moonpool/driver/task.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/transport/client_options.h"
 #include "moonpool/transport/codec.h"
 #include "moonpool/transport/incoming_message.h"
@@ -93,14 +94,14 @@ class ClientTransport {
   // when the peer's queue is full.
   template <Payload T>
   absl::Status Send(const driver::Address& address, const T& message,
-                    uint64_t endpoint = kDefaultEndpoint) {
+                    Endpoint endpoint = kDefaultEndpoint) {
     std::string payload;
     if (absl::Status s = EncodePayload(message, payload); !s.ok()) return s;
     return SendEncoded(address, std::move(payload), endpoint);
   }
   // The same with the payload bytes as they are.
   absl::Status SendEncoded(const driver::Address& address, std::string payload,
-                           uint64_t endpoint = kDefaultEndpoint);
+                           Endpoint endpoint = kDefaultEndpoint);
 
   // Serves the requests (and one-way messages) that servers send this
   // client on the connections it opened to them, as FoundationDB's peers

@@ -7,10 +7,8 @@
 #ifndef MOONPOOL_TRANSPORT_REQUEST_OPTIONS_H_
 #define MOONPOOL_TRANSPORT_REQUEST_OPTIONS_H_
 
-#include <cstdint>
-
 #include "absl/time/time.h"
-#include "moonpool/envelope/envelope.h"
+#include "moonpool/envelope/endpoint.h"
 
 namespace moonpool::transport {
 
@@ -23,8 +21,9 @@ struct RequestOptions {
   // it was written on dies before the reply (otherwise the caller gets
   // Aborted, "maybe delivered").
   bool idempotent = false;
-  // The destination queue at the server; 0 is its default queue.
-  uint64_t endpoint = kDefaultEndpoint;
+  // The destination queue at the server; kDefaultEndpoint is its default
+  // queue.
+  Endpoint endpoint = kDefaultEndpoint;
 
   // Convenience: `RequestOptions::Timeout(absl::Seconds(2))`.
   static RequestOptions Timeout(absl::Duration timeout) {
