@@ -112,10 +112,10 @@ class FaultyLoop final : public driver::Loop {
   void Post(absl::AnyInvocable<void()> fn) override;
   void ScheduleTurnEnd(driver::TurnEndHandler* handler) override;
   void CancelTurnEnd(driver::TurnEndHandler* handler) override;
-  absl::StatusOr<std::unique_ptr<driver::Listener>> Listen(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Listener>> Listen(
       const driver::Address& address, const driver::ListenOptions& options,
       driver::AcceptCallback on_accept) override;
-  absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
       const driver::Address& address,
       driver::ConnectCallback on_connected) override;
   void Run() override;

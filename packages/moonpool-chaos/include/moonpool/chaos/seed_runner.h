@@ -66,7 +66,7 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed);
 // Sets spec.config from the runner's --config value: "random", "none", or
 // the path of a plan file (read and parsed now, see ParseChaosConfig).
 // The file's errors come back as they are (NotFound, InvalidArgument).
-absl::Status SetConfig(absl::string_view arg, RunSpec& spec);
+[[nodiscard]] absl::Status SetConfig(absl::string_view arg, RunSpec& spec);
 // The --config value that gives `spec` its plan: "random", "none", or
 // spec.config_file ("FILE" when a kFile plan has no file).
 std::string ConfigArg(const RunSpec& spec);
@@ -75,8 +75,10 @@ std::string ConfigArg(const RunSpec& spec);
 // per line, '#' comments, durations as absl ("250ms", "3s"), unknown keys
 // and bad values are InvalidArgument naming the line. Fields not given keep
 // ChaosConfig{}'s value.
-absl::StatusOr<ChaosConfig> ParseChaosConfig(absl::string_view text);
-absl::StatusOr<ChaosConfig> ReadChaosConfigFile(const std::string& path);
+[[nodiscard]] absl::StatusOr<ChaosConfig> ParseChaosConfig(
+    absl::string_view text);
+[[nodiscard]] absl::StatusOr<ChaosConfig> ReadChaosConfigFile(
+    const std::string& path);
 
 }  // namespace moonpool::chaos
 

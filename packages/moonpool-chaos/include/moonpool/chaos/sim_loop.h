@@ -116,15 +116,15 @@ class SimLoop final : public driver::Loop {
   // ---- Hosts.
   // Adds a host with IPv4 or IPv6 literal `ip` ("10.0.0.2", "::2").
   // InvalidArgument for a bad literal, AlreadyExists for a known one.
-  absl::StatusOr<SimHost*> AddHost(absl::string_view ip);
+  [[nodiscard]] absl::StatusOr<SimHost*> AddHost(absl::string_view ip);
   // The host with that IP, or null.
   SimHost* FindHost(absl::string_view ip);
   // The host the SimLoop's own Listen / Connect use (options.default_host).
   SimHost& default_host();
   // Crashes the host abruptly (see sim_host.h). NotFound for an unknown IP.
-  absl::Status KillHost(absl::string_view ip);
+  [[nodiscard]] absl::Status KillHost(absl::string_view ip);
   // Brings a killed host back: Listen and Connect work again.
-  absl::Status RestartHost(absl::string_view ip);
+  [[nodiscard]] absl::Status RestartHost(absl::string_view ip);
 
   // ---- Faults.
   const ChaosConfig& chaos() const;
@@ -143,7 +143,7 @@ class SimLoop final : public driver::Loop {
   const std::vector<IntegrityViolation>& violations() const;
   // OK, or Internal naming the first integrity violation or failed Always
   // and how many there were.
-  absl::Status CheckInvariants() const;
+  [[nodiscard]] absl::Status CheckInvariants() const;
   // Events scheduled (timers armed, bytes in flight, connects under way).
   size_t pending_events() const;
   // Connections not yet fully closed.
@@ -160,10 +160,10 @@ class SimLoop final : public driver::Loop {
   void Post(absl::AnyInvocable<void()> fn) override;
   void ScheduleTurnEnd(driver::TurnEndHandler* handler) override;
   void CancelTurnEnd(driver::TurnEndHandler* handler) override;
-  absl::StatusOr<std::unique_ptr<driver::Listener>> Listen(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Listener>> Listen(
       const driver::Address& address, const driver::ListenOptions& options,
       driver::AcceptCallback on_accept) override;
-  absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
       const driver::Address& address,
       driver::ConnectCallback on_connected) override;
   // Runs until Stop() or until nothing is scheduled: no event, no posted

@@ -108,14 +108,15 @@ class Workload {
   // Runs one seed on ctx.sim() (freshly made, seeded, with its chaos plan).
   // Override this. The default calls the two-argument Run below, so
   // workloads written against it keep working.
-  virtual absl::Status Simulate(WorkloadContext& ctx) {
+  [[nodiscard]] virtual absl::Status Simulate(WorkloadContext& ctx) {
     return Run(ctx.sim(), ctx.stats());
   }
 
   // The older entry point, without the context; Simulate is preferred. The
   // two have different names on purpose: a derived class overriding one
   // would otherwise hide the other (-Woverloaded-virtual).
-  virtual absl::Status Run(SimLoop& /*sim*/, WorkloadStats& /*stats*/) {
+  [[nodiscard]] virtual absl::Status Run(SimLoop& /*sim*/,
+                                         WorkloadStats& /*stats*/) {
     return absl::UnimplementedError(
         "workload overrides neither Simulate(WorkloadContext&) nor Run");
   }
@@ -157,7 +158,7 @@ class WorkloadRegistry {
 
   // The workload `name` makes for one seed. NotFound naming the known
   // workloads; Internal if its factory returned null.
-  absl::StatusOr<std::unique_ptr<Workload>> Make(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Workload>> Make(
       absl::string_view name, const WorkloadOptions& options = {}) const;
   // In registration order.
   std::vector<std::string> Names() const;

@@ -34,7 +34,8 @@ class Address {
 
   // "HOST:PORT" with HOST an IPv4 literal, a bracketed IPv6 literal or
   // "localhost", and PORT in 0..65535. InvalidArgument otherwise.
-  static absl::StatusOr<Address> Parse(absl::string_view host_port);
+  [[nodiscard]] static absl::StatusOr<Address> Parse(
+      absl::string_view host_port);
   static Address Ipv4(std::array<uint8_t, 4> bytes, uint16_t port);
   static Address Ipv6(std::array<uint8_t, 16> bytes, uint16_t port);
   // 127.0.0.1:port.

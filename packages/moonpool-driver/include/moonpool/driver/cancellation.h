@@ -77,7 +77,7 @@ class CancellationState {
   }
 
   bool cancelled() const { return cancelled_; }
-  absl::Status status() const {
+  [[nodiscard]] absl::Status status() const {
     return cancelled_ ? absl::CancelledError(reason_) : absl::OkStatus();
   }
 
@@ -202,7 +202,7 @@ class CancellationToken {
 
   bool cancelled() const { return state_ != nullptr && state_->cancelled(); }
   // OK while not cancelled; then CancelledError with the source's reason.
-  absl::Status status() const {
+  [[nodiscard]] absl::Status status() const {
     return state_ != nullptr ? state_->status() : absl::OkStatus();
   }
   // An awaitable that completes once this token is cancelled.

@@ -121,17 +121,20 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
   void Start(bool pump_now);
 
   // ---- Commands (protocol::Connection's, written at the end of the turn) ----
-  absl::StatusOr<CorrelationId> SendRequest(
+  [[nodiscard]] absl::StatusOr<CorrelationId> SendRequest(
       absl::string_view payload, const protocol::RequestOptions& options);
-  absl::Status SendOneWay(Endpoint endpoint, absl::string_view payload);
-  absl::Status SendReply(CorrelationId id, absl::string_view payload);
-  absl::Status SendErrorReply(CorrelationId id, const absl::Status& status);
+  [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint,
+                                        absl::string_view payload);
+  [[nodiscard]] absl::Status SendReply(CorrelationId id,
+                                       absl::string_view payload);
+  [[nodiscard]] absl::Status SendErrorReply(CorrelationId id,
+                                            const absl::Status& status);
   // Forgets a received request unanswered (its deadline passed unserved).
-  absl::Status AbandonRequest(CorrelationId id);
+  [[nodiscard]] absl::Status AbandonRequest(CorrelationId id);
   // Says Goodbye and reads on (even when paused) until both sides are done.
   // FailedPrecondition when the protocol refuses (closed, or a server still
   // in its handshake).
-  absl::Status SendGoodbye(absl::string_view reason);
+  [[nodiscard]] absl::Status SendGoodbye(absl::string_view reason);
 
   // A bound the handler reported has lifted: read again.
   void Resume();

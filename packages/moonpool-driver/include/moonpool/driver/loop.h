@@ -108,13 +108,13 @@ class Loop {
 
   // Binds and listens. InvalidArgument for a bad address, the OS error
   // (address in use, permission) otherwise.
-  virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(
       const Address& address, const ListenOptions& options,
       AcceptCallback on_accept) = 0;
   // Starts connecting to `address`. The Stream is usable (SetHandler,
   // Write queues) at once; `on_connected` runs once, unless the Stream is
   // destroyed first.
-  virtual absl::StatusOr<std::unique_ptr<Stream>> Connect(
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Stream>> Connect(
       const Address& address, ConnectCallback on_connected) = 0;
 
   // Runs until Stop() or until nothing is left to wait for.

@@ -39,8 +39,9 @@ class OutputHandoff {
   // connection).
   // `first_slice` bounds the first slice alone (a Buggify site splits a
   // frame's header across writes with 1).
-  absl::Status Flush(protocol::Connection& connection, Stream& stream,
-                     size_t max_slice, size_t first_slice = SIZE_MAX);
+  [[nodiscard]] absl::Status Flush(protocol::Connection& connection,
+                                   Stream& stream, size_t max_slice,
+                                   size_t first_slice = SIZE_MAX);
   // The stream reported `n` more of the handed bytes taken by the kernel.
   void OnWritten(protocol::Connection& connection, size_t n) {
     connection.ConsumeOutput(n);

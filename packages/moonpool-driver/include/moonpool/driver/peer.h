@@ -147,11 +147,12 @@ class Peer final : private ConnectionHandler {
   // Fails up front, without calling `done`: FailedPrecondition when closed,
   // ResourceExhausted when the queue is full, DeadlineExceeded when the
   // deadline has passed.
-  absl::Status Request(std::string payload, const PeerRequestOptions& options,
-                       ReplyCallback done);
+  [[nodiscard]] absl::Status Request(std::string payload,
+                                     const PeerRequestOptions& options,
+                                     ReplyCallback done);
   // Sends a message that expects no answer, queued like a request. It is
   // sent at most once: lost if the connection dies before it is written.
-  absl::Status SendOneWay(Endpoint endpoint, std::string payload);
+  [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint, std::string payload);
 
   // Serves the requests the server sends on this Peer's connections;
   // nullptr (the default) answers them Unimplemented. Borrowed: it must
@@ -161,10 +162,10 @@ class Peer final : private ConnectionHandler {
   // NotFound when that connection is gone (the server got Aborted or
   // Unavailable), or the request was already answered; ResourceExhausted
   // when the output is full.
-  absl::Status Reply(uint64_t connection, CorrelationId id,
-                     absl::string_view payload);
-  absl::Status ReplyError(uint64_t connection, CorrelationId id,
-                          const absl::Status& status);
+  [[nodiscard]] absl::Status Reply(uint64_t connection, CorrelationId id,
+                                   absl::string_view payload);
+  [[nodiscard]] absl::Status ReplyError(uint64_t connection, CorrelationId id,
+                                        const absl::Status& status);
 
   // Fails everything pending with Cancelled, closes the connection (with a
   // Goodbye if it is open) and stops reconnecting. Idempotent.
@@ -203,13 +204,14 @@ class Peer final : private ConnectionHandler {
   void ExpireQueued(absl::Time now);
   void Complete(Pending& p, absl::StatusOr<absl::string_view> outcome);
   // Sends `p` on the connection; on failure `p` is left intact.
-  absl::Status Submit(Pending& p);
+  [[nodiscard]] absl::Status Submit(Pending& p);
   // Runs SubmitQueued on the next turn.
   void SchedulePump();
   // Moves the driver out; destroyed on a later turn (never inside its own
   // call back).
   void RetireDriver();
-  absl::StatusOr<ConnectionDriver*> DriverFor(uint64_t connection);
+  [[nodiscard]] absl::StatusOr<ConnectionDriver*> DriverFor(
+      uint64_t connection);
   absl::Time ResolveDeadline(absl::Time deadline) const;
 
   Loop& loop_;

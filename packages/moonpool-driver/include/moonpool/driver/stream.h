@@ -52,7 +52,7 @@ class Stream {
   virtual void SetHandler(StreamHandler* handler) = 0;
 
   // Starts delivering reads; FailedPrecondition when closed.
-  virtual absl::Status StartReading() = 0;
+  [[nodiscard]] virtual absl::Status StartReading() = 0;
   // Stops asking the kernel for bytes (backpressure); StartReading resumes.
   virtual void StopReading() = 0;
 
@@ -61,7 +61,8 @@ class Stream {
   // write, and reported later by OnWritten. FailedPrecondition after
   // Shutdown or Close; the OS error if the connection is already broken
   // (then nothing is queued).
-  virtual absl::StatusOr<size_t> Write(absl::Span<const char> bytes) = 0;
+  [[nodiscard]] virtual absl::StatusOr<size_t> Write(
+      absl::Span<const char> bytes) = 0;
   // Bytes queued and not yet taken by the kernel.
   virtual size_t queued_write_bytes() const = 0;
 

@@ -99,10 +99,10 @@ class UvLoop final : public Loop {
   void Post(absl::AnyInvocable<void()> fn) override;
   void ScheduleTurnEnd(TurnEndHandler* handler) override;
   void CancelTurnEnd(TurnEndHandler* handler) override;
-  absl::StatusOr<std::unique_ptr<Listener>> Listen(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Listener>> Listen(
       const Address& address, const ListenOptions& options,
       AcceptCallback on_accept) override;
-  absl::StatusOr<std::unique_ptr<Stream>> Connect(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Stream>> Connect(
       const Address& address, ConnectCallback on_connected) override;
   void Run() override;
   bool RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
@@ -116,7 +116,7 @@ class UvLoop final : public Loop {
   // one of `signals`, until the returned watch is destroyed (signal_watch.h
   // has the rules). InvalidArgument for an empty or repeated list or a
   // signal that cannot be caught (SIGKILL, SIGSTOP, out of range).
-  absl::StatusOr<std::unique_ptr<SignalWatch>> WatchSignals(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<SignalWatch>> WatchSignals(
       absl::Span<const int> signals, SignalCallback on_signal);
 
   class Impl;

@@ -106,7 +106,7 @@ Envelope MakeErrorReply(const E& request, const absl::Status& status) {
 // The status an error reply carries: its code and message. kOk (the wire's
 // "0 = unknown") reads as kUnknown. For any other kind, absl::OkStatus().
 template <EnvelopeLike E>
-absl::Status ErrorStatus(const E& e) {
+[[nodiscard]] absl::Status ErrorStatus(const E& e) {
   if (e.kind != EnvelopeKind::kError) return absl::OkStatus();
   absl::StatusCode code = e.error_code == absl::StatusCode::kOk
                               ? absl::StatusCode::kUnknown

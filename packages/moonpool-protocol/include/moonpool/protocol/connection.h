@@ -111,31 +111,33 @@ class Connection {
   //   DeadlineExceeded: the deadline is not after `now`;
   //   ResourceExhausted: max_pending_requests or max_output_bytes reached,
   //     or the frame is over max_frame_bytes.
-  absl::StatusOr<CorrelationId> SendRequest(absl::string_view payload,
-                                            const RequestOptions& options,
-                                            absl::Time now);
+  [[nodiscard]] absl::StatusOr<CorrelationId> SendRequest(
+      absl::string_view payload, const RequestOptions& options, absl::Time now);
   // Answers request `id`, received on this connection and not yet answered.
   //   NotFound: no such request awaits an answer (never received, already
   //     answered);
   //   FailedPrecondition: the connection is closed;
   //   ResourceExhausted: output or frame bound; the request still awaits an
   //     answer.
-  absl::Status SendReply(CorrelationId id, absl::string_view payload);
+  [[nodiscard]] absl::Status SendReply(CorrelationId id,
+                                       absl::string_view payload);
   // As SendReply, with the handler's `status` (not OK) as an error reply.
-  absl::Status SendErrorReply(CorrelationId id, const absl::Status& status);
+  [[nodiscard]] absl::Status SendErrorReply(CorrelationId id,
+                                            const absl::Status& status);
   // Forgets request `id` without answering it: for a request whose deadline
   // passed before a handler took it (DESIGN.md section 5: dropped
   // unanswered; its requester has given up). NotFound when no such request
   // awaits an answer. Works in every state.
-  absl::Status AbandonRequest(CorrelationId id);
+  [[nodiscard]] absl::Status AbandonRequest(CorrelationId id);
   // A message that expects no answer. FailedPrecondition when closed or
   // before the handshake on a server; ResourceExhausted on a bound.
-  absl::Status SendOneWay(Endpoint endpoint, absl::string_view payload);
+  [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint,
+                                        absl::string_view payload);
   // Starts the graceful close: tells the peer that requests above the last
   // one received so far will not be processed (they are refused when they
   // arrive). Answer those received; the connection then wants to close. A
   // second call does nothing. FailedPrecondition when closed.
-  absl::Status SendGoodbye(absl::string_view reason);
+  [[nodiscard]] absl::Status SendGoodbye(absl::string_view reason);
 
   // ---- Outputs ----
 
@@ -175,12 +177,12 @@ class Connection {
   // Silence after which the next keepalive ping is due (Buggify may halve
   // it).
   absl::Duration PingDelay();
-  absl::Status CheckCanSend() const;
-  absl::Status CheckOutputRoom(size_t payload_bytes) const;
+  [[nodiscard]] absl::Status CheckCanSend() const;
+  [[nodiscard]] absl::Status CheckOutputRoom(size_t payload_bytes) const;
   // Encodes a data frame (request, reply, error, one-way) within the bounds.
-  absl::Status EncodeEnvelope(const EnvelopeView& envelope);
+  [[nodiscard]] absl::Status EncodeEnvelope(const EnvelopeView& envelope);
   // Sends a reply or error reply to a request awaiting one.
-  absl::Status Answer(const EnvelopeView& answer);
+  [[nodiscard]] absl::Status Answer(const EnvelopeView& answer);
   // Encodes a control frame (Hello, Ping, Pong, Goodbye); bounds do not apply.
   template <typename Frame>
   void EncodeControl(const Frame& frame);

@@ -101,7 +101,8 @@ class CapnpReader {
   // Copies `bytes` (one flat unpacked message) and validates it.
   // InvalidArgument when it is not a whole number of words, or not a valid
   // message with a root of type T (the kj exception's text in the message).
-  static absl::StatusOr<CapnpReader> Parse(absl::string_view bytes) {
+  [[nodiscard]] static absl::StatusOr<CapnpReader> Parse(
+      absl::string_view bytes) {
     if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "a Cap'n Proto message is a positive whole number of 8-byte "

@@ -93,15 +93,17 @@ class ClientTransport {
   // before it is written. FailedPrecondition after Close, ResourceExhausted
   // when the peer's queue is full.
   template <Payload T>
-  absl::Status Send(const driver::Address& address, const T& message,
-                    Endpoint endpoint = kDefaultEndpoint) {
+  [[nodiscard]] absl::Status Send(const driver::Address& address,
+                                  const T& message,
+                                  Endpoint endpoint = kDefaultEndpoint) {
     std::string payload;
     if (absl::Status s = EncodePayload(message, payload); !s.ok()) return s;
     return SendEncoded(address, std::move(payload), endpoint);
   }
   // The same with the payload bytes as they are.
-  absl::Status SendEncoded(const driver::Address& address, std::string payload,
-                           Endpoint endpoint = kDefaultEndpoint);
+  [[nodiscard]] absl::Status SendEncoded(const driver::Address& address,
+                                         std::string payload,
+                                         Endpoint endpoint = kDefaultEndpoint);
 
   // Serves the requests (and one-way messages) that servers send this
   // client on the connections it opened to them, as FoundationDB's peers
@@ -126,7 +128,8 @@ class ClientTransport {
   size_t peer_count() const { return peers_.size(); }
 
  private:
-  absl::StatusOr<driver::Peer*> PeerFor(const driver::Address& address);
+  [[nodiscard]] absl::StatusOr<driver::Peer*> PeerFor(
+      const driver::Address& address);
   driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;
 
   driver::Loop& loop_;

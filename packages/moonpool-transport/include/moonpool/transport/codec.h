@@ -61,22 +61,25 @@ concept Decodable = requires(absl::string_view bytes) {
 
 template <>
 struct Codec<std::string> {
-  static absl::Status Encode(const std::string& value, std::string& out) {
+  [[nodiscard]] static absl::Status Encode(const std::string& value,
+                                           std::string& out) {
     out.assign(value);
     return absl::OkStatus();
   }
-  static absl::StatusOr<std::string> Decode(absl::string_view bytes) {
+  [[nodiscard]] static absl::StatusOr<std::string> Decode(
+      absl::string_view bytes) {
     return std::string(bytes);
   }
 };
 
 template <>
 struct Codec<Bytes> {
-  static absl::Status Encode(const Bytes& value, std::string& out) {
+  [[nodiscard]] static absl::Status Encode(const Bytes& value,
+                                           std::string& out) {
     out.assign(reinterpret_cast<const char*>(value.data()), value.size());
     return absl::OkStatus();
   }
-  static absl::StatusOr<Bytes> Decode(absl::string_view bytes) {
+  [[nodiscard]] static absl::StatusOr<Bytes> Decode(absl::string_view bytes) {
     const auto* begin = reinterpret_cast<const uint8_t*>(bytes.data());
     return Bytes(begin, begin + bytes.size());
   }
@@ -87,8 +90,8 @@ namespace internal {
 // Writes `message` flat and unpacked into `out`, sized exactly: one
 // allocation (the string's, when its capacity is short), no intermediate
 // array.
-inline absl::Status EncodeCapnp(capnp::MessageBuilder& message,
-                                std::string& out) {
+[[nodiscard]] inline absl::Status EncodeCapnp(capnp::MessageBuilder& message,
+                                              std::string& out) {
   absl::Status status;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
                  const size_t words =
@@ -111,7 +114,8 @@ inline absl::Status EncodeCapnp(capnp::MessageBuilder& message,
 
 template <CapnpStruct T>
 struct Codec<CapnpMessage<T>> {
-  static absl::Status Encode(const CapnpMessage<T>& value, std::string& out) {
+  [[nodiscard]] static absl::Status Encode(const CapnpMessage<T>& value,
+                                           std::string& out) {
     return internal::EncodeCapnp(value.message(), out);
   }
 };
@@ -119,13 +123,15 @@ struct Codec<CapnpMessage<T>> {
 template <CapnpStruct T>
 struct Codec<CapnpReader<T>> {
   // The received bytes again (they are one valid message already).
-  static absl::Status Encode(const CapnpReader<T>& value, std::string& out) {
+  [[nodiscard]] static absl::Status Encode(const CapnpReader<T>& value,
+                                           std::string& out) {
     const absl::string_view bytes = value.bytes();
     out.assign(bytes.data(), bytes.size());
     return absl::OkStatus();
   }
   // InvalidArgument when `bytes` is not a valid message rooted at T.
-  static absl::StatusOr<CapnpReader<T>> Decode(absl::string_view bytes) {
+  [[nodiscard]] static absl::StatusOr<CapnpReader<T>> Decode(
+      absl::string_view bytes) {
     return CapnpReader<T>::Parse(bytes);
   }
 };
@@ -139,7 +145,7 @@ concept Payload =
 // Writes `value`'s bytes into `out` (replacing what it held). Bytes-like
 // values are copied as they are; the rest go through Codec<T>::Encode.
 template <Payload T>
-absl::Status EncodePayload(const T& value, std::string& out) {
+[[nodiscard]] absl::Status EncodePayload(const T& value, std::string& out) {
   if constexpr (std::convertible_to<const T&, absl::string_view>) {
     const absl::string_view bytes = value;
     out.assign(bytes.data(), bytes.size());

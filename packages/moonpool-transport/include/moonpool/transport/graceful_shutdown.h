@@ -105,7 +105,7 @@ class GracefulShutdown {
   // Starts watching options.signals on `loop`. Errors: as
   // UvLoop::WatchSignals (InvalidArgument for signals that cannot be
   // watched), and InvalidArgument for a negative drain_timeout.
-  static absl::StatusOr<std::unique_ptr<GracefulShutdown>> Watch(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<GracefulShutdown>> Watch(
       driver::UvLoop& loop, GracefulShutdownOptions options = {});
 
   GracefulShutdown(const GracefulShutdown&) = delete;

@@ -69,7 +69,7 @@ class ServerTransport {
   // Binds and listens on `address` (port 0: any free port; address() tells
   // which). InvalidArgument for a bad address or options, the OS error
   // otherwise (AlreadyExists when the port is taken).
-  static absl::StatusOr<std::unique_ptr<ServerTransport>> Bind(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ServerTransport>> Bind(
       driver::Loop& loop, const driver::Address& address,
       ServerOptions options = {});
 
@@ -94,10 +94,12 @@ class ServerTransport {
   //   FailedPrecondition: the transport is closed;
   //   ResourceExhausted: the connection's output is full (the client does
   //     not read); the request still awaits an answer.
-  absl::Status Reply(const IncomingMessage& request, absl::string_view payload);
+  [[nodiscard]] absl::Status Reply(const IncomingMessage& request,
+                                   absl::string_view payload);
   // The same through Codec<T> (or as bytes, for string-like values).
   template <Payload T>
-  absl::Status Reply(const IncomingMessage& request, const T& reply) {
+  [[nodiscard]] absl::Status Reply(const IncomingMessage& request,
+                                   const T& reply) {
     if constexpr (std::convertible_to<const T&, absl::string_view>) {
       return Reply(request, absl::string_view(reply));
     } else {
@@ -109,8 +111,8 @@ class ServerTransport {
   }
   // Answers `request` with an error: its client receives `status` (code and
   // message). Errors as Reply's; InvalidArgument for an OK `status`.
-  absl::Status ReplyError(const IncomingMessage& request,
-                          const absl::Status& status);
+  [[nodiscard]] absl::Status ReplyError(const IncomingMessage& request,
+                                        const absl::Status& status);
 
   // Sends a request to the client on connection `connection_id` (as
   // IncomingMessage::connection_id names it) and yields its decoded reply,
@@ -165,12 +167,14 @@ class ServerTransport {
   void Remove(Connection& c);
   // Adds a connection's counters to the totals as it goes.
   void AddClosed(Connection& c);
-  absl::Status SendRequestOn(uint64_t connection_id, std::string payload,
-                             const RequestOptions& options,
-                             driver::ReplyCallback done);
+  [[nodiscard]] absl::Status SendRequestOn(uint64_t connection_id,
+                                           std::string payload,
+                                           const RequestOptions& options,
+                                           driver::ReplyCallback done);
   void CloseNow();
   Connection* Find(uint64_t connection_id) const;
-  absl::StatusOr<Connection*> ConnectionFor(const IncomingMessage& request);
+  [[nodiscard]] absl::StatusOr<Connection*> ConnectionFor(
+      const IncomingMessage& request);
   static void WakeAll(std::vector<driver::Promise<void>>& waiters);
 
   driver::Loop& loop_;

@@ -71,13 +71,13 @@ class FrameDecoder {
 
   // The next whole frame; nullptr when more bytes are needed; or the
   // decoder's terminal Status (see the table above).
-  absl::StatusOr<const FrameValue*> Next();
+  [[nodiscard]] absl::StatusOr<const FrameValue*> Next();
 
   // Call when the stream has ended (the peer closed): OK when it ended
   // between frames, DataLoss when it ended inside one (a truncated header or
   // body), or the terminal Status if there is one. Frames still unread make
   // it DataLoss too: drain Next() first.
-  absl::Status Finish() const;
+  [[nodiscard]] absl::Status Finish() const;
 
   // OK, or the terminal Status.
   const absl::Status& status() const { return status_; }
@@ -88,8 +88,8 @@ class FrameDecoder {
   uint64_t frames_decoded() const { return frames_decoded_; }
 
  private:
-  absl::Status Fail(absl::Status status);
-  absl::Status DecodeBody(absl::Span<const char> body);
+  [[nodiscard]] absl::Status Fail(absl::Status status);
+  [[nodiscard]] absl::Status DecodeBody(absl::Span<const char> body);
 
   DecoderOptions options_;
   ByteBuffer buffer_;

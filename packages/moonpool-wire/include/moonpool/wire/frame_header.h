@@ -42,8 +42,8 @@ void WriteFrameHeader(absl::Span<const char> body, char* out);
 //   - body_length is 0 or not a multiple of 8: InvalidArgument;
 //   - body_length is above max_frame_bytes: ResourceExhausted.
 // REQUIRES: header.size() >= kFrameHeaderBytes.
-absl::StatusOr<FrameHeader> ParseFrameHeader(absl::Span<const char> header,
-                                             size_t max_frame_bytes);
+[[nodiscard]] absl::StatusOr<FrameHeader> ParseFrameHeader(
+    absl::Span<const char> header, size_t max_frame_bytes);
 
 }  // namespace moonpool::wire
 

@@ -23,7 +23,7 @@ namespace moonpool::transport {
 
 // `value` encoded through its Codec (or as its bytes), or why it cannot be.
 template <Payload T>
-absl::StatusOr<std::string> EncodeToString(const T& value) {
+[[nodiscard]] absl::StatusOr<std::string> EncodeToString(const T& value) {
   std::string out;
   if (absl::Status s = EncodePayload(value, out); !s.ok()) return s;
   return out;
