@@ -12,13 +12,7 @@
 namespace moonpool::chaos::internal {
 
 void SimReport::AddCoverage(const AssertionRegistry& registry) {
-  for (const auto& [name, p] : registry.points()) {
-    CoveragePoint& c = coverage[name];
-    c.is_always = p.is_always;
-    c.reached += p.reached;
-    c.held += p.held;
-    if (c.first_failure.empty()) c.first_failure = p.first_failure;
-  }
+  for (const auto& [name, p] : registry.points()) coverage[name].Add(p);
 }
 
 void SimReport::Merge(const SimReport& other) {
@@ -29,13 +23,7 @@ void SimReport::Merge(const SimReport& other) {
   round_trips += other.round_trips;
   hashes.insert(hashes.end(), other.hashes.begin(), other.hashes.end());
   failures.insert(failures.end(), other.failures.begin(), other.failures.end());
-  for (const auto& [name, p] : other.coverage) {
-    CoveragePoint& c = coverage[name];
-    c.is_always = c.is_always || p.is_always;
-    c.reached += p.reached;
-    c.held += p.held;
-    if (c.first_failure.empty()) c.first_failure = p.first_failure;
-  }
+  for (const auto& [name, p] : other.coverage) coverage[name].Add(p);
 }
 
 std::vector<std::string> SimReport::Holes(

@@ -17,12 +17,8 @@
 
 namespace moonpool::chaos::internal {
 
-struct CoveragePoint {
-  bool is_always = false;
-  uint64_t reached = 0;
-  uint64_t held = 0;
-  std::string first_failure;
-};
+// A point's counts summed over seeds: the registry's own type.
+using CoveragePoint = AssertionRegistry::Point;
 
 struct FailureEntry {
   uint64_t seed = 0;

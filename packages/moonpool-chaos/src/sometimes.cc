@@ -11,6 +11,13 @@ thread_local AssertionRegistry* current_registry = nullptr;
 
 }  // namespace
 
+void AssertionRegistry::Point::Add(const Point& other) {
+  is_always = is_always || other.is_always;
+  reached += other.reached;
+  held += other.held;
+  if (first_failure.empty()) first_failure = other.first_failure;
+}
+
 void AssertionRegistry::Declare(absl::string_view name) {
   points_.try_emplace(std::string(name));
 }
@@ -38,13 +45,7 @@ void AssertionRegistry::RecordAlways(absl::string_view name, bool held,
 }
 
 void AssertionRegistry::Merge(const AssertionRegistry& other) {
-  for (const auto& [name, q] : other.points_) {
-    Point& p = points_[name];
-    p.is_always = p.is_always || q.is_always;
-    p.reached += q.reached;
-    p.held += q.held;
-    if (p.first_failure.empty()) p.first_failure = q.first_failure;
-  }
+  for (const auto& [name, q] : other.points_) points_[name].Add(q);
   always_failures_ += other.always_failures_;
 }
 

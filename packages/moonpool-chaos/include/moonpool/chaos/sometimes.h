@@ -43,6 +43,10 @@ class AssertionRegistry {
     uint64_t reached = 0;       // times evaluated
     uint64_t held = 0;          // times cond was true
     std::string first_failure;  // Always only: detail of the first false
+
+    // Adds `other`'s counts (the same point in another registry or run);
+    // the first failure already kept stays.
+    void Add(const Point& other);
   };
 
   // Makes `name` a known Sometimes point with zero counts, so that a point
