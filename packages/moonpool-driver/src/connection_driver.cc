@@ -97,36 +97,27 @@ absl::Status ConnectionDriver::SendOneWay(Endpoint endpoint,
 
 absl::Status ConnectionDriver::SendReply(CorrelationId id,
                                          absl::string_view payload) {
-  absl::Status s = connection_.SendReply(id, payload);
-  if (s.ok()) {
+  return Answered(connection_.SendReply(id, payload));
+}
+
+absl::Status ConnectionDriver::SendErrorReply(CorrelationId id,
+                                              const absl::Status& status) {
+  return Answered(connection_.SendErrorReply(id, status));
+}
+
+absl::Status ConnectionDriver::AbandonRequest(CorrelationId id) {
+  return Answered(connection_.AbandonRequest(id));
+}
+
+absl::Status ConnectionDriver::Answered(absl::Status status) {
+  if (status.ok()) {
     --serving_;
     NoteActivity();
     // Written at the end of the turn with every other answer of the turn;
     // the pump then also notices a finished drain or a lifted bound.
     PumpAtTurnEnd();
   }
-  return s;
-}
-
-absl::Status ConnectionDriver::SendErrorReply(CorrelationId id,
-                                              const absl::Status& status) {
-  absl::Status s = connection_.SendErrorReply(id, status);
-  if (s.ok()) {
-    --serving_;
-    NoteActivity();
-    PumpAtTurnEnd();
-  }
-  return s;
-}
-
-absl::Status ConnectionDriver::AbandonRequest(CorrelationId id) {
-  absl::Status s = connection_.AbandonRequest(id);
-  if (s.ok()) {
-    --serving_;
-    NoteActivity();
-    PumpAtTurnEnd();
-  }
-  return s;
+  return status;
 }
 
 absl::Status ConnectionDriver::SendGoodbye(absl::string_view reason) {
@@ -281,23 +272,33 @@ void ConnectionDriver::Pump() {
       return;
     }
     Flush();
-    if (connection_.WantsClose() && handoff_.handed_off() == 0 &&
+    handler_.OnFlushed();
+    if (state_ == State::kClosed) {
+      in_pump_ = false;
+      return;
+    }
+    if (!shutdown_ && connection_.WantsClose() && handoff_.handed_off() == 0 &&
         connection_.PendingOutput().empty() && !transport_closed_) {
       // Goodbye exchanged and everything answered and written: FIN, then
       // wait (bounded) for the peer's. Closing with its bytes unread (a
       // request that crossed our Goodbye) would reset the connection, and
       // the reset could overtake the Goodbye it has not read yet.
-      if (!shutdown_) {
-        shutdown_ = true;
-        stream_->Shutdown();
-        linger_until_ = loop_.Now() + options_.close_linger;
-      }
-      if (loop_.Now() >= linger_until_) {
-        stream_->Close();
-        write_broken_ = true;
-        TransportClosed(absl::OkStatus());
-        repump_ = true;
-      }
+      // Longer than the peer's keepalive would wait for us: a stall it
+      // survives must not turn into a reset; a peer that never closes is
+      // cut after that.
+      shutdown_ = true;
+      stream_->Shutdown();
+      linger_until_ =
+          loop_.Now() + std::max(options_.close_linger,
+                                 3 * options_.connection.keepalive_timeout);
+    }
+    // Whatever came since (a pong to a late ping) cannot be written after
+    // our FIN: the wait is over at linger_until_ either way.
+    if (shutdown_ && !transport_closed_ && loop_.Now() >= linger_until_) {
+      stream_->Close();
+      write_broken_ = true;
+      TransportClosed(absl::OkStatus());
+      repump_ = true;
     }
   } while (repump_);
   in_pump_ = false;
@@ -315,11 +316,11 @@ void ConnectionDriver::Pump() {
 void ConnectionDriver::Flush() {
   // After our FIN nothing more is written (a pong to a late ping is moot).
   if (transport_closed_ || shutdown_) return;
-  const size_t first_slice =
-      handoff_.handed_off() == 0 && !connection_.PendingOutput().empty() &&
-              loop_.Buggify(buggify_sites::kSplitWrite)
-          ? 1
-          : SIZE_MAX;
+  const size_t first_slice = handoff_.handed_off() == 0 &&
+                                     !connection_.PendingOutput().empty() &&
+                                     loop_.Buggify(buggify_sites::kSplitWrite)
+                                 ? 1
+                                 : SIZE_MAX;
   absl::Status s = handoff_.Flush(
       connection_, *stream_, options_.stream_high_water_bytes, first_slice);
   if (s.ok()) return;
@@ -414,7 +415,7 @@ void ConnectionDriver::ArmTimer() {
   }
   absl::Time t =
       std::min(std::max(connection_.NextWakeup(), grace_until_), TimeoutAt());
-  if (shutdown_) t = std::min(t, linger_until_);
+  if (shutdown_ && !transport_closed_) t = std::min(t, linger_until_);
   if (t == absl::InfiniteFuture()) {
     timer_->Stop();
   } else {
@@ -430,8 +431,7 @@ void ConnectionDriver::CheckTimeouts(absl::Time now) {
         "no whole frame from ", peer_address_.ToString(), " within ",
         absl::FormatDuration(options_.read_timeout), " (read timeout)")));
   } else if (serving_ == 0 && connection_.stats().requests_in_flight == 0 &&
-             !idle_closing_ &&
-             now >= last_activity_ + options_.idle_timeout) {
+             !idle_closing_ && now >= last_activity_ + options_.idle_timeout) {
     ++idle_timeouts_;
     idle_closing_ = true;
     if (!connection_.SendGoodbye("idle timeout").ok()) {

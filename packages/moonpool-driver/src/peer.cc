@@ -179,9 +179,9 @@ void Peer::OnConnected(absl::Status status) {
   ConnectionDriverOptions o;
   o.connection = options_.connection;
   o.stream_high_water_bytes = options_.stream_high_water_bytes;
-  driver_ = std::make_unique<ConnectionDriver>(loop_, std::move(connecting_),
-                                               std::move(o),
-                                               static_cast<ConnectionHandler&>(*this));
+  driver_ = std::make_unique<ConnectionDriver>(
+      loop_, std::move(connecting_), std::move(o),
+      static_cast<ConnectionHandler&>(*this));
   // Our Hello, and what waited for the connection, go out at once.
   driver_->Start(/*pump_now=*/true);
   ArmTimer();
@@ -278,9 +278,9 @@ void Peer::OnRequest(const protocol::RequestReceived& request) {
   const CorrelationId id = request.request.correlation_id;
   if (serve_ == nullptr) {
     (void)driver_->SendErrorReply(
-        id, absl::UnimplementedError(absl::StrCat(
-                "client ", options_.connection.peer_name,
-                " serves no requests (no PeerRequestHandler)")));
+        id, absl::UnimplementedError(
+                absl::StrCat("client ", options_.connection.peer_name,
+                             " serves no requests (no PeerRequestHandler)")));
     return;
   }
   if (driver_->requests_being_served() > options_.max_requests_served) {
@@ -296,9 +296,9 @@ void Peer::OnRequest(const protocol::RequestReceived& request) {
 absl::StatusOr<ConnectionDriver*> Peer::DriverFor(uint64_t connection) {
   if (driver_ == nullptr || connection != connection_number_ ||
       driver_->ending()) {
-    return absl::NotFoundError(absl::StrCat(
-        "connection ", connection, " to ", address_.ToString(),
-        " is gone; its request cannot be answered"));
+    return absl::NotFoundError(
+        absl::StrCat("connection ", connection, " to ", address_.ToString(),
+                     " is gone; its request cannot be answered"));
   }
   return driver_.get();
 }

@@ -13,6 +13,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -29,26 +30,22 @@
 
 namespace moonpool::examples {
 
-// Answers `msg` once its connection's output has room again, waiting
-// 1 ms, then twice as long each time up to 64 ms.
-inline driver::Task<void> ReplyWhenWritable(driver::Loop& loop,
-                                            transport::ServerTransport& server,
+// Answers `msg` once its connection's output has room again (or gives up
+// when its deadline passes or its connection goes: nobody waits any more).
+inline driver::Task<void> ReplyWhenWritable(transport::ServerTransport& server,
                                             transport::IncomingMessage msg) {
-  absl::Duration wait = absl::Milliseconds(1);
-  while (server.Reply(msg, absl::string_view(msg.envelope.payload)).code() ==
-         absl::StatusCode::kResourceExhausted) {
-    co_await driver::Sleep(loop, wait);
-    wait = std::min(wait * 2, absl::Milliseconds(64));
-  }
+  std::string payload = std::move(msg.envelope.payload);
+  (void)co_await server.ReplyWhenWritable(std::move(msg), std::move(payload));
 }
 
 // One handler: answers requests from any connection with their payload
 // until the server closes. A reply to a connection that went away
 // (NotFound) is nobody's business any more. A full output
-// (ResourceExhausted: that client does not read its replies) is retried
-// by a task of its own, so that one client that does not read cannot hold
-// every handler and starve the others; those tasks are bounded by the
-// server's in-flight bounds (ServerOptions), which stop reading the client.
+// (ResourceExhausted: that client does not read its replies) is waited out
+// by a task of its own (ServerTransport::ReplyWhenWritable), so that one client
+// that does not read cannot hold every handler and starve the others; those
+// tasks are bounded by the server's in-flight bounds (ServerOptions), which
+// stop reading the client.
 inline driver::Task<void> EchoHandler(driver::Loop& loop,
                                       transport::ServerTransport& server,
                                       driver::TaskScope& scope) {
@@ -58,7 +55,7 @@ inline driver::Task<void> EchoHandler(driver::Loop& loop,
     absl::Status s =
         server.Reply(*msg, absl::string_view(msg->envelope.payload));
     if (s.code() == absl::StatusCode::kResourceExhausted) {
-      scope.Spawn(ReplyWhenWritable(loop, server, *std::move(msg)));
+      scope.Spawn(ReplyWhenWritable(server, *std::move(msg)));
     }
   }
 }

@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/peer.h"
+#include "moonpool/driver/promise.h"
 #include "moonpool/transport/buggify_sites.h"
 #include "moonpool/transport/server_transport.h"
 
@@ -54,6 +55,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     if (dead_) return;
     dead_ = true;
     driver_.Close();
+    WakeRoomWaiters();
     FailCalls();
   }
 
@@ -70,6 +72,19 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     }
     if (s.ok()) --server_.in_flight_;
     return s;
+  }
+
+  // Whether the output has drained to half its bound (see OnPumped).
+  bool HasRoom() const {
+    return driver_.connection().PendingOutput().size() <
+           server_.options_.connection.max_output_bytes / 2;
+  }
+  bool HasOutput() const {
+    return !driver_.connection().PendingOutput().empty();
+  }
+  // `room` is set once HasRoom(), or the connection ends.
+  void WaitForRoom(driver::Promise<void> room) {
+    room_waiters_.push_back(std::move(room));
   }
 
   // Forgets a request unanswered (its deadline passed while queued).
@@ -96,9 +111,6 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     d.stream_high_water_bytes = o.stream_high_water_bytes;
     d.read_timeout = o.read_timeout;
     d.idle_timeout = o.idle_timeout;
-    if (loop.Buggify(buggify_sites::kEarlyIdleGoodbye)) {
-      d.idle_timeout = std::min(d.idle_timeout, absl::Milliseconds(20));
-    }
     return d;
   }
 
@@ -150,8 +162,19 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     // HandshakeDone, GoodbyeReceived: the protocol handles them.
   }
 
+  void OnFlushed() override {
+    if (!room_waiters_.empty() && HasRoom()) WakeRoomWaiters();
+  }
+
+  void WakeRoomWaiters() {
+    std::vector<driver::Promise<void>> waiters = std::move(room_waiters_);
+    room_waiters_.clear();
+    for (driver::Promise<void>& p : waiters) p.Set();
+  }
+
   void OnClosed(const absl::Status& status) override {
     dead_ = true;
+    WakeRoomWaiters();
     FailCalls();
     server_.Remove(*this);  // last: may schedule our destruction
   }
@@ -176,6 +199,8 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
   const size_t bound_;
   driver::ConnectionDriver driver_;
   absl::flat_hash_map<uint64_t, driver::ReplyCallback> calls_;
+  // Answers waiting for the output to drain (ReplyWhenWritable).
+  std::vector<driver::Promise<void>> room_waiters_;
   bool dead_ = false;
 };
 

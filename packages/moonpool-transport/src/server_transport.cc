@@ -236,6 +236,46 @@ absl::Status ServerTransport::ReplyError(const IncomingMessage& request,
   return s;
 }
 
+driver::Task<absl::Status> ServerTransport::ReplyWhenWritable(
+    IncomingMessage request, std::string payload) {
+  return AnswerWhenWritable(std::move(request), std::move(payload),
+                            absl::OkStatus());
+}
+
+driver::Task<absl::Status> ServerTransport::ReplyErrorWhenWritable(
+    IncomingMessage request, absl::Status status) {
+  if (status.ok()) {
+    co_return absl::InvalidArgumentError(
+        "ReplyError needs an error status; use Reply for a success");
+  }
+  co_return co_await AnswerWhenWritable(std::move(request), {},
+                                        std::move(status));
+}
+
+driver::Task<absl::Status> ServerTransport::AnswerWhenWritable(
+    IncomingMessage request, std::string payload, absl::Status error) {
+  while (true) {
+    absl::Status s = error.ok() ? Reply(request, absl::string_view(payload))
+                                : ReplyError(request, error);
+    if (s.code() != absl::StatusCode::kResourceExhausted) co_return s;
+    Connection* c = Find(request.connection_id);
+    // Full though nothing waits to be written: too large to ever fit.
+    if (c == nullptr || !c->HasOutput()) co_return s;
+    if (request.deadline <= loop_.Now()) {
+      c->Abandon(request);
+      ++stats_.expired_dropped;
+      co_return absl::DeadlineExceededError(absl::StrCat(
+          "request ", request.envelope.correlation_id.ToString(),
+          " reached its deadline while its answer waited for output room"));
+    }
+    std::pair<driver::Promise<void>, driver::Future<void>> room =
+        driver::MakePromise<void>(loop_);
+    c->WaitForRoom(std::move(room.first));
+    (void)co_await driver::Select(std::move(room.second),
+                                  driver::SleepUntil(loop_, request.deadline));
+  }
+}
+
 absl::Status ServerTransport::SendRequestOn(uint64_t connection_id,
                                             std::string payload,
                                             const RequestOptions& options,

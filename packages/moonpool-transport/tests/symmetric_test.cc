@@ -25,8 +25,10 @@ namespace moonpool::transport {
 namespace {
 
 using testing::BindOrDie;
+using testing::ConnectRaw;
 using testing::FailOnError;
 using testing::FastClient;
+using testing::RawClient;
 using testing::Reply;
 using testing::RunUntil;
 using testing::Store;
@@ -38,7 +40,8 @@ uint64_t Connect(driver::UvLoop& loop, ClientTransport& client,
                  ServerTransport& server, driver::TaskScope& scope) {
   Reply hello;
   std::optional<std::optional<IncomingMessage>> taken;
-  scope.Spawn(Store(client.Request<std::string>(server.address(), "hi"), &hello));
+  scope.Spawn(
+      Store(client.Request<std::string>(server.address(), "hi"), &hello));
   scope.Spawn(TakeOne(server, &taken));
   EXPECT_TRUE(RunUntil(loop, [&] { return taken.has_value(); }));
   EXPECT_TRUE(taken->has_value());
@@ -53,26 +56,28 @@ TEST(SymmetricConnection, ServerRequestIsServedByTheClientsHandler) {
   std::unique_ptr<ServerTransport> server = BindOrDie(loop);
   ClientTransport client(loop, FastClient());
   int served = 0;
-  client.Serve([&](IncomingMessage m) -> driver::Task<absl::StatusOr<std::string>> {
-    ++served;
-    EXPECT_EQ(m.peer_address, server->address());
-    EXPECT_NE(m.deadline, absl::InfiniteFuture());
-    if (m.envelope.payload == "fail") {
-      co_return absl::PermissionDeniedError("no, thanks");
-    }
-    co_return absl::StrCat("client says ", m.envelope.payload);
-  });
+  client.Serve(
+      [&](IncomingMessage m) -> driver::Task<absl::StatusOr<std::string>> {
+        ++served;
+        EXPECT_EQ(m.peer_address, server->address());
+        EXPECT_NE(m.deadline, absl::InfiniteFuture());
+        if (m.envelope.payload == "fail") {
+          co_return absl::PermissionDeniedError("no, thanks");
+        }
+        co_return absl::StrCat("client says ", m.envelope.payload);
+      });
   driver::TaskScope scope(loop, FailOnError());
   const uint64_t connection = Connect(loop, client, *server, scope);
 
   Reply ok, failed;
-  scope.Spawn(Store(server->Request<std::string>(
-                        connection, std::string("ping"),
-                        RequestOptions::Timeout(absl::Seconds(2))),
-                    &ok));
-  scope.Spawn(Store(server->Request<std::string>(connection, std::string("fail")),
-                    &failed));
-  ASSERT_TRUE(RunUntil(loop, [&] { return ok.has_value() && failed.has_value(); }));
+  scope.Spawn(Store(
+      server->Request<std::string>(connection, std::string("ping"),
+                                   RequestOptions::Timeout(absl::Seconds(2))),
+      &ok));
+  scope.Spawn(Store(
+      server->Request<std::string>(connection, std::string("fail")), &failed));
+  ASSERT_TRUE(
+      RunUntil(loop, [&] { return ok.has_value() && failed.has_value(); }));
   ASSERT_TRUE(ok->ok()) << ok->status();
   EXPECT_EQ(**ok, "client says ping");
   EXPECT_EQ(failed->status().code(), absl::StatusCode::kPermissionDenied);
@@ -88,9 +93,11 @@ TEST(SymmetricConnection, ClientWithoutAHandlerAnswersUnimplemented) {
   driver::TaskScope scope(loop, FailOnError());
   const uint64_t connection = Connect(loop, client, *server, scope);
   Reply r;
-  scope.Spawn(Store(server->Request<std::string>(connection, std::string("x")), &r));
+  scope.Spawn(
+      Store(server->Request<std::string>(connection, std::string("x")), &r));
   ASSERT_TRUE(RunUntil(loop, [&] { return r.has_value(); }));
-  EXPECT_EQ(r->status().code(), absl::StatusCode::kUnimplemented) << r->status();
+  EXPECT_EQ(r->status().code(), absl::StatusCode::kUnimplemented)
+      << r->status();
 }
 
 TEST(SymmetricConnection, RequestToAGoneConnectionFailsUpFront) {
@@ -108,15 +115,18 @@ TEST(SymmetricConnection, ClientClosingFailsTheServersRequestInFlight) {
   std::unique_ptr<ServerTransport> server = BindOrDie(loop);
   auto client = std::make_unique<ClientTransport>(loop, FastClient());
   bool started = false;
-  client->Serve([&](IncomingMessage) -> driver::Task<absl::StatusOr<std::string>> {
-    started = true;
-    co_await driver::Sleep(loop, absl::Seconds(30));  // never answers in time
-    co_return std::string("late");
-  });
+  client->Serve(
+      [&](IncomingMessage) -> driver::Task<absl::StatusOr<std::string>> {
+        started = true;
+        co_await driver::Sleep(loop,
+                               absl::Seconds(30));  // never answers in time
+        co_return std::string("late");
+      });
   driver::TaskScope scope(loop, FailOnError());
   const uint64_t connection = Connect(loop, *client, *server, scope);
   Reply r;
-  scope.Spawn(Store(server->Request<std::string>(connection, std::string("x")), &r));
+  scope.Spawn(
+      Store(server->Request<std::string>(connection, std::string("x")), &r));
   ASSERT_TRUE(RunUntil(loop, [&] { return started; }));
   client.reset();  // Goodbye, close: the handler is destroyed unanswered
   ASSERT_TRUE(RunUntil(loop, [&] { return r.has_value(); }));
@@ -127,39 +137,13 @@ TEST(SymmetricConnection, ClientClosingFailsTheServersRequestInFlight) {
       << r->status();
 }
 
-// A raw client: its own bytes in, every byte the server sends out, until
-// the end of the stream.
-class RawClient final : public driver::StreamHandler {
- public:
-  std::string received;
-  std::optional<absl::Status> ended;
-
-  absl::Span<char> ReadBuffer(size_t) override {
-    return absl::MakeSpan(buffer_, sizeof(buffer_));
-  }
-  void OnRead(size_t n) override { received.append(buffer_, n); }
-  void OnReadEnd(absl::Status status) override { ended = std::move(status); }
-  void OnWritten(size_t) override {}
-  void OnWriteError(absl::Status status) override { ended = std::move(status); }
-
- private:
-  char buffer_[4096];
-};
-
 TEST(SymmetricConnection, RefusedHelloStillReachesTheClientBeforeTheClose) {
   driver::UvLoop loop(driver::UvLoopOptions{.seed = 11});
   std::unique_ptr<ServerTransport> server = BindOrDie(loop);
-  bool connected = false;
-  absl::StatusOr<std::unique_ptr<driver::Stream>> stream =
-      loop.Connect(server->address(), [&](absl::Status s) {
-        EXPECT_TRUE(s.ok()) << s;
-        connected = true;
-      });
-  ASSERT_TRUE(stream.ok());
   RawClient raw;
-  (*stream)->SetHandler(&raw);
-  ASSERT_TRUE((*stream)->StartReading().ok());
-  ASSERT_TRUE(RunUntil(loop, [&] { return connected; }));
+  std::unique_ptr<driver::Stream> stream =
+      ConnectRaw(loop, server->address(), raw, /*read=*/true);
+  ASSERT_NE(stream, nullptr);
 
   // A Hello of a version this server does not speak, and a request right
   // behind it (pipelined, as clients do): unread bytes at the close.
@@ -176,11 +160,11 @@ TEST(SymmetricConnection, RefusedHelloStillReachesTheClientBeforeTheClose) {
   request.payload = std::string(3000, 'x');
   ASSERT_TRUE(encoder.EncodeEnvelope(request, out).ok());
   absl::Span<const char> bytes = out.Readable();
-  ASSERT_TRUE((*stream)->Write(bytes).ok());
+  ASSERT_TRUE(stream->Write(bytes).ok());
 
   ASSERT_TRUE(RunUntil(loop, [&] { return raw.ended.has_value(); }));
-  EXPECT_TRUE(raw.ended->ok()) << "expected a clean end of stream, got "
-                               << *raw.ended;
+  EXPECT_TRUE(raw.ended->ok())
+      << "expected a clean end of stream, got " << *raw.ended;
   wire::FrameDecoder decoder;
   decoder.Feed(raw.received);
   absl::StatusOr<const wire::FrameValue*> frame = decoder.Next();
@@ -200,17 +184,12 @@ TEST(SymmetricConnection, ProtocolErrorsCountOnceWhetherTheServerClosesOrNot) {
     SCOPED_TRACE(close_now ? "closed at once" : "left open");
     driver::UvLoop loop(driver::UvLoopOptions{.seed = 12});
     std::unique_ptr<ServerTransport> server = BindOrDie(loop);
-    bool connected = false;
-    auto stream = loop.Connect(server->address(), [&](absl::Status) {
-      connected = true;
-    });
-    ASSERT_TRUE(stream.ok());
     RawClient raw;
-    (*stream)->SetHandler(&raw);
-    ASSERT_TRUE((*stream)->StartReading().ok());
-    ASSERT_TRUE(RunUntil(loop, [&] { return connected; }));
+    std::unique_ptr<driver::Stream> stream =
+        ConnectRaw(loop, server->address(), raw, /*read=*/true);
+    ASSERT_NE(stream, nullptr);
     const std::string garbage(64, '\x5a');
-    ASSERT_TRUE((*stream)->Write(garbage).ok());
+    ASSERT_TRUE(stream->Write(garbage).ok());
     ASSERT_TRUE(RunUntil(loop, [&] { return raw.ended.has_value(); }));
     if (close_now) {
       driver::TaskScope scope(loop, FailOnError());

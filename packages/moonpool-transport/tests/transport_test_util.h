@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "moonpool/driver/stream.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
@@ -93,6 +94,46 @@ inline driver::Task<void> TakeOne(
     ServerTransport& server,
     std::optional<std::optional<IncomingMessage>>* out) {
   out->emplace(co_await server.NextMessage());
+}
+
+// A raw client: its own bytes in, every byte the server sends out, until
+// the end of the stream.
+class RawClient final : public driver::StreamHandler {
+ public:
+  std::string received;
+  std::optional<absl::Status> ended;
+
+  absl::Span<char> ReadBuffer(size_t) override {
+    return absl::MakeSpan(buffer_, sizeof(buffer_));
+  }
+  void OnRead(size_t n) override { received.append(buffer_, n); }
+  void OnReadEnd(absl::Status status) override { ended = std::move(status); }
+  void OnWritten(size_t) override {}
+  void OnWriteError(absl::Status status) override { ended = std::move(status); }
+
+ private:
+  char buffer_[4096];
+};
+
+// Connects a RawClient to `address` (reading at once when `read`).
+inline std::unique_ptr<driver::Stream> ConnectRaw(
+    driver::UvLoop& loop, const driver::Address& address, RawClient& raw,
+    bool read) {
+  bool connected = false;
+  absl::StatusOr<std::unique_ptr<driver::Stream>> stream =
+      loop.Connect(address, [&](absl::Status s) {
+        EXPECT_TRUE(s.ok()) << s;
+        connected = true;
+      });
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  if (!stream.ok()) return nullptr;
+  (*stream)->SetHandler(&raw);
+  if (read) {
+    EXPECT_TRUE((*stream)->StartReading().ok());
+  }
+  EXPECT_TRUE(
+      loop.RunUntil([&] { return connected; }, loop.Now() + absl::Seconds(10)));
+  return std::move(*stream);
 }
 
 inline void RunFor(driver::UvLoop& loop, absl::Duration d) {

@@ -70,7 +70,9 @@ struct ConnectionDriverOptions {
   // Pings do not count. InfiniteDuration: never.
   absl::Duration idle_timeout = absl::InfiniteDuration();
   // How long a connection the protocol closed may take to write what it
-  // queued before (see the class comment) before the socket is cut.
+  // queued before (see the class comment) before the socket is cut. After
+  // a Goodbye exchange the wait for the peer's FIN is at least three
+  // keepalive timeouts (a stall the peer survives must not become a reset).
   absl::Duration close_linger = absl::Seconds(1);
 };
 
@@ -98,6 +100,8 @@ class ConnectionHandler {
   // Once per pump, after the events and before writing: the moment to move
   // queued work into the connection.
   virtual void OnPumped() {}
+  // After each write of the pump: the output may have room again.
+  virtual void OnFlushed() {}
   // The connection is over: OK when both sides said Goodbye, else why.
   // The last call; the socket is closed. Do not destroy the driver here.
   virtual void OnClosed(const absl::Status& status) = 0;
@@ -176,6 +180,8 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
   absl::Time TimeoutAt() const;
   void CheckTimeouts(absl::Time now);
   void NoteActivity() { last_activity_ = loop_.Now(); }
+  // After an answer or abandon: one request fewer is being served.
+  [[nodiscard]] absl::Status Answered(absl::Status status);
   // After the protocol's Closed: write what it queued, then Finish.
   void Linger();
   void Finish();

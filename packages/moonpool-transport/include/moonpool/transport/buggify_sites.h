@@ -14,16 +14,10 @@ namespace buggify_sites {
 // max_requests_in_flight_per_connection is 1): reading pauses after every
 // request until it is answered.
 inline constexpr absl::string_view kBoundOfOne = "transport.bound_of_one";
-// An accepted connection's idle timeout is 20 ms: the server says Goodbye
-// to a client as soon as it pauses, and the client reconnects.
-inline constexpr absl::string_view kEarlyIdleGoodbye =
-    "transport.early_idle_goodbye";
-
 }  // namespace buggify_sites
 
 inline constexpr absl::string_view kBuggifySites[] = {
     buggify_sites::kBoundOfOne,
-    buggify_sites::kEarlyIdleGoodbye,
 };
 
 }  // namespace moonpool::transport

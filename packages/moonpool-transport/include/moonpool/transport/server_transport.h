@@ -114,6 +114,20 @@ class ServerTransport {
   [[nodiscard]] absl::Status ReplyError(const IncomingMessage& request,
                                         const absl::Status& status);
 
+  // As Reply and ReplyError, but a full output (its client reads slower
+  // than the handlers answer) is waited out instead of returned: the answer
+  // is sent once the connection's output has drained to half its bound.
+  // The wait ends with DeadlineExceeded, and the request is forgotten
+  // unanswered, when the request's deadline passes first (its client has
+  // given up); with NotFound when the connection goes. An answer larger
+  // than the output bound fails at once with ResourceExhausted. Takes
+  // copies, so neither argument needs to outlive the call; spawn it (a
+  // TaskScope) so that one slow client does not hold up a handler.
+  driver::Task<absl::Status> ReplyWhenWritable(IncomingMessage request,
+                                               std::string payload);
+  driver::Task<absl::Status> ReplyErrorWhenWritable(IncomingMessage request,
+                                                    absl::Status status);
+
   // Sends a request to the client on connection `connection_id` (as
   // IncomingMessage::connection_id names it) and yields its decoded reply,
   // or why there is none: the client's error Status (Unimplemented when it
@@ -167,6 +181,10 @@ class ServerTransport {
   void Remove(Connection& c);
   // Adds a connection's counters to the totals as it goes.
   void AddClosed(Connection& c);
+  // ReplyWhenWritable's loop; `error` OK for a reply.
+  driver::Task<absl::Status> AnswerWhenWritable(IncomingMessage request,
+                                                std::string payload,
+                                                absl::Status error);
   [[nodiscard]] absl::Status SendRequestOn(uint64_t connection_id,
                                            std::string payload,
                                            const RequestOptions& options,

@@ -42,16 +42,17 @@ driver::Task<absl::StatusOr<Reply>> Call(driver::Loop& loop,
       driver::MakePromise<Reply>(loop);
   // The callback holds one pointer (the promise): AnyInvocable keeps it
   // inline, so a request allocates nothing beyond its payload.
-  absl::Status sent = send(
-      std::move(*payload),
-      driver::ReplyCallback([promise = std::move(channel.first)](
-                                absl::StatusOr<absl::string_view> reply) mutable {
-        if (!reply.ok()) {
-          promise.Set(reply.status());
-        } else {
-          promise.Set(Codec<Reply>::Decode(*reply));
-        }
-      }));
+  absl::Status sent =
+      send(std::move(*payload),
+           driver::ReplyCallback(
+               [promise = std::move(channel.first)](
+                   absl::StatusOr<absl::string_view> reply) mutable {
+                 if (!reply.ok()) {
+                   promise.Set(reply.status());
+                 } else {
+                   promise.Set(Codec<Reply>::Decode(*reply));
+                 }
+               }));
   if (!sent.ok()) co_return sent;
   co_return co_await std::move(channel.second);
 }
