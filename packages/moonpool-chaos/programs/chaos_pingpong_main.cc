@@ -102,10 +102,10 @@ using moonpool::transport::ClientOptions;
 using moonpool::transport::ClientTransport;
 using moonpool::transport::RequestOptions;
 
-using moonpool::transport::UsageError;
 using moonpool::transport::GracefulShutdown;
 using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::ShutdownStep;
+using moonpool::transport::UsageError;
 
 constexpr char kProgram[] = "moonpool-chaos-pingpong";
 constexpr char kUsage[] =

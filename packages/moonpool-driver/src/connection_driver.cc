@@ -12,9 +12,6 @@
 namespace moonpool::driver {
 namespace {
 
-// Where bytes read while lingering go: they are not the protocol's any more.
-char discard_buffer[4096];
-
 // The connection's options with the loop's Buggify decision (unless the
 // owner gave its own), and a Buggify site's slice bound.
 ConnectionDriverOptions WithLoop(ConnectionDriverOptions o, Loop& loop) {
@@ -78,20 +75,14 @@ absl::StatusOr<CorrelationId> ConnectionDriver::SendRequest(
     absl::string_view payload, const protocol::RequestOptions& options) {
   absl::StatusOr<CorrelationId> id =
       connection_.SendRequest(payload, options, loop_.Now());
-  if (id.ok()) {
-    NoteActivity();
-    PumpAtTurnEnd();
-  }
+  if (id.ok()) Sent();
   return id;
 }
 
 absl::Status ConnectionDriver::SendOneWay(Endpoint endpoint,
                                           absl::string_view payload) {
   absl::Status s = connection_.SendOneWay(endpoint, payload);
-  if (s.ok()) {
-    NoteActivity();
-    PumpAtTurnEnd();
-  }
+  if (s.ok()) Sent();
   return s;
 }
 
@@ -112,12 +103,16 @@ absl::Status ConnectionDriver::AbandonRequest(CorrelationId id) {
 absl::Status ConnectionDriver::Answered(absl::Status status) {
   if (status.ok()) {
     --serving_;
-    NoteActivity();
-    // Written at the end of the turn with every other answer of the turn;
-    // the pump then also notices a finished drain or a lifted bound.
-    PumpAtTurnEnd();
+    Sent();
   }
   return status;
+}
+
+void ConnectionDriver::Sent() {
+  NoteActivity();
+  // Written at the end of the turn with everything else the turn sends;
+  // the pump then also notices a finished drain or a lifted bound.
+  PumpAtTurnEnd();
 }
 
 absl::Status ConnectionDriver::SendGoodbye(absl::string_view reason) {
@@ -164,7 +159,10 @@ void ConnectionDriver::Close() {
 
 absl::Span<char> ConnectionDriver::ReadBuffer(size_t suggested) {
   if (state_ != State::kOpen) {
-    return absl::MakeSpan(discard_buffer, sizeof(discard_buffer));
+    // Lingering: what arrives is not the protocol's any more. Allocated
+    // only now, so an open connection does not pay for it.
+    if (discard_ == nullptr) discard_ = std::make_unique<char[]>(kDiscardBytes);
+    return absl::MakeSpan(discard_.get(), kDiscardBytes);
   }
   return connection_.PrepareReceive(suggested);
 }

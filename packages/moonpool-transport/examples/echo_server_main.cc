@@ -54,12 +54,12 @@ namespace {
 using moonpool::driver::Address;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
-using moonpool::transport::UsageError;
 using moonpool::transport::GracefulShutdown;
 using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::ServerOptions;
 using moonpool::transport::ServerTransport;
 using moonpool::transport::ShutdownStep;
+using moonpool::transport::UsageError;
 
 constexpr char kProgram[] = "moonpool-echo-server";
 constexpr char kUsage[] =

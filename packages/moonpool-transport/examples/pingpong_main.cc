@@ -93,10 +93,10 @@ using moonpool::transport::ClientTransport;
 using moonpool::transport::RequestOptions;
 using Clock = std::chrono::steady_clock;
 
-using moonpool::transport::UsageError;
 using moonpool::transport::GracefulShutdown;
 using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::ShutdownStep;
+using moonpool::transport::UsageError;
 
 constexpr char kProgram[] = "moonpool-pingpong";
 constexpr char kUsage[] =

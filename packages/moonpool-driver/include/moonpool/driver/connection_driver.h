@@ -180,6 +180,8 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
   absl::Time TimeoutAt() const;
   void CheckTimeouts(absl::Time now);
   void NoteActivity() { last_activity_ = loop_.Now(); }
+  // After a frame was queued: written at the end of the turn.
+  void Sent();
   // After an answer or abandon: one request fewer is being served.
   [[nodiscard]] absl::Status Answered(absl::Status status);
   // After the protocol's Closed: write what it queued, then Finish.
@@ -194,6 +196,9 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
   protocol::Connection connection_;
   std::unique_ptr<Timer> timer_;
   OutputHandoff handoff_;
+  // Where bytes read while lingering are thrown away (ReadBuffer).
+  static constexpr size_t kDiscardBytes = 4096;
+  std::unique_ptr<char[]> discard_;
 
   State state_ = State::kOpen;
   absl::Status close_status_;
