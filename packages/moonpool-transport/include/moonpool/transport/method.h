@@ -1,0 +1,108 @@
+// Method<Req, Rep> is a typed, named endpoint (DESIGN.md section 5, "Named
+// endpoints"), declared once and shared by the server that serves it and the
+// clients that call it:
+//
+//   inline const moonpool::transport::Method<kv::GetRequest, kv::GetReply>
+//       kGet{"kv.KeyValue/Get"};
+//
+// Req and Rep are each a Cap'n Proto struct (sent as CapnpMessage<T>,
+// received as CapnpReader<T>), std::string or Bytes (sent and received as
+// themselves). MethodTypes<T> says which; a method of any other type does not
+// compile. The reply type a client gets is fixed by the method, so a caller
+// that expects another does not compile either.
+//
+// The token on the wire is XXH3_64bits(name) with seed 0 (wire::EndpointToken),
+// computed once here. A name must be "Service/Method": printable ASCII, one
+// '/' with text on both sides, at most kMaxMethodNameBytes; CheckMethodName
+// says what is wrong with one, and registration refuses a bad name or one
+// whose token is 0 (the default queue).
+//
+// What it is not: a handler or a connection. A Method is a small immutable
+// value (a name and a token); copy it freely. Declaring one does no I/O.
+#ifndef MOONPOOL_TRANSPORT_METHOD_H_
+#define MOONPOOL_TRANSPORT_METHOD_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "moonpool/envelope/endpoint.h"
+#include "moonpool/transport/capnp_message.h"
+#include "moonpool/transport/capnp_reader.h"
+#include "moonpool/transport/codec.h"
+#include "moonpool/wire/endpoint_token.h"
+
+namespace moonpool::transport {
+
+inline constexpr size_t kMaxMethodNameBytes = 256;
+
+// OK, or InvalidArgument saying what is wrong with `name` as a method name
+// (see the file comment). Does not look at the token.
+[[nodiscard]] absl::Status CheckMethodName(absl::string_view name);
+
+// How a method's request or reply type travels: `Out` is what the sending
+// side passes, `In` what the receiving side gets.
+template <typename T>
+struct MethodTypes;
+
+template <CapnpStruct T>
+struct MethodTypes<T> {
+  using Out = CapnpMessage<T>;
+  using In = CapnpReader<T>;
+};
+template <>
+struct MethodTypes<std::string> {
+  using Out = std::string;
+  using In = std::string;
+};
+template <>
+struct MethodTypes<Bytes> {
+  using Out = Bytes;
+  using In = Bytes;
+};
+
+// A type a method may carry.
+template <typename T>
+concept MethodMessage = requires {
+  typename MethodTypes<T>::Out;
+  typename MethodTypes<T>::In;
+};
+
+// Properties of a method that both sides know from its declaration.
+struct MethodOptions {
+  // Safe to process twice: a call that was maybe delivered is sent again on
+  // the next connection instead of failing with Aborted (DESIGN.md section
+  // 6). A call may also ask for it (RequestOptions::idempotent).
+  bool idempotent = false;
+};
+
+template <MethodMessage Req, MethodMessage Rep>
+class Method {
+ public:
+  // What a client sends and a handler receives; what a handler returns and
+  // a client receives.
+  using RequestOut = typename MethodTypes<Req>::Out;
+  using RequestIn = typename MethodTypes<Req>::In;
+  using ReplyOut = typename MethodTypes<Rep>::Out;
+  using ReplyIn = typename MethodTypes<Rep>::In;
+
+  // `name` is checked where the method is registered or called (a bad name
+  // fails there with InvalidArgument), not here, so that a Method can be a
+  // namespace-scope constant.
+  explicit Method(absl::string_view name, MethodOptions options = {})
+      : name_(name), token_(wire::EndpointToken(name)), options_(options) {}
+
+  absl::string_view name() const { return name_; }
+  Endpoint token() const { return token_; }
+  const MethodOptions& options() const { return options_; }
+
+ private:
+  std::string name_;
+  Endpoint token_;
+  MethodOptions options_;
+};
+
+}  // namespace moonpool::transport
+
+#endif  // MOONPOOL_TRANSPORT_METHOD_H_
