@@ -96,6 +96,9 @@ struct PeerRequestOptions {
   absl::Time deadline = absl::InfiniteFuture();
   bool idempotent = false;
   Endpoint endpoint = kDefaultEndpoint;
+  // false: fail fast (Unavailable) while the peer is unreachable instead of
+  // waiting for its deadline; see Peer::Request.
+  bool wait_for_ready = true;
 };
 
 // The outcome of one request: the reply payload (valid only during the

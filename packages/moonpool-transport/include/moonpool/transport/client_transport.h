@@ -53,6 +53,7 @@
 #include "moonpool/transport/codec.h"
 #include "moonpool/transport/incoming_message.h"
 #include "moonpool/transport/internal/call.h"
+#include "moonpool/transport/method.h"
 #include "moonpool/transport/request_options.h"
 
 namespace moonpool::transport {
@@ -77,15 +78,32 @@ class ClientTransport {
   driver::Task<absl::StatusOr<Reply>> Request(const driver::Address& address,
                                               const Req& req,
                                               RequestOptions options = {}) {
-    return internal::Call<Reply>(
-        loop_, EncodeToString(req),
-        [this, address, options](std::string payload,
-                                 driver::ReplyCallback done) -> absl::Status {
-          absl::StatusOr<driver::Peer*> peer = PeerFor(address);
-          if (!peer.ok()) return peer.status();
-          return (*peer)->Request(std::move(payload), ToPeerOptions(options),
-                                  std::move(done));
-        });
+    return internal::Call<Reply>(loop_, EncodeToString(req),
+                                 Sender{this, address, options});
+  }
+
+  // Calls `method` at `to` (DESIGN.md section 5, "Named endpoints"): sends
+  // `request` to the method's token and yields its reply, typed by the
+  // method (Method::ReplyIn: a CapnpReader<T>, std::string or Bytes), so
+  // awaiting it as any other type does not compile. Outcomes as Request's,
+  // plus Unimplemented when the server does not serve the method. It is
+  // sent again after a connection died when the method or `options` says
+  // idempotent; `options.endpoint` is ignored. Fails with InvalidArgument,
+  // sending nothing, when the method's name is not a valid method name or
+  // its token is 0.
+  template <MethodMessage Req, MethodMessage Rep>
+  driver::Task<absl::StatusOr<typename Method<Req, Rep>::ReplyIn>> Call(
+      const driver::Address& to, const Method<Req, Rep>& method,
+      const typename Method<Req, Rep>::RequestOut& request,
+      RequestOptions options = {}) {
+    using ReplyIn = typename Method<Req, Rep>::ReplyIn;
+    options.endpoint = method.token();
+    options.idempotent = options.idempotent || method.options().idempotent;
+    absl::StatusOr<std::string> payload =
+        CheckMethod(method.name(), method.token());
+    if (payload.ok()) payload = EncodeToString(request);
+    return internal::Call<ReplyIn>(loop_, std::move(payload),
+                                   Sender{this, to, options});
   }
 
   // Sends a one-way message (no reply) to `address`'s `endpoint`, queued
@@ -128,6 +146,25 @@ class ClientTransport {
   size_t peer_count() const { return peers_.size(); }
 
  private:
+  // How internal::Call hands a request to the Peer for `address`.
+  struct Sender {
+    ClientTransport* transport;
+    driver::Address address;
+    RequestOptions options;
+    [[nodiscard]] absl::Status operator()(std::string payload,
+                                          driver::ReplyCallback done) const {
+      absl::StatusOr<driver::Peer*> peer = transport->PeerFor(address);
+      if (!peer.ok()) return peer.status();
+      return (*peer)->Request(std::move(payload),
+                              transport->ToPeerOptions(options),
+                              std::move(done));
+    }
+  };
+
+  // OK (an empty payload), or InvalidArgument when `name` is no method
+  // name or its token is the default queue's.
+  [[nodiscard]] static absl::StatusOr<std::string> CheckMethod(
+      absl::string_view name, Endpoint token);
   [[nodiscard]] absl::StatusOr<driver::Peer*> PeerFor(
       const driver::Address& address);
   driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;

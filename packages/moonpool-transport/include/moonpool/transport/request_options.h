@@ -1,4 +1,5 @@
-// RequestOptions: the per-call settings of ClientTransport::Request.
+// RequestOptions: the per-call settings of ClientTransport::Request and
+// ClientTransport::Call.
 //
 // Every request has a deadline (DESIGN.md section 6): the earlier of
 // `deadline` and now + `timeout`, or, when neither is set, now + the
@@ -22,8 +23,18 @@ struct RequestOptions {
   // Aborted, "maybe delivered").
   bool idempotent = false;
   // The destination queue at the server; kDefaultEndpoint is its default
-  // queue.
+  // queue. Ignored by ClientTransport::Call: the method names its endpoint.
   Endpoint endpoint = kDefaultEndpoint;
+  // true (the default): a request waits for a connection until its
+  // deadline, through failed connects and backoff, and fails Unavailable
+  // only when the server stayed unreachable that long. false (gRPC's
+  // wait_for_ready = false, "fail fast"): it fails Unavailable at once
+  // while the server is unreachable, that is while the last connect
+  // attempt to it failed and none has succeeded since; a request waiting
+  // for a connect attempt fails as soon as that attempt fails. A first
+  // connect still in progress, or a reconnect after an established
+  // connection ended, is waited for either way.
+  bool wait_for_ready = true;
 
   // Convenience: `RequestOptions::Timeout(absl::Seconds(2))`.
   static RequestOptions Timeout(absl::Duration timeout) {
