@@ -8,6 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev
   libuv1-dev libcapnp-dev capnproto libabsl-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev iproute2 procps python3
+  python3-xxhash
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler)

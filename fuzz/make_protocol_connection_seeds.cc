@@ -133,7 +133,7 @@ EnvelopeView OneWay() {
       absl::ZeroDuration(), absl::StatusCode::kOk, ""};
 }
 Hello ClientHello() {
-  return Hello{kHelloMagic, kProtocolVersion, "client-1", 0x5eed0001};
+  return Hello{kHelloMagic, kProtocolVersion1, "client-1", 0x5eed0001};
 }
 
 // A corpus input is the control prefix the fuzzer reads, then the stream.
@@ -220,11 +220,11 @@ void WriteBroken(Corpus& corpus) {
   const Control raw =
       Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)}, 0);
   corpus.Write("hello_wrong_magic", raw,
-               Encode({Hello{1, kProtocolVersion, "x", 1}, Request(1)}));
+               Encode({Hello{1, kProtocolVersion1, "x", 1}, Request(1)}));
   corpus.Write("hello_wrong_version", raw,
                Encode({Hello{kHelloMagic, 2, "future", 7}, Request(1)}));
   corpus.Write("hello_incarnation_zero", raw,
-               Encode({Hello{kHelloMagic, kProtocolVersion, "zero", 0}}));
+               Encode({Hello{kHelloMagic, kProtocolVersion1, "zero", 0}}));
   corpus.Write("request_before_hello", raw, Encode({Request(1)}));
   corpus.Write("second_hello", Control(), Encode({ClientHello()}));
   corpus.Write("request_ids_go_back", Control(),

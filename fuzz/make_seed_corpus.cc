@@ -176,10 +176,10 @@ EnvelopeView OneWay() {
                       ""};
 }
 Hello ClientHello() {
-  return Hello{kHelloMagic, kProtocolVersion, "client-1", 0x5eed0001};
+  return Hello{kHelloMagic, kProtocolVersion1, "client-1", 0x5eed0001};
 }
 Hello ServerHello() {
-  return Hello{kHelloMagic, kProtocolVersion, "server", 0x5eed0002};
+  return Hello{kHelloMagic, kProtocolVersion1, "server", 0x5eed0002};
 }
 
 // A corpus input is the control prefix the fuzzer reads, then the stream.
@@ -195,7 +195,7 @@ class Corpus : public fuzz::SeedCorpus {
 void WriteValidFrames(Corpus& corpus) {
   corpus.Write("hello", Whole(), Encode({ClientHello()}));
   corpus.Write("hello_empty_name", Whole(kExact),
-               Encode({Hello{kHelloMagic, kProtocolVersion, "", 1}}));
+               Encode({Hello{kHelloMagic, kProtocolVersion1, "", 1}}));
   corpus.Write("hello_wrong_version", Whole(),
                Encode({Hello{kHelloMagic, 2, "future", 7}}));
   corpus.Write("envelope_request", Whole(), Encode({Request()}));

@@ -87,7 +87,7 @@ std::string EncodeClientHello() {
   wire::FrameEncoder encoder;
   wire::ByteBuffer out;
   absl::Status s =
-      encoder.Encode(wire::Hello{wire::kHelloMagic, wire::kProtocolVersion,
+      encoder.Encode(wire::Hello{wire::kHelloMagic, wire::kProtocolVersion1,
                                  "fuzz-client", 0x5eed0001},
                      out);
   MOONPOOL_FUZZ_CHECK(s.ok());
@@ -235,7 +235,7 @@ class Harness {
     if (const auto* h = std::get_if<HandshakeDone>(&e)) {
       MOONPOOL_FUZZ_CHECK(!handshake_seen_);
       MOONPOOL_FUZZ_CHECK(h->peer.magic == wire::kHelloMagic);
-      MOONPOOL_FUZZ_CHECK(h->peer.protocol_version == wire::kProtocolVersion);
+      MOONPOOL_FUZZ_CHECK(h->peer.protocol_version == wire::kProtocolVersion1);
       MOONPOOL_FUZZ_CHECK(h->peer.incarnation != 0);
       handshake_seen_ = true;
     } else if (const auto* r = std::get_if<RequestReceived>(&e)) {

@@ -174,7 +174,8 @@ TEST(Peer, VersionMismatchIsFailedPreconditionWithoutAReconnectStorm) {
       loop.RunUntil([&] { return o.done; }, loop.Now() + absl::Seconds(5)));
   EXPECT_EQ(o.status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(o.status.message(),
-            "incompatible protocol version 2, this side speaks 1");
+            "incompatible protocol versions: this side speaks 1..2, the peer "
+            "3..3");
   // Over one second, backoff (50, 100, 200, 400 ms...) allows a handful of
   // attempts, not hundreds.
   loop.RunUntil([] { return false; }, loop.Now() + absl::Seconds(1));

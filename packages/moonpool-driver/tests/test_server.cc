@@ -43,8 +43,10 @@ class TestServer::ServerConnection final : public StreamHandler {
     if (server_.mode_ == Mode::kWrongVersion) {
       wire::FrameEncoder encoder;
       wire::ByteBuffer out;
+      // A server that speaks only a version this library does not know.
       EXPECT_TRUE(
-          encoder.Encode(wire::Hello{wire::kHelloMagic, 2, "v2", 5}, out).ok());
+          encoder.Encode(wire::Hello{wire::kHelloMagic, 3, "v3", 5, 3}, out)
+              .ok());
       (void)stream_->Write(out.Readable());
       Close();
       return;

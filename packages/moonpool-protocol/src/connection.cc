@@ -27,6 +27,28 @@ absl::Status PrefixStatus(absl::StatusCode code, absl::string_view prefix,
   return absl::Status(code, absl::StrCat(prefix, " (", why.message(), ")"));
 }
 
+// The versions a peer's Hello says it speaks, as `own_max` reads it: a
+// version 1 side (own_max 1) ignores maxProtocolVersion, as version 1 code
+// does; a maximum of 0, or below protocolVersion, means protocolVersion.
+struct VersionRange {
+  uint32_t min;
+  uint32_t max;
+};
+
+VersionRange PeerRange(const wire::Hello& hello, uint32_t own_max) {
+  if (own_max < wire::kProtocolVersion2) {
+    return {hello.protocol_version, hello.protocol_version};
+  }
+  return {hello.protocol_version,
+          std::max(hello.protocol_version, hello.max_protocol_version)};
+}
+
+absl::Status IncompatibleVersions(VersionRange own, VersionRange peer) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("incompatible protocol versions: this side speaks ", own.min,
+                   "..", own.max, ", the peer ", peer.min, "..", peer.max));
+}
+
 }  // namespace
 
 absl::string_view ConnectionStateName(ConnectionState state) {
@@ -53,10 +75,23 @@ Connection::Connection(ConnectionOptions options, absl::Time now)
       latest_now_(now),
       next_ping_(now + options_.keepalive_interval) {
   assert(options_.incarnation != 0);
+  assert(options_.min_protocol_version >= wire::kProtocolVersion1);
+  assert(options_.min_protocol_version <= options_.max_protocol_version);
+  assert(options_.max_protocol_version <= wire::kLatestProtocolVersion);
   if (options_.role == Role::kClient) {
-    EncodeControl(wire::Hello{wire::kHelloMagic, wire::kProtocolVersion,
-                              options_.peer_name, options_.incarnation});
+    EncodeControl(OwnHello(options_.min_protocol_version));
   }
+}
+
+wire::Hello Connection::OwnHello(uint32_t version) const {
+  // A version 1 side leaves the field at 0: its Hello is then exactly what
+  // version 1 sends. Any other side states its max, even when it equals
+  // protocolVersion, so that a reader of the bytes sees the range.
+  const uint32_t max = options_.max_protocol_version < wire::kProtocolVersion2
+                           ? 0
+                           : options_.max_protocol_version;
+  return wire::Hello{wire::kHelloMagic, version, options_.peer_name,
+                     options_.incarnation, max};
 }
 
 // ---- Inputs ----
@@ -334,6 +369,32 @@ absl::Status Connection::AbandonRequest(CorrelationId id) {
   return absl::OkStatus();
 }
 
+absl::Status Connection::CancelRequest(CorrelationId id) {
+  if (!pending_.Remove(id).has_value()) {
+    return absl::NotFoundError(absl::StrCat("no request ", id.ToString(),
+                                            " is pending on this connection"));
+  }
+  ++stats_.requests_cancelled;
+  if (state_ == ConnectionState::kHandshaking) {
+    // Only a client has requests before the handshake; which version the
+    // server picks is not known yet.
+    cancels_before_handshake_.push_back(id);
+  } else if (version_ >= wire::kProtocolVersion2) {
+    EncodeCancel(id);
+  }
+  return absl::OkStatus();
+}
+
+void Connection::EncodeCancel(CorrelationId id) {
+  // Nothing more will be written once the transport has closed; the peer
+  // learns of the loss from the close itself.
+  if (transport_closed_.has_value() || state_ == ConnectionState::kClosed) {
+    return;
+  }
+  EncodeControl(wire::Cancel{id});
+  ++stats_.cancels_sent;
+}
+
 absl::Status Connection::SendOneWay(Endpoint endpoint,
                                     absl::string_view payload) {
   if (absl::Status s = CheckCanSend(); !s.ok()) return s;
@@ -480,8 +541,10 @@ std::optional<Event> Connection::HandleFrame(const wire::FrameValue& frame) {
     }
     case 3:  // Pong: its bytes already counted as a sign of life.
       return std::nullopt;
-    default:
+    case 4:
       return HandleGoodbye(std::get<wire::Goodbye>(frame));
+    default:
+      return HandleCancel(std::get<wire::Cancel>(frame));
   }
 }
 
@@ -493,17 +556,23 @@ std::optional<Event> Connection::HandleHello(const wire::Hello& hello) {
         hello.magic, wire::kHelloMagic)));
     return std::nullopt;
   }
-  const wire::Hello own{wire::kHelloMagic, wire::kProtocolVersion,
-                        options_.peer_name, options_.incarnation};
-  if (hello.protocol_version != wire::kProtocolVersion) {
+  const VersionRange own{options_.min_protocol_version,
+                         options_.max_protocol_version};
+  const VersionRange peer = PeerRange(hello, own.max);
+  // The server picks; the client checks the pick against its range. (With
+  // own.max 1 both reduce to version 1's check: protocolVersion == 1.)
+  const uint32_t version = options_.role == Role::kServer
+                               ? std::min(own.max, peer.max)
+                               : hello.protocol_version;
+  const bool agreed = options_.role == Role::kServer
+                          ? version >= own.min && version >= peer.min
+                          : version >= own.min && version <= own.max;
+  if (!agreed) {
     ++stats_.protocol_errors.handshake_failures;
-    absl::Status why = absl::FailedPreconditionError(
-        absl::StrCat("incompatible protocol version ", hello.protocol_version,
-                     ", this side speaks ", wire::kProtocolVersion));
-    Close(why);
+    Close(IncompatibleVersions(own, peer));
     // A server still answers with its Hello, so that the client learns the
-    // version it speaks and reports it instead of a bare close.
-    if (options_.role == Role::kServer) EncodeControl(own);
+    // versions it speaks and reports them instead of a bare close.
+    if (options_.role == Role::kServer) EncodeControl(OwnHello(own.min));
     return std::nullopt;
   }
   if (hello.incarnation == 0) {
@@ -511,9 +580,16 @@ std::optional<Event> Connection::HandleHello(const wire::Hello& hello) {
     Close(absl::InvalidArgumentError("peer's Hello has incarnation 0"));
     return std::nullopt;
   }
-  if (options_.role == Role::kServer) EncodeControl(own);
+  version_ = version;
+  if (options_.role == Role::kServer) EncodeControl(OwnHello(version));
   state_ = goodbye_sent_ ? ConnectionState::kClosing : ConnectionState::kOpen;
-  return HandshakeDone{hello};
+  // Cancels of pipelined requests, behind those requests in the output.
+  if (version_ >= wire::kProtocolVersion2) {
+    for (CorrelationId id : cancels_before_handshake_) EncodeCancel(id);
+  }
+  cancels_before_handshake_.clear();
+  cancels_before_handshake_.shrink_to_fit();
+  return HandshakeDone{hello, version_};
 }
 
 std::optional<Event> Connection::HandleEnvelope(const EnvelopeView& e) {
@@ -534,7 +610,7 @@ std::optional<Event> Connection::HandleEnvelope(const EnvelopeView& e) {
         return std::nullopt;
       }
       ++stats_.requests_received;
-      awaiting_reply_.insert(e.correlation_id.value());
+      awaiting_reply_.emplace(e.correlation_id.value(), false);
       const absl::Time deadline = e.timeout > absl::ZeroDuration()
                                       ? last_receive_ + e.timeout
                                       : absl::InfiniteFuture();
@@ -572,6 +648,25 @@ std::optional<Event> Connection::HandleGoodbye(const wire::Goodbye& goodbye) {
   queue_.push_back(
       GoodbyeReceived{goodbye.last_correlation_id, goodbye.reason});
   return std::nullopt;
+}
+
+std::optional<Event> Connection::HandleCancel(const wire::Cancel& cancel) {
+  // New in version 2, so without effect on a version 1 connection (a
+  // version 1 peer never sends one; a confused one is not worth a close).
+  if (version_ < wire::kProtocolVersion2) {
+    ++stats_.cancels_ignored;
+    return std::nullopt;
+  }
+  auto it = awaiting_reply_.find(cancel.id.value());
+  // Unknown or answered: the cancel crossed the reply, or the request was
+  // abandoned or refused. Already cancelled: one event is enough.
+  if (it == awaiting_reply_.end() || it->second) {
+    ++stats_.cancels_ignored;
+    return std::nullopt;
+  }
+  it->second = true;
+  ++stats_.cancels_received;
+  return CancelReceived{cancel.id};
 }
 
 // ---- Closing ----
@@ -638,6 +733,7 @@ void Connection::Close(absl::Status why) {
         RequestFailed{r.id, std::move(status), delivery, r.idempotent});
   }
   awaiting_reply_.clear();
+  cancels_before_handshake_.clear();
   // What was not written will never be.
   output_.Clear();
   queue_.emplace_back(std::in_place_type<Closed>, Closed{std::move(why)});

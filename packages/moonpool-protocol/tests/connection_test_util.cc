@@ -16,6 +16,7 @@ Recorded Record(const Event& e) {
         if constexpr (std::is_same_v<T, HandshakeDone>) {
           r.kind = Recorded::kHandshakeDone;
           r.payload = std::string(ev.peer.peer_name);
+          r.version = ev.version;
         } else if constexpr (std::is_same_v<T, RequestReceived>) {
           r.kind = Recorded::kRequestReceived;
           r.id = ev.request.correlation_id;
@@ -41,6 +42,9 @@ Recorded Record(const Event& e) {
           r.kind = Recorded::kGoodbyeReceived;
           r.id = ev.last_correlation_id;
           r.payload = std::string(ev.reason);
+        } else if constexpr (std::is_same_v<T, CancelReceived>) {
+          r.kind = Recorded::kCancelReceived;
+          r.id = ev.id;
         } else {
           static_assert(std::is_same_v<T, Closed>);
           r.kind = Recorded::kClosed;
@@ -54,7 +58,7 @@ Recorded Record(const Event& e) {
 const char* KindName(Recorded::Kind kind) {
   static const char* const kNames[] = {
       "HandshakeDone", "RequestReceived", "OneWayReceived", "ReplyReceived",
-      "RequestFailed", "GoodbyeReceived", "Closed"};
+      "RequestFailed", "GoodbyeReceived", "Closed",         "CancelReceived"};
   return kNames[kind];
 }
 
@@ -93,6 +97,13 @@ ConnectionOptions ServerOptions() {
   o.role = Role::kServer;
   o.peer_name = "test-server";
   o.incarnation = 22;
+  return o;
+}
+
+ConnectionOptions WithVersions(ConnectionOptions o, uint32_t min,
+                               uint32_t max) {
+  o.min_protocol_version = min;
+  o.max_protocol_version = max;
   return o;
 }
 

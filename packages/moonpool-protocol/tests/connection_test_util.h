@@ -5,6 +5,7 @@
 #define MOONPOOL_PROTOCOL_TESTS_CONNECTION_TEST_UTIL_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct Recorded {
     kRequestFailed,
     kGoodbyeReceived,
     kClosed,
+    kCancelReceived,
   };
   Kind kind;
   CorrelationId id;     // request, reply, failure; goodbye's last id
@@ -35,6 +37,7 @@ struct Recorded {
   Endpoint endpoint;    // request, one-way
   Delivery delivery = Delivery::kNotSent;
   bool idempotent = false;
+  uint32_t version = 0;  // handshake
 };
 
 Recorded Record(const Event& e);
@@ -54,6 +57,8 @@ inline const absl::Time kStart = absl::FromUnixSeconds(1'000'000);
 
 ConnectionOptions ClientOptions();
 ConnectionOptions ServerOptions();
+// `o` speaking protocol versions [min, max].
+ConnectionOptions WithVersions(ConnectionOptions o, uint32_t min, uint32_t max);
 
 struct ConnectionPair {
   absl::Time now = kStart;

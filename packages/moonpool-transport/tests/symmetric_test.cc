@@ -173,7 +173,7 @@ TEST(SymmetricConnection, RefusedHelloStillReachesTheClientBeforeTheClose) {
                              << raw.received.size() << " bytes)";
   const auto* answer = std::get_if<wire::Hello>(*frame);
   ASSERT_NE(answer, nullptr) << wire::FrameKindName(**frame);
-  EXPECT_EQ(answer->protocol_version, wire::kProtocolVersion);
+  EXPECT_EQ(answer->protocol_version, wire::kProtocolVersion1);
   EXPECT_EQ(server->stats().protocol_errors, 0u + 1u);
 }
 

@@ -1,13 +1,14 @@
 #include "moonpool/wire/frame.h"
 
+#include <iterator>
 #include <variant>
 
 namespace moonpool::wire {
 
 absl::string_view FrameKindName(const FrameValue& frame) {
   static constexpr absl::string_view kNames[] = {"hello", "envelope", "ping",
-                                                 "pong", "goodbye"};
-  static_assert(std::variant_size_v<FrameValue> == 5);
+                                                 "pong",  "goodbye",  "cancel"};
+  static_assert(std::variant_size_v<FrameValue> == std::size(kNames));
   return kNames[frame.index()];
 }
 

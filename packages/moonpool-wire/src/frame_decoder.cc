@@ -146,8 +146,9 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
     switch (root.which()) {
       case schema::Frame::HELLO: {
         schema::Hello::Reader h = root.getHello();
-        frame_ = Hello{h.getMagic(), h.getProtocolVersion(),
-                       ViewOf(h.getPeerName()), h.getIncarnation()};
+        frame_ =
+            Hello{h.getMagic(), h.getProtocolVersion(), ViewOf(h.getPeerName()),
+                  h.getIncarnation(), h.getMaxProtocolVersion()};
         break;
       }
       case schema::Frame::ENVELOPE: {
@@ -178,6 +179,9 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
                          ViewOf(g.getReason())};
         break;
       }
+      case schema::Frame::CANCEL:
+        frame_ = Cancel{CorrelationId(root.getCancel())};
+        break;
       default:
         return absl::InvalidArgumentError(absl::StrCat(
             "frame has unknown kind ", static_cast<int>(root.which())));

@@ -182,6 +182,7 @@ absl::Status FrameEncoder::Encode(const Hello& hello, ByteBuffer& out) {
                        b.setMagic(hello.magic);
                        b.setProtocolVersion(hello.protocol_version);
                        b.setIncarnation(hello.incarnation);
+                       b.setMaxProtocolVersion(hello.max_protocol_version);
                        if (!hello.peer_name.empty()) {
                          SetText(hello.peer_name,
                                  b.initPeerName(hello.peer_name.size()));
@@ -199,6 +200,12 @@ absl::Status FrameEncoder::Encode(const Pong& pong, ByteBuffer& out) {
   return EncodeFrame(kOverheadWords, kOverheadWords, options_.max_frame_bytes,
                      out,
                      [&](schema::Frame::Builder f) { f.setPong(pong.nonce); });
+}
+
+absl::Status FrameEncoder::Encode(const Cancel& cancel, ByteBuffer& out) {
+  return EncodeFrame(
+      kOverheadWords, kOverheadWords, options_.max_frame_bytes, out,
+      [&](schema::Frame::Builder f) { f.setCancel(cancel.id.value()); });
 }
 
 absl::Status FrameEncoder::Encode(const Goodbye& goodbye, ByteBuffer& out) {

@@ -9,10 +9,13 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <variant>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "moonpool/wire/frame.h"
+#include "moonpool/wire/frame_decoder.h"
 #include "wire_test_util.h"
 
 namespace moonpool::wire {
@@ -88,9 +91,23 @@ TEST(FrameGolden, MatchesTheCapnpEncodeTool) {
                     absl::StatusCode::kOk,
                     {}},
        R"((envelope = (kind = oneWay, endpoint = 12, payload = 0x"6e6f7465")))"},
-      {"hello", Hello{kHelloMagic, kProtocolVersion, "client-a", 0xfeedface},
+      {"hello", Hello{kHelloMagic, kProtocolVersion1, "client-a", 0xfeedface},
        R"((hello = (magic = 0x4D4F4F4E504F4F4C, protocolVersion = 1,
             peerName = "client-a", incarnation = 4277009102)))"},
+      // Version 2: a client speaking 1..2, and a server's answer choosing 2.
+      {"hello v2 client",
+       Hello{kHelloMagic, kProtocolVersion1, "client-a", 0xfeedface,
+             kProtocolVersion2},
+       R"((hello = (magic = 0x4D4F4F4E504F4F4C, protocolVersion = 1,
+            peerName = "client-a", incarnation = 4277009102,
+            maxProtocolVersion = 2)))"},
+      {"hello v2 server",
+       Hello{kHelloMagic, kProtocolVersion2, "server", 7, kProtocolVersion2},
+       R"((hello = (magic = 0x4D4F4F4E504F4F4C, protocolVersion = 2,
+            peerName = "server", incarnation = 7, maxProtocolVersion = 2)))"},
+      {"cancel", Cancel{CorrelationId(12345)}, "(cancel = 12345)"},
+      {"cancel max", Cancel{CorrelationId(0xffffffffffffffff)},
+       "(cancel = 18446744073709551615)"},
       {"ping", Ping{5}, "(ping = 5)"},
       {"pong", Pong{0xffffffffffffffff}, "(pong = 18446744073709551615)"},
       {"goodbye", Goodbye{CorrelationId(41), "draining"},
@@ -102,6 +119,30 @@ TEST(FrameGolden, MatchesTheCapnpEncodeTool) {
     ASSERT_FALSE(body.empty());
     EXPECT_EQ(EncodeOne(c.frame), FrameAround(body));
   }
+}
+
+// A version 1 peer's Hello, as `capnp encode` makes it from the version 1
+// schema's fields only, reads in the version 2 decoder with
+// max_protocol_version 0; and a version 2 Hello that states no maximum is
+// byte for byte a version 1 Hello (the new field fills a hole of the data
+// section, so the struct did not grow).
+TEST(FrameGolden, VersionOneHelloDecodesWithMaxProtocolVersionZero) {
+  const std::string v1 = FrameAround(CapnpEncode(
+      R"((hello = (magic = 0x4D4F4F4E504F4F4C, protocolVersion = 1,
+            peerName = "old-peer", incarnation = 99)))"));
+  FrameDecoder decoder;
+  decoder.Feed(v1);
+  absl::StatusOr<const FrameValue*> frame = decoder.Next();
+  ASSERT_TRUE(frame.ok()) << frame.status();
+  ASSERT_NE(*frame, nullptr);
+  const auto* hello = std::get_if<Hello>(*frame);
+  ASSERT_NE(hello, nullptr) << FrameKindName(**frame);
+  EXPECT_EQ(hello->protocol_version, 1u);
+  EXPECT_EQ(hello->max_protocol_version, 0u);
+  EXPECT_EQ(hello->peer_name, "old-peer");
+  EXPECT_EQ(hello->incarnation, 99u);
+  EXPECT_EQ(EncodeOne(Hello{kHelloMagic, kProtocolVersion1, "old-peer", 99}),
+            v1);
 }
 
 }  // namespace

@@ -23,9 +23,9 @@ std::string Bytes(std::mt19937_64& rng, size_t n) {
 
 FrameSet EveryKind() {
   FrameSet set;
-  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion,
+  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion1,
                              set.Keep("client-1"), 0x1234567890abcdef});
-  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion, {}, 1});
+  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion1, {}, 1});
   set.frames.push_back(EnvelopeView{CorrelationId(1),
                                     EnvelopeKind::kRequest,
                                     Endpoint(7),
@@ -66,6 +66,11 @@ FrameSet EveryKind() {
   set.frames.push_back(Pong{42});
   set.frames.push_back(Goodbye{CorrelationId(17), set.Keep("shutting down")});
   set.frames.push_back(Goodbye{CorrelationId(), {}});
+  // Version 2 (after the version 1 kinds, whose positions tests rely on).
+  set.frames.push_back(Hello{kHelloMagic, kProtocolVersion1,
+                             set.Keep("client-v2"), 2, kProtocolVersion2});
+  set.frames.push_back(Cancel{CorrelationId(5)});
+  set.frames.push_back(Cancel{CorrelationId(~uint64_t{0})});
   return set;
 }
 
@@ -73,10 +78,12 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
   std::mt19937_64 rng(seed);
   FrameSet set;
   for (int i = 0; i < count; ++i) {
-    switch (rng() % 5) {
+    switch (rng() % 6) {
       case 0:
-        set.frames.push_back(Hello{kHelloMagic, kProtocolVersion,
-                                   set.Keep(Bytes(rng, rng() % 20)), rng()});
+        set.frames.push_back(Hello{kHelloMagic,
+                                   static_cast<uint32_t>(rng() % 3),
+                                   set.Keep(Bytes(rng, rng() % 20)), rng(),
+                                   static_cast<uint32_t>(rng() % 3)});
         break;
       case 1: {
         EnvelopeView e;
@@ -99,9 +106,12 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
       case 3:
         set.frames.push_back(Pong{rng()});
         break;
-      default:
+      case 4:
         set.frames.push_back(
             Goodbye{CorrelationId(rng()), set.Keep(Bytes(rng, rng() % 30))});
+        break;
+      default:
+        set.frames.push_back(Cancel{CorrelationId(rng())});
     }
   }
   return set;

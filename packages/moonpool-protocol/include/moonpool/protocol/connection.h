@@ -19,8 +19,8 @@
 //   if (c.WantsClose()) close(fd);
 //
 // The application's commands (SendRequest, SendReply, SendErrorReply,
-// SendOneWay, SendGoodbye) append frames to the output; they fail at once,
-// with the Status each names, instead of queueing without bound.
+// SendOneWay, SendGoodbye, CancelRequest) append frames to the output; they
+// fail at once, with the Status each names, instead of queueing without bound.
 //
 // Outcomes (DESIGN.md section 6): every request sent gets exactly one
 // ReplyReceived or RequestFailed event, never silence: a reply or error
@@ -29,6 +29,20 @@
 // not process, Aborted ("maybe delivered") for what was written. Each
 // RequestFailed carries the request's idempotent flag and how far it got, so
 // the layer above decides what to send again (SafeToRetry()).
+//
+// Versions (DESIGN.md section 5, "Version 2"). Each side speaks the range
+// [min_protocol_version, max_protocol_version] of its options. The client's
+// Hello carries protocolVersion = its min and maxProtocolVersion = its max.
+// The server picks v = min(its max, the client's max) and, if v is at least
+// both mins, answers Hello{v, its max}: v is the connection's version().
+// Otherwise it answers Hello{its min, its max} and closes with
+// FailedPrecondition naming both ranges; the client, which accepts a server
+// Hello only when its protocolVersion lies in its own range, fails with the
+// same kind of Status ("incompatible protocol versions: this side speaks
+// 2..2, the peer 1..1"). A side whose max is 1 is a version 1 side, exactly:
+// it writes maxProtocolVersion 0 (so its Hello is a version 1 Hello, byte
+// for byte) and never reads the peer's. What is new in version 2 (cancel) is
+// sent, and has effect, only on a version 2 connection.
 //
 // Errors split by who is at fault (the h11 way): the peer breaking the
 // protocol closes the connection with the Status of the check it failed
@@ -54,7 +68,7 @@
 #include <optional>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -129,6 +143,17 @@ class Connection {
   // unanswered; its requester has given up). NotFound when no such request
   // awaits an answer. Works in every state.
   [[nodiscard]] absl::Status AbandonRequest(CorrelationId id);
+  // The requester gives up on request `id` it sent on this connection (its
+  // caller cancelled or stopped waiting). The request is forgotten at once:
+  // no ReplyReceived or RequestFailed comes for it, and a reply that arrives
+  // later is dropped and counted as for an unknown id (replies_dropped). On
+  // a version 2 connection one cancel frame tells the peer (a control frame:
+  // the output bounds do not apply); before the handshake, while the version
+  // is unknown, it is sent once the server's Hello says version 2, and never
+  // on version 1. A request whose bytes are still in the output is written
+  // anyway, the cancel behind it. NotFound when `id` is not pending (never
+  // sent, already answered, failed or cancelled). Works in every state.
+  [[nodiscard]] absl::Status CancelRequest(CorrelationId id);
   // A message that expects no answer. FailedPrecondition when closed or
   // before the handshake on a server; ResourceExhausted on a bound.
   [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint,
@@ -163,6 +188,9 @@ class Connection {
   size_t output_capacity() const { return output_.capacity(); }
 
   ConnectionState state() const { return state_; }
+  // The protocol version agreed with the peer; 0 until the handshake is done
+  // (and after a failed one).
+  uint32_t version() const { return version_; }
   Role role() const { return options_.role; }
   // OK, or why the connection closed.
   const absl::Status& close_status() const { return close_status_; }
@@ -193,6 +221,12 @@ class Connection {
   std::optional<Event> HandleHello(const wire::Hello& hello);
   std::optional<Event> HandleEnvelope(const EnvelopeView& envelope);
   std::optional<Event> HandleGoodbye(const wire::Goodbye& goodbye);
+  std::optional<Event> HandleCancel(const wire::Cancel& cancel);
+  // This side's Hello: as a client, its range; as a server, `version` chosen
+  // (or its min, refusing).
+  wire::Hello OwnHello(uint32_t version) const;
+  // Encodes a cancel frame for `id`, unless the transport has closed.
+  void EncodeCancel(CorrelationId id);
   // Closes after a protocol violation by the peer.
   void Fail(absl::Status why);
   // Closes: fails what is pending, queues Closed. `why` OK is graceful.
@@ -221,8 +255,14 @@ class Connection {
   bool goodbye_received_ = false;
 
   internal::PendingRequests pending_;
-  // Requests received and not yet answered, and the highest id received.
-  absl::flat_hash_set<uint64_t> awaiting_reply_;
+  // The negotiated version; 0 before the handshake.
+  uint32_t version_ = 0;
+  // Requests cancelled before the handshake, while the version was unknown:
+  // their cancel frames are sent once it says version 2.
+  std::vector<CorrelationId> cancels_before_handshake_;
+  // Requests received and not yet answered (by id: whether the peer has
+  // cancelled it), and the highest id received.
+  absl::flat_hash_map<uint64_t, bool> awaiting_reply_;
   CorrelationId last_request_received_;
   // The Goodbye we sent: requests above this are refused.
   CorrelationId goodbye_last_;

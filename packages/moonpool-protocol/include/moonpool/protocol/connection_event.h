@@ -7,14 +7,18 @@
 //
 // Order of events on one connection, as a numbered chart:
 //   1. HandshakeDone, once, before any event that carries a peer's envelope;
-//   2. any number of RequestReceived, OneWayReceived, ReplyReceived and
-//      RequestFailed, in the order their causes happened;
+//   2. any number of RequestReceived, OneWayReceived, ReplyReceived,
+//      RequestFailed and CancelReceived, in the order their causes happened;
+//      a CancelReceived for an id comes after that id's RequestReceived, at
+//      most once, and only while the request awaits its answer;
 //   3. at most one GoodbyeReceived;
 //   4. exactly one Closed, last. Every request sent on the connection has had
-//      exactly one ReplyReceived or RequestFailed before it.
+//      exactly one ReplyReceived or RequestFailed before it, except those
+//      this side cancelled (Connection::CancelRequest), which have none.
 #ifndef MOONPOOL_PROTOCOL_CONNECTION_EVENT_H_
 #define MOONPOOL_PROTOCOL_CONNECTION_EVENT_H_
 
+#include <cstdint>
 #include <variant>
 
 #include "absl/status/status.h"
@@ -29,6 +33,8 @@ namespace moonpool::protocol {
 // The peer's Hello was accepted; the connection is open.
 struct HandshakeDone {
   wire::Hello peer;
+  // The version the two sides agreed on (Connection::version()).
+  uint32_t version = 0;
 };
 
 // The peer asks for an answer: call SendReply or SendErrorReply with its id.
@@ -91,6 +97,14 @@ struct GoodbyeReceived {
   absl::string_view reason;
 };
 
+// Version 2: the peer gave up on request `id`, which this side received and
+// has not answered. The request still awaits an answer: answer it (the
+// requester drops what it gets) or forget it with AbandonRequest; either way
+// it need not be worked on any longer.
+struct CancelReceived {
+  CorrelationId id;
+};
+
 // The connection is over: OK after a graceful goodbye, else why. The driver
 // closes the socket if it has not.
 struct Closed {
@@ -99,7 +113,7 @@ struct Closed {
 
 using Event =
     std::variant<HandshakeDone, RequestReceived, OneWayReceived, ReplyReceived,
-                 RequestFailed, GoodbyeReceived, Closed>;
+                 RequestFailed, GoodbyeReceived, Closed, CancelReceived>;
 
 }  // namespace moonpool::protocol
 

@@ -28,6 +28,15 @@ struct ConnectionOptions {
   std::string peer_name;
   // Random per transport instance, never 0 (sent in Hello).
   uint64_t incarnation = 1;
+  // The protocol versions this side speaks, [min, max] (DESIGN.md section 5,
+  // "Version 2"; negotiation in connection.h). A side that speaks only
+  // version 1 sets max = 1: its Hello is then byte for byte a version 1
+  // Hello, and it reads the peer's as version 1 does. Tests set other ranges
+  // to try version mixes.
+  // REQUIRES: 1 <= min_protocol_version <= max_protocol_version <=
+  // wire::kLatestProtocolVersion.
+  uint32_t min_protocol_version = 1;
+  uint32_t max_protocol_version = 2;
   // Where request ids come from. A client Peer owns one generator and passes
   // it to each connection it makes, so that ids are never reused across
   // reconnects. nullptr: the connection uses its own, starting at 1.

@@ -31,6 +31,13 @@ struct ConnectionStats {
   uint64_t replies_dropped = 0;     // for an id not (or no longer) pending
   uint64_t requests_refused = 0;    // arrived above our Goodbye's last id
   uint64_t requests_abandoned = 0;  // forgotten unanswered (AbandonRequest)
+  // Cancellation (protocol version 2).
+  uint64_t requests_cancelled = 0;  // forgotten by CancelRequest
+  uint64_t cancels_sent = 0;        // cancel frames encoded
+  uint64_t cancels_received = 0;    // delivered as CancelReceived
+  // Cancel frames with no effect: on a version 1 connection, or for an id
+  // that is unknown, answered, or already cancelled.
+  uint64_t cancels_ignored = 0;
   uint64_t pings_sent = 0;
   uint64_t pings_received = 0;
   uint64_t keepalive_timeouts = 0;

@@ -1,7 +1,13 @@
-# The moonpool frame body, protocol version 1. Normative text: DESIGN.md
-# section 5. Every frame on the wire is a 16-byte header (body length, XXH3
-# body checksum, header check) followed by one message of this schema in the
-# standard unpacked stream framing, root struct Frame.
+# The moonpool frame body, protocol versions 1 and 2. Normative text:
+# DESIGN.md section 5. Every frame on the wire is a 16-byte header (body
+# length, XXH3 body checksum, header check) followed by one message of this
+# schema in the standard unpacked stream framing, root struct Frame.
+#
+# Version 1 is the first five union members and the first fields of each
+# struct. Version 2 grows the schema only by new fields and union members (Cap'n
+# Proto's compatible evolution), so this stays one file: so far the Hello's
+# maxProtocolVersion (negotiation) and the cancel frame. What is new in version
+# 2 is sent, and has effect, only on a connection that negotiated version 2.
 @0xad3a0e3e8bcce13d;
 
 using Cxx = import "/capnp/c++.capnp";
@@ -14,14 +20,17 @@ struct Frame {
     ping     @2 :UInt64;    # keepalive; the nonce comes back in pong
     pong     @3 :UInt64;
     goodbye  @4 :Goodbye;
+    cancel   @5 :UInt64;    # version 2: the requester gave up on this correlationId
   }
 }
 struct Hello {
   magic           @0 :UInt64;   # 0x4D4F4F4E504F4F4C ("MOONPOOL")
-  protocolVersion @1 :UInt32;   # 1
+  protocolVersion @1 :UInt32;   # client: its lowest version; server: the chosen one
   peerName        @2 :Text;     # diagnostics only
   incarnation     @3 :UInt64;   # random per transport instance, never 0; with a
                                 # correlation id it names a request uniquely
+  maxProtocolVersion @4 :UInt32;  # version 2: highest version this side speaks;
+                                  # 0 = protocolVersion (a version 1 Hello)
 }
 struct Envelope {
   correlationId @0 :UInt64;     # chosen by the requester; the reply carries the same

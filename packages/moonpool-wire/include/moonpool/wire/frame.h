@@ -1,5 +1,11 @@
-// The five kinds of frame of protocol version 1 as plain C++ values, which
+// The kinds of frame of protocol versions 1 and 2 as plain C++ values, which
 // FrameEncoder writes and FrameDecoder reads; and the protocol constants.
+//
+// Version 1 has five kinds (hello, envelope, ping, pong, goodbye); version 2
+// adds cancel and the Hello's max_protocol_version (DESIGN.md section 5,
+// "Version 2"). These records carry values only: which version a connection
+// speaks, and what a frame new in version 2 means on it, is the protocol
+// layer's business (moonpool-protocol's Connection).
 //
 // The schema (moonpool/wire/frame.capnp, generated as
 // <moonpool/wire/frame.capnp.h>, namespace moonpool::wire::schema) is the
@@ -21,13 +27,21 @@ namespace moonpool::wire {
 
 // "MOONPOOL" in ASCII, big-end first.
 inline constexpr uint64_t kHelloMagic = 0x4D4F4F4E504F4F4C;
-inline constexpr uint32_t kProtocolVersion = 1;
+// The protocol versions this library knows.
+inline constexpr uint32_t kProtocolVersion1 = 1;
+inline constexpr uint32_t kProtocolVersion2 = 2;
+inline constexpr uint32_t kLatestProtocolVersion = kProtocolVersion2;
 
 struct Hello {
   uint64_t magic = kHelloMagic;
-  uint32_t protocol_version = kProtocolVersion;
+  // A client's lowest version; in a server's answer, the version it chose (or
+  // its lowest, when it refuses the client's range).
+  uint32_t protocol_version = kProtocolVersion1;
   absl::string_view peer_name;  // diagnostics only
   uint64_t incarnation = 0;     // random per transport instance, never 0
+  // Version 2: the highest version the sender speaks. 0 (what a version 1
+  // Hello carries) reads as protocol_version.
+  uint32_t max_protocol_version = 0;
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 
@@ -48,11 +62,18 @@ struct Goodbye {
   friend bool operator==(const Goodbye&, const Goodbye&) = default;
 };
 
-// One decoded frame: exactly one of the five kinds. The alternatives are in
-// the order of the schema's union, so index() is the union's discriminant.
-using FrameValue = std::variant<Hello, EnvelopeView, Ping, Pong, Goodbye>;
+// Version 2: the requester gave up on request `id` it sent.
+struct Cancel {
+  CorrelationId id;
+  friend bool operator==(const Cancel&, const Cancel&) = default;
+};
 
-// "hello", "envelope", "ping", "pong" or "goodbye".
+// One decoded frame: exactly one of the kinds. The alternatives are in the
+// order of the schema's union, so index() is the union's discriminant.
+using FrameValue =
+    std::variant<Hello, EnvelopeView, Ping, Pong, Goodbye, Cancel>;
+
+// "hello", "envelope", "ping", "pong", "goodbye" or "cancel".
 absl::string_view FrameKindName(const FrameValue& frame);
 
 }  // namespace moonpool::wire

@@ -51,6 +51,7 @@ class FrameEncoder {
   [[nodiscard]] absl::Status Encode(const Ping& ping, ByteBuffer& out);
   [[nodiscard]] absl::Status Encode(const Pong& pong, ByteBuffer& out);
   [[nodiscard]] absl::Status Encode(const Goodbye& goodbye, ByteBuffer& out);
+  [[nodiscard]] absl::Status Encode(const Cancel& cancel, ByteBuffer& out);
 
   // Any envelope-like record (an Envelope, an application's own type).
   template <EnvelopeLike E>
