@@ -63,6 +63,23 @@ ChaosConfig ChaosConfig::Random(SimRandom& rng, bool swarm) {
   // Small buffers make backpressure and queueing paths common.
   c.kernel_buffer_bytes =
       static_cast<size_t>(rng.UniformInRange(4 * 1024, 512 * 1024));
+
+  // The resolver's families came later: they draw from a fork of a copy of
+  // `rng`, so the plan above and what the caller draws from `rng` next are
+  // what they were before, and a seed recorded earlier still replays.
+  SimRandom copy = rng;
+  SimRandom later = copy.Fork();
+  const bool resolve_fail = swarm ? later.Bernoulli(0.5) : true;
+  const double resolve_fail_p = later.LogUniform(1e-2, 0.3);
+  c.resolve_failed_probability = resolve_fail ? resolve_fail_p : 0;
+  const bool resolve_slow = swarm ? later.Bernoulli(0.5) : true;
+  const double resolve_slow_p = later.LogUniform(1e-2, 0.3);
+  c.resolve_slow_probability = resolve_slow ? resolve_slow_p : 0;
+  c.resolve_slow_min =
+      later.UniformDuration(absl::Milliseconds(10), absl::Milliseconds(500));
+  c.resolve_slow_max =
+      c.resolve_slow_min +
+      later.UniformDuration(absl::Milliseconds(100), absl::Seconds(5));
   return c;
 }
 
@@ -71,14 +88,16 @@ bool ChaosConfig::any_fault() const {
          clog_probability > 0 || reset_probability > 0 ||
          half_close_probability > 0 || connect_refused_probability > 0 ||
          connect_hang_probability > 0 || partial_write_probability > 0 ||
-         short_read_probability > 0 || bit_flip_probability > 0;
+         short_read_probability > 0 || bit_flip_probability > 0 ||
+         resolve_failed_probability > 0 || resolve_slow_probability > 0;
 }
 
 std::string ChaosConfig::ToString() const {
   return absl::StrFormat(
       "latency=[%s,%s] tail=%g/%s stall=%g clog=%g stall_for=[%s,%s] "
       "reset=%g half_close=%g refuse=%g hang=%g partial_write=%g "
-      "short_read=%g bit_flip=%g/%d kernel_buffer=%d",
+      "short_read=%g bit_flip=%g/%d kernel_buffer=%d resolve_failed=%g "
+      "resolve_slow=%g resolve_slow_for=[%s,%s]",
       absl::FormatDuration(latency.min), absl::FormatDuration(latency.typical),
       latency.tail_probability, absl::FormatDuration(latency.tail_mean),
       stall_probability, clog_probability, absl::FormatDuration(stall_min),
@@ -86,7 +105,9 @@ std::string ChaosConfig::ToString() const {
       half_close_probability, connect_refused_probability,
       connect_hang_probability, partial_write_probability,
       short_read_probability, bit_flip_probability, max_bit_flips,
-      kernel_buffer_bytes);
+      kernel_buffer_bytes, resolve_failed_probability, resolve_slow_probability,
+      absl::FormatDuration(resolve_slow_min),
+      absl::FormatDuration(resolve_slow_max));
 }
 
 }  // namespace moonpool::chaos

@@ -59,6 +59,14 @@ absl::Status SetField(ChaosConfig& c, absl::string_view key,
   }
   if (key == "short_read_probability") return prob(c.short_read_probability);
   if (key == "bit_flip_probability") return prob(c.bit_flip_probability);
+  if (key == "resolve_failed_probability") {
+    return prob(c.resolve_failed_probability);
+  }
+  if (key == "resolve_slow_probability") {
+    return prob(c.resolve_slow_probability);
+  }
+  if (key == "resolve_slow_min") return dur(c.resolve_slow_min);
+  if (key == "resolve_slow_max") return dur(c.resolve_slow_max);
   if (key == "max_bit_flips") {
     int v = 0;
     if (!absl::SimpleAtoi(value, &v) || v < 1) {

@@ -93,6 +93,11 @@ absl::StatusOr<std::unique_ptr<driver::Stream>> FaultyLoop::Connect(
   return stream;
 }
 
+absl::StatusOr<std::unique_ptr<driver::Resolution>> FaultyLoop::Resolve(
+    absl::string_view host, uint16_t port, driver::ResolveCallback done) {
+  return inner_.Resolve(host, port, std::move(done));
+}
+
 void FaultyLoop::Run() { inner_.Run(); }
 
 bool FaultyLoop::RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {

@@ -32,7 +32,8 @@ constexpr absl::string_view kFaultPoints[] = {
     "fault.latency_tail", "fault.stall",         "fault.clog",
     "fault.reset",        "fault.half_close",    "fault.connect_refused",
     "fault.connect_hang", "fault.partial_write", "fault.short_read",
-    "fault.bit_flip",     "fault.host_killed",
+    "fault.bit_flip",     "fault.host_killed",   "fault.resolve_failed",
+    "fault.resolve_slow",
 };
 
 }  // namespace
@@ -335,6 +336,10 @@ absl::StatusOr<std::unique_ptr<driver::Stream>> SimHost::Connect(
     const driver::Address& address, driver::ConnectCallback on_connected) {
   return core_->Connect(state_, address, std::move(on_connected));
 }
+absl::StatusOr<std::unique_ptr<driver::Resolution>> SimHost::Resolve(
+    absl::string_view host, uint16_t port, driver::ResolveCallback done) {
+  return core_->Resolve(state_, host, port, std::move(done));
+}
 void SimHost::Run() { core_->Run(); }
 bool SimHost::RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
   return core_->RunUntil(done, deadline);
@@ -413,6 +418,14 @@ absl::StatusOr<std::unique_ptr<driver::Stream>> SimLoop::Connect(
     const driver::Address& address, driver::ConnectCallback on_connected) {
   return core_->Connect(core_->default_host(), address,
                         std::move(on_connected));
+}
+absl::StatusOr<std::unique_ptr<driver::Resolution>> SimLoop::Resolve(
+    absl::string_view host, uint16_t port, driver::ResolveCallback done) {
+  return core_->Resolve(core_->default_host(), host, port, std::move(done));
+}
+absl::Status SimLoop::SetHostName(absl::string_view name,
+                                  std::vector<std::string> ips) {
+  return core_->SetHostName(name, std::move(ips));
 }
 void SimLoop::Run() { core_->Run(); }
 bool SimLoop::RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {

@@ -173,6 +173,18 @@ class SimCore final {
   absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
       HostState* host, const driver::Address& address,
       driver::ConnectCallback on_connected);
+  // The simulated resolver (sim_resolver.cc).
+  absl::StatusOr<std::unique_ptr<driver::Resolution>> Resolve(
+      HostState* host, absl::string_view name, uint16_t port,
+      driver::ResolveCallback done);
+  absl::Status SetHostName(absl::string_view name,
+                           std::vector<std::string> ips);
+  // A lookup's answer, read from the table when it is given.
+  absl::StatusOr<std::vector<driver::Address>> LookUp(const HostState& host,
+                                                      const std::string& name,
+                                                      uint16_t port) const;
+  int64_t DrawResolveLatency();
+  uint64_t next_resolution_id = 1;
 
   // ---- Stream operations, for SimStream (sim_network.cc).
   Connection* Find(uint64_t id);
@@ -265,6 +277,8 @@ class SimCore final {
 
   std::vector<std::unique_ptr<HostState>> hosts_;                // by id
   absl::flat_hash_map<driver::Address, HostState*> host_by_ip_;  // lookup
+  // The resolver's table: a lower-case name to its IPs (port 0), in order.
+  absl::flat_hash_map<std::string, std::vector<driver::Address>> names_;
 
   uint64_t next_connection_id_ = 1;
   // Ordered by id: KillHost walks it, and must walk it the same way each run.

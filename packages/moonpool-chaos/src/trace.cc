@@ -87,6 +87,14 @@ absl::string_view TraceKindName(TraceKind kind) {
       return "fault.short_read";
     case TraceKind::kFaultBitFlip:
       return "fault.bit_flip";
+    case TraceKind::kFaultResolveFailed:
+      return "fault.resolve_failed";
+    case TraceKind::kFaultResolveSlow:
+      return "fault.resolve_slow";
+    case TraceKind::kResolve:
+      return "resolve";
+    case TraceKind::kResolved:
+      return "resolved";
     case TraceKind::kHostKilled:
       return "host_killed";
     case TraceKind::kHostRestarted:

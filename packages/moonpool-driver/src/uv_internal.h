@@ -119,8 +119,12 @@ class UvLoop::Impl {
                                                    AcceptCallback on_accept);
   absl::StatusOr<std::unique_ptr<Stream>> Connect(const Address& address,
                                                   ConnectCallback on_connected);
+  // uv_resolve.cc.
+  absl::StatusOr<std::unique_ptr<Resolution>> Resolve(absl::string_view host,
+                                                      uint16_t port,
+                                                      ResolveCallback done);
 
-  // Timers, streams and listeners handed to the user and not yet
+  // Timers, streams, listeners and resolutions handed to the user and not yet
   // destroyed: all must be gone before the loop is (checked in debug).
   int live_objects = 0;
 

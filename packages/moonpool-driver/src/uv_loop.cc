@@ -380,6 +380,11 @@ absl::StatusOr<std::unique_ptr<Stream>> UvLoop::Connect(
   return impl_->Connect(address, std::move(on_connected));
 }
 
+absl::StatusOr<std::unique_ptr<Resolution>> UvLoop::Resolve(
+    absl::string_view host, uint16_t port, ResolveCallback done) {
+  return impl_->Resolve(host, port, std::move(done));
+}
+
 void UvLoop::Run() { impl_->Run(); }
 
 bool UvLoop::RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {

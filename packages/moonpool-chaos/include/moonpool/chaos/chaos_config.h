@@ -73,6 +73,15 @@ struct ChaosConfig {
   double bit_flip_probability = 0;
   int max_bit_flips = 8;
 
+  // Per host-name lookup (Loop::Resolve of a name, not of a literal): the
+  // lookup fails with Unavailable, as when no name server answers
+  // (EAI_AGAIN); or it is slow, answered after a duration drawn from
+  // [resolve_slow_min, resolve_slow_max] rather than one round trip.
+  double resolve_failed_probability = 0;
+  double resolve_slow_probability = 0;
+  absl::Duration resolve_slow_min = absl::Milliseconds(200);
+  absl::Duration resolve_slow_max = absl::Seconds(10);
+
   // Bytes one direction holds in the "kernel" (the writer's send buffer plus
   // the reader's receive buffer): Write takes at most this much that is not
   // yet read; the rest waits in the stream's own queue.

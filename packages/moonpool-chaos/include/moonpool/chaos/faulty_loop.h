@@ -31,8 +31,9 @@
 //     callback gets Unavailable on a later turn.
 //   - connect_hang_probability, per Connect: no connect is made and the
 //     callback never runs (the caller's connect timeout ends it).
-//   - half_close_probability, bit_flip_probability, kernel_buffer_bytes and
-//     the base latency are not applied.
+//   - half_close_probability, bit_flip_probability, kernel_buffer_bytes,
+//     the resolver's faults and the base latency are not applied; Resolve
+//     is the inner loop's, unchanged.
 // Every Stream and Loop rule of stream.h and loop.h holds: no callback
 // inside the call that started it, none after Close or destruction, and
 // OnWritten counts exactly the bytes that Write queued, in order.
@@ -118,6 +119,9 @@ class FaultyLoop final : public driver::Loop {
   [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
       const driver::Address& address,
       driver::ConnectCallback on_connected) override;
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Resolution>> Resolve(
+      absl::string_view host, uint16_t port,
+      driver::ResolveCallback done) override;
   void Run() override;
   bool RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   void Stop() override;

@@ -65,6 +65,9 @@ class SimHost final : public driver::Loop {
   [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
       const driver::Address& address,
       driver::ConnectCallback on_connected) override;
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Resolution>> Resolve(
+      absl::string_view host, uint16_t port,
+      driver::ResolveCallback done) override;
   void Run() override;
   bool RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   void Stop() override;

@@ -126,6 +126,21 @@ class SimLoop final : public driver::Loop {
   // Brings a killed host back: Listen and Connect work again.
   [[nodiscard]] absl::Status RestartHost(absl::string_view ip);
 
+  // ---- Names: the simulated resolver that Loop::Resolve asks (of the
+  // SimLoop and of every host).
+  // Makes `name` resolve to `ips` (IP literals, answered in this order; the
+  // hosts need not exist, a connect to a missing one is refused), replacing
+  // what it resolved to before; an empty list removes the name. A lookup
+  // takes one round trip of the latency plan, and reads the table when it
+  // answers, so a change between two connects is seen by the second.
+  // Unknown names answer NotFound. "localhost" answers the asking host's
+  // own IP unless it is set here. The faults resolve_failed_probability and
+  // resolve_slow_probability of ChaosConfig apply per lookup of a name
+  // (coverage points fault.resolve_failed, fault.resolve_slow). Names are
+  // case-insensitive. InvalidArgument for a bad name or literal.
+  [[nodiscard]] absl::Status SetHostName(absl::string_view name,
+                                         std::vector<std::string> ips);
+
   // ---- Faults.
   const ChaosConfig& chaos() const;
   // Replaces the plan from now on (a quiet phase sets ChaosConfig{}).
@@ -166,6 +181,9 @@ class SimLoop final : public driver::Loop {
   [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Stream>> Connect(
       const driver::Address& address,
       driver::ConnectCallback on_connected) override;
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<driver::Resolution>> Resolve(
+      absl::string_view host, uint16_t port,
+      driver::ResolveCallback done) override;
   // Runs until Stop() or until nothing is scheduled: no event, no posted
   // work, no turn-end handler.
   void Run() override;

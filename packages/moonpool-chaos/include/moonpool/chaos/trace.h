@@ -54,13 +54,17 @@ enum class TraceKind : uint16_t {
   kFaultHalfClose = 42,  // a = conn*2+dir
   kFaultRefuse = 43,     // a = connection id
   kFaultHang = 44,       // a = connection id
-  kFaultPartialWrite = 45,  // a = conn*2+dir, b = taken, c = offered
-  kFaultShortRead = 46,     // a = conn*2+dir, b = delivered, c = available
-  kFaultBitFlip = 47,       // a = conn*2+dir, b = stream offset, c = mask
-  kHostKilled = 50,         // a = host id
-  kHostRestarted = 51,      // a = host id
-  kBuggify = 60,            // a = hash of the site name, b = fired
-  kUser = 100,              // a, b, c: the caller's (SimLoop::TraceUser)
+  kFaultPartialWrite = 45,   // a = conn*2+dir, b = taken, c = offered
+  kFaultShortRead = 46,      // a = conn*2+dir, b = delivered, c = available
+  kFaultBitFlip = 47,        // a = conn*2+dir, b = stream offset, c = mask
+  kFaultResolveFailed = 48,  // a = resolution id
+  kFaultResolveSlow = 49,    // a = resolution id, b = ns
+  kHostKilled = 50,          // a = host id
+  kHostRestarted = 51,       // a = host id
+  kBuggify = 60,             // a = hash of the site name, b = fired
+  kResolve = 70,   // a = resolution id, b = hash of the name, c = host
+  kResolved = 71,  // a = resolution id, b = addresses (0: failed)
+  kUser = 100,     // a, b, c: the caller's (SimLoop::TraceUser)
 };
 
 absl::string_view TraceKindName(TraceKind kind);

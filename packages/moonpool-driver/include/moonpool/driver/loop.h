@@ -1,7 +1,7 @@
 // Loop is the event loop interface that everything above moonpool-driver
-// uses: the time, timers, posted callbacks, TCP listen / connect / read /
-// write / shutdown / close, a seeded random source, Buggify decisions, and
-// running.
+// uses: the time, timers, posted callbacks, host-name resolution, TCP listen
+// / connect / read / write / shutdown / close, a seeded random source,
+// Buggify decisions, and running.
 //
 // Two implementations: UvLoop (uv_loop.h), on libuv, for production; and the
 // simulated loop of moonpool-chaos, for deterministic tests. Code above the
@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
@@ -63,6 +64,22 @@ class TurnEndHandler {
 // Called once when a connect completes: OK, or why it failed (refused,
 // unreachable, timed out).
 using ConnectCallback = absl::AnyInvocable<void(absl::Status)>;
+
+// Called once when a host-name lookup ends: the addresses found (never
+// empty), or why there are none.
+using ResolveCallback =
+    absl::AnyInvocable<void(absl::StatusOr<std::vector<Address>>)>;
+
+// A host-name lookup in progress (Loop::Resolve), owned by whoever asked.
+// Destroying it abandons the lookup: its callback never runs afterwards,
+// even when the implementation cannot stop the lookup itself (UvLoop's
+// getaddrinfo runs on libuv's thread pool and may be past cancelling; its
+// answer is then swallowed). This is how a caller bounds a lookup by a
+// deadline: a timer of its own destroys the handle.
+class Resolution {
+ public:
+  virtual ~Resolution() = default;
+};
 
 class Loop {
  public:
@@ -116,6 +133,21 @@ class Loop {
   // destroyed first.
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Stream>> Connect(
       const Address& address, ConnectCallback on_connected) = 0;
+
+  // Looks `host` up for TCP and calls `done` once, on a later turn, with
+  // every address found, each with `port`, in the order the resolver gives
+  // them (duplicates removed), unless the returned handle is destroyed
+  // first. `host` is a DNS name or an IP literal (IPv6 without brackets); a
+  // literal is answered with itself, without a lookup. Outcomes: NotFound
+  // (no such name, or it has no address), Unavailable (the resolver could
+  // not answer now: worth asking again later), ResourceExhausted. Each
+  // message starts with "resolving <host>: ". Fails up front, calling
+  // nothing, with InvalidArgument for an empty host, Unavailable when the
+  // loop cannot start a lookup. A lookup is not bounded by the Loop: the
+  // caller bounds it by destroying the handle. UvLoop: uv_getaddrinfo;
+  // SimLoop: its simulated resolver (sim_loop.h).
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Resolution>> Resolve(
+      absl::string_view host, uint16_t port, ResolveCallback done) = 0;
 
   // Runs until Stop() or until nothing is left to wait for.
   virtual void Run() = 0;

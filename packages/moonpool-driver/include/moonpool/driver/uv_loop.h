@@ -51,6 +51,14 @@
 //   - Writing to a reset connection raises SIGPIPE on Linux; the first
 //     UvLoop made sets SIGPIPE to ignored unless the program has its own
 //     disposition for it.
+//   - Resolve is uv_getaddrinfo (AF_UNSPEC, SOCK_STREAM, AI_ADDRCONFIG;
+//     AI_NUMERICHOST for a literal, so that one never waits for a server),
+//     on libuv's thread pool. EAI_NONAME and EAI_NODATA -> NotFound,
+//     EAI_AGAIN and EAI_FAIL and the rest -> Unavailable, EAI_MEMORY ->
+//     ResourceExhausted, with gai's text. Destroying the Resolution calls
+//     uv_cancel; a lookup already running finishes on its thread and its
+//     answer is dropped. The system resolver has its own timeouts
+//     (resolv.conf): destroying the loop waits for lookups still running.
 //   - Run / RunUntil must not be called from inside the loop's callbacks.
 //
 // Example:
@@ -104,6 +112,8 @@ class UvLoop final : public Loop {
       AcceptCallback on_accept) override;
   [[nodiscard]] absl::StatusOr<std::unique_ptr<Stream>> Connect(
       const Address& address, ConnectCallback on_connected) override;
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Resolution>> Resolve(
+      absl::string_view host, uint16_t port, ResolveCallback done) override;
   void Run() override;
   bool RunUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   void Stop() override;
