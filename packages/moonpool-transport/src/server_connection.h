@@ -47,6 +47,8 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
   driver::ConnectionDriver& driver() { return driver_; }
   const driver::ConnectionDriver& driver() const { return driver_; }
   size_t in_flight() const { return driver_.requests_being_served(); }
+  // The client's Hello incarnation (0 before the handshake).
+  uint64_t peer_incarnation() const { return peer_incarnation_; }
   // Requests in flight it may have before reading pauses.
   size_t bound() const { return bound_; }
 
@@ -133,14 +135,27 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
         return;
       }
       ++server_.in_flight_;
-      server_.Enqueue(IncomingMessage{Envelope::CopyOf(r->request), id_,
-                                      driver_.peer_address(), r->deadline});
+      IncomingMessage message{Envelope::CopyOf(r->request), id_,
+                              driver_.peer_address(), r->deadline};
+      if (r->request.endpoint == kDefaultEndpoint) {
+        server_.Enqueue(std::move(message));
+      } else {
+        server_.Dispatch(*this, std::move(message));
+      }
     } else if (auto* m = std::get_if<protocol::OneWayReceived>(&event)) {
       ++server_.stats_.one_way_received;
       if (server_.state_ == State::kClosed) return;
-      server_.Enqueue(IncomingMessage{Envelope::CopyOf(m->message), id_,
-                                      driver_.peer_address(),
-                                      absl::InfiniteFuture()});
+      IncomingMessage message{Envelope::CopyOf(m->message), id_,
+                              driver_.peer_address(), absl::InfiniteFuture()};
+      if (m->message.endpoint == kDefaultEndpoint) {
+        server_.Enqueue(std::move(message));
+      } else {
+        server_.Dispatch(*this, std::move(message));
+      }
+    } else if (auto* cancel = std::get_if<protocol::CancelReceived>(&event)) {
+      server_.OnCancel(*this, cancel->id);
+    } else if (auto* hello = std::get_if<protocol::HandshakeDone>(&event)) {
+      peer_incarnation_ = hello->peer.incarnation;
     } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {
       auto it = calls_.find(reply->id.value());
       if (it == calls_.end()) return;
@@ -159,7 +174,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
       calls_.erase(it);
       done(failed->status);
     }
-    // HandshakeDone, GoodbyeReceived: the protocol handles them.
+    // GoodbyeReceived: the protocol handles it.
   }
 
   void OnFlushed() override {
@@ -201,6 +216,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
   absl::flat_hash_map<uint64_t, driver::ReplyCallback> calls_;
   // Answers waiting for the output to drain (ReplyWhenWritable).
   std::vector<driver::Promise<void>> room_waiters_;
+  uint64_t peer_incarnation_ = 0;
   bool dead_ = false;
 };
 

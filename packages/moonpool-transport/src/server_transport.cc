@@ -11,6 +11,7 @@
 #include "moonpool/driver/sleep.h"
 #include "moonpool/protocol/connection.h"
 #include "server_connection.h"
+#include "server_services.h"
 
 #ifdef MOONPOOL_PLANTED_BUGS
 #include "moonpool_planted.h"
@@ -72,6 +73,7 @@ ServerTransport::ServerTransport(driver::Loop& loop, ServerOptions options)
   }
   connections_.reserve(std::min<size_t>(options_.max_connections, 1024));
   reap_timer_ = loop_.CreateTimer([this] { graveyard_.clear(); });
+  services_ = std::make_unique<Services>(*this);
 }
 
 ServerTransport::~ServerTransport() {
@@ -136,7 +138,7 @@ void ServerTransport::ResumePaused() {
 
 void ServerTransport::Enqueue(IncomingMessage message) {
   queued_bytes_ += message.envelope.payload.size();
-  queue_.Push(std::move(message));
+  queue_.Push(Queued{std::move(message)});
   WakeAll(message_waiters_);
 }
 
@@ -150,7 +152,12 @@ void ServerTransport::WakeAll(std::vector<driver::Promise<void>>& waiters) {
 std::optional<IncomingMessage> ServerTransport::TakeMessage() {
   std::optional<IncomingMessage> out;
   while (!queue_.empty()) {
-    IncomingMessage m = queue_.Pop();
+    Queued q = queue_.Pop();
+    if (q.cancelled) {  // abandoned and uncounted already
+      --cancelled_in_queue_;
+      continue;
+    }
+    IncomingMessage& m = q.message;
     queued_bytes_ -= m.envelope.payload.size();
     if (!m.is_request()) {
       out = std::move(m);
@@ -173,6 +180,30 @@ std::optional<IncomingMessage> ServerTransport::TakeMessage() {
   }
   ResumePaused();
   return out;
+}
+
+void ServerTransport::OnCancel(Connection& c, CorrelationId id) {
+  ++stats_.cancels_received;
+  if (services_->Cancel(c, id)) return;
+  // A request of the default queue: dropped if NextMessage has not handed
+  // it out yet. Cancels are rare next to requests, so they pay for the walk
+  // and the queue stays a plain ring. A request already handed out cannot
+  // be reached: its answer is sent and the client drops it.
+  bool found = false;
+  queue_.ForEach([&](Queued& q) {
+    if (found || q.cancelled || q.message.connection_id != c.id() ||
+        !q.message.is_request() || q.message.envelope.correlation_id != id) {
+      return;
+    }
+    found = true;
+    q.cancelled = true;
+    ++cancelled_in_queue_;
+    queued_bytes_ -= q.message.envelope.payload.size();
+    ++stats_.cancelled_before_handler;
+    c.Abandon(q.message);
+    q.message.envelope.payload.clear();
+  });
+  if (found) ResumePaused();
 }
 
 driver::Task<std::optional<IncomingMessage>> ServerTransport::NextMessage() {
@@ -319,6 +350,7 @@ void ServerTransport::Remove(Connection& c) {
   graveyard_.push_back(std::move(it->second));
   connections_.erase(it);
   reap_timer_->Start(loop_.Now());
+  services_->ConnectionGone(c.id());
   ResumePaused();
   if (state_ == State::kDraining && connections_.empty()) {
     WakeAll(close_waiters_);
@@ -347,7 +379,10 @@ driver::Task<void> ServerTransport::Close(bool drain) {
   }
   if (state_ == State::kDraining && drain) {
     const absl::Time deadline = loop_.Now() + options_.drain_timeout;
-    while (state_ == State::kDraining && !connections_.empty() &&
+    // Running handlers finish too, one-way ones included (they hold no
+    // connection open).
+    while (state_ == State::kDraining &&
+           (!connections_.empty() || services_->live() > 0) &&
            loop_.Now() < deadline) {
       std::pair<driver::Promise<void>, driver::Future<void>> wake =
           driver::MakePromise<void>(loop_);
@@ -363,6 +398,9 @@ void ServerTransport::CloseNow() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   listener_.reset();
+  // Handlers first: destroyed at their suspension points, before the
+  // connections they would answer on.
+  services_->CloseAll();
   for (Connection* c : InIdOrder(connections_)) {
     AddClosed(*c);
     c->Kill();
@@ -372,6 +410,7 @@ void ServerTransport::CloseNow() {
   connections_.clear();
   paused_.clear();
   queue_.Clear();
+  cancelled_in_queue_ = 0;
   queued_bytes_ = 0;
   in_flight_ = 0;
   WakeAll(message_waiters_);
@@ -392,7 +431,7 @@ ServerStats ServerTransport::stats() const {
     if (c->driver().paused()) ++s.paused_connections;
   }
   s.requests_in_flight = in_flight_;
-  s.queued_messages = queue_.size();
+  s.queued_messages = queue_.size() - cancelled_in_queue_;
   s.queued_bytes = queued_bytes_;
   return s;
 }

@@ -22,6 +22,14 @@ struct ServerStats {
   uint64_t expired_dropped = 0;
   // Requests whose connection closed before a handler took them: dropped.
   uint64_t orphaned_dropped = 0;
+  // Requests for an endpoint token nothing serves, answered Unimplemented,
+  // and one-way messages for one, dropped (they take no answer).
+  uint64_t unimplemented = 0;
+  // Cancel frames received (protocol version 2) for requests not yet
+  // answered; of those, requests still queued (the default queue or a
+  // method's), dropped unanswered before any handler saw them.
+  uint64_t cancels_received = 0;
+  uint64_t cancelled_before_handler = 0;
   // Times a connection stopped being read because a bound was reached.
   uint64_t backpressure_pauses = 0;
   // Connections closed for the peer's fault (corrupt, malformed or oversized

@@ -17,6 +17,14 @@
 // their later requests elsewhere, or again after reconnecting) and waits,
 // up to ServerOptions::drain_timeout, until everything accepted is answered.
 //
+// Named methods (protocol version 2's endpoints, served on version 1
+// connections too): Handle(method, handler) runs `handler` for each request
+// whose envelope names the method's token, as a task the server owns, with
+// its own concurrency limit and counters (method_stats). Token 0 (the
+// default endpoint) still goes to NextMessage; a request for a token nothing
+// serves is answered Unimplemented at once, and a one-way message for one is
+// counted and dropped (it takes no answer).
+//
 // The protocol is symmetric: a server may also send a request to a client on
 // the connection that client opened (Request(connection_id, ...)), and the
 // client serves it (ClientTransport::Serve). Each connection is a
@@ -43,8 +51,10 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/listener.h"
@@ -54,10 +64,15 @@
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/timer.h"
+#include "moonpool/envelope/endpoint.h"
 #include "moonpool/transport/codec.h"
 #include "moonpool/transport/incoming_message.h"
 #include "moonpool/transport/internal/call.h"
 #include "moonpool/transport/internal/message_queue.h"
+#include "moonpool/transport/method.h"
+#include "moonpool/transport/method_handler.h"
+#include "moonpool/transport/method_stats.h"
+#include "moonpool/transport/request_context.h"
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
 #include "moonpool/transport/server_stats.h"
@@ -128,6 +143,49 @@ class ServerTransport {
   driver::Task<absl::Status> ReplyErrorWhenWritable(IncomingMessage request,
                                                     absl::Status status);
 
+  // Serves `method`: each request (or one-way message) whose envelope names
+  // method.token() runs `handler` as a task the server owns, started on a
+  // later loop turn, never inside the read that brought it. The handler's
+  // result is the answer: the reply encoded through Codec, or its Status
+  // as an error reply (an answer that finds the output full waits for room
+  // as ReplyWhenWritable does). A request whose payload does not decode as
+  // the method's request type is answered InvalidArgument without running
+  // the handler. At most options.max_concurrent handlers of the method run
+  // at once; up to options.max_queued more calls wait (FIFO; one whose
+  // deadline passed while it waited is dropped, as NextMessage drops it);
+  // past that a request is answered ResourceExhausted at once. A one-way
+  // message runs the handler the same way and its answer is dropped. Calls
+  // count as in flight for ServerOptions' bounds until answered.
+  // May be called before or after requests arrive; never undone.
+  //   InvalidArgument: a bad method name (CheckMethodName), a token of 0,
+  //     max_concurrent 0, or an empty handler;
+  //   AlreadyExists: the token is served already (the same method, or a
+  //     name with the same hash);
+  //   FailedPrecondition: the transport is closed.
+  template <MethodMessage Req, MethodMessage Rep>
+  [[nodiscard]] absl::Status Handle(const Method<Req, Rep>& method,
+                                    MethodHandler<Req, Rep> handler,
+                                    HandlerOptions options = {}) {
+    if (!handler) {
+      return absl::InvalidArgumentError("Handle needs a handler");
+    }
+    return Register(method.name(), method.token(), options,
+                    [this, handler = std::move(handler)](
+                        RequestContext& ctx) mutable -> driver::Task<void> {
+                      return RunMethod<Method<Req, Rep>>(handler, ctx);
+                    });
+  }
+
+  // The counters of the method served at `token`, or nullopt if none is.
+  std::optional<MethodStats> method_stats(Endpoint token) const;
+  template <MethodMessage Req, MethodMessage Rep>
+  std::optional<MethodStats> method_stats(
+      const Method<Req, Rep>& method) const {
+    return method_stats(method.token());
+  }
+  // Every served method's counters, in the order they were registered.
+  std::vector<MethodStats> all_method_stats() const;
+
   // Sends a request to the client on connection `connection_id` (as
   // IncomingMessage::connection_id names it) and yields its decoded reply,
   // or why there is none: the client's error Status (Unimplemented when it
@@ -156,6 +214,12 @@ class ServerTransport {
   // closes everything at once. Either way NextMessage yields std::nullopt
   // afterwards, and messages still queued are dropped. A second call while a
   // drain runs waits for it (or, without `drain`, cuts it short).
+  // Method handlers: a drain lets the running ones finish and starts the
+  // queued ones (all were accepted); whatever still runs when it ends, or
+  // at once without `drain`, is destroyed at its suspension point and its
+  // call goes unanswered (its client sees the connection close).
+  // REQUIRES: not awaited inside a method handler (it would destroy the
+  // handler's own task); spawn it elsewhere.
   driver::Task<void> Close(bool drain);
 
   bool closed() const { return state_ == State::kClosed; }
@@ -164,6 +228,13 @@ class ServerTransport {
  private:
   class Connection;
   friend class Connection;
+  // The methods' registry, their calls, and the deadline timer
+  // (server_services.cc).
+  class Services;
+  friend class Services;
+  // Runs one call of a method: erased by Handle, it decodes, runs the
+  // handler and hands the outcome to Finish.
+  using CallRunner = absl::AnyInvocable<driver::Task<void>(RequestContext&)>;
   enum class State { kOpen, kDraining, kClosed };
 
   ServerTransport(driver::Loop& loop, ServerOptions options);
@@ -190,6 +261,45 @@ class ServerTransport {
                                            const RequestOptions& options,
                                            driver::ReplyCallback done);
   void CloseNow();
+  [[nodiscard]] absl::Status Register(absl::string_view name, Endpoint token,
+                                      HandlerOptions options,
+                                      CallRunner runner);
+  // A request or one-way message for a non-zero token, from `c`.
+  void Dispatch(Connection& c, IncomingMessage message);
+  // The client gave up on request `id` of connection `c` (a cancel frame).
+  void OnCancel(Connection& c, CorrelationId id);
+  // The call's answer: `outcome` is an error, or OK with the reply encoded
+  // in the call's reply buffer. Ends the call.
+  void Finish(RequestContext& ctx, absl::Status outcome);
+  // The request's payload, and the buffer a reply is encoded into.
+  static absl::string_view PayloadOf(const RequestContext& ctx) {
+    return ctx.message_.envelope.payload;
+  }
+  static std::string& ReplyBufferOf(RequestContext& ctx);
+
+  template <typename M, typename H>
+  driver::Task<void> RunMethod(H& handler, RequestContext& ctx) {
+    absl::StatusOr<typename M::RequestIn> request =
+        Codec<typename M::RequestIn>::Decode(PayloadOf(ctx));
+    if (!request.ok()) {
+      Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
+                      "the request to ", ctx.method_name(),
+                      " does not decode: ", request.status().message())));
+      co_return;
+    }
+    absl::StatusOr<typename M::ReplyOut> reply =
+        co_await handler(ctx, std::move(*request));
+    if (!reply.ok()) {
+      Finish(ctx, reply.status());
+      co_return;
+    }
+    if (ctx.one_way()) {
+      Finish(ctx, absl::OkStatus());
+      co_return;
+    }
+    Finish(ctx, EncodePayload(*reply, ReplyBufferOf(ctx)));
+  }
+
   Connection* Find(uint64_t connection_id) const;
   [[nodiscard]] absl::StatusOr<Connection*> ConnectionFor(
       const IncomingMessage& request);
@@ -209,7 +319,14 @@ class ServerTransport {
   // Connections stopped by a bound (ids; entries of dead ones are skipped).
   std::vector<uint64_t> paused_;
 
-  internal::MessageQueue<IncomingMessage> queue_;
+  // The default queue. A request its client cancelled while it waited is
+  // marked here (and abandoned at once), then skipped.
+  struct Queued {
+    IncomingMessage message;
+    bool cancelled = false;
+  };
+  internal::MessageQueue<Queued> queue_;
+  size_t cancelled_in_queue_ = 0;  // marked entries still in queue_
   size_t queued_bytes_ = 0;
   size_t in_flight_ = 0;  // requests received, not answered, live conns only
   // Tasks waiting in NextMessage, and in Close for a drain to end.
@@ -218,6 +335,7 @@ class ServerTransport {
   std::string scratch_;  // typed replies are encoded here (reused)
 
   ServerStats stats_;  // counters; gauges and closed connections' sums added
+  std::unique_ptr<Services> services_;
 };
 
 }  // namespace moonpool::transport

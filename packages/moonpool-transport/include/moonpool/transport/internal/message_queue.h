@@ -33,6 +33,11 @@ class MessageQueue {
     --size_;
     return value;
   }
+  // Calls f(T&) on each element, oldest first.
+  template <typename F>
+  void ForEach(F&& f) {
+    for (size_t i = 0; i < size_; ++i) f(*slots_[(head_ + i) % slots_.size()]);
+  }
   void Clear() {
     for (std::optional<T>& slot : slots_) slot.reset();
     head_ = 0;

@@ -1,0 +1,499 @@
+#include "server_services.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "moonpool/transport/method.h"
+#include "server_connection.h"
+
+namespace moonpool::transport {
+namespace internal {
+
+MethodStats ServedMethod::Snapshot() const {
+  MethodStats s = stats;
+  s.running = running;
+  s.queued = queued;
+  s.latency_p50 = latency.Percentile(50);
+  s.latency_p90 = latency.Percentile(90);
+  s.latency_p99 = latency.Percentile(99);
+  s.latency_max = latency.max();
+  return s;
+}
+
+void ServerCall::Reset(IncomingMessage message, ServedMethod& m,
+                       uint64_t incarnation, absl::Time now) {
+  context.call_ = this;
+  context.message_ = std::move(message);
+  context.method_name_ = m.name;
+  context.peer_incarnation_ = incarnation;
+  context.cancelled_ = false;
+  context.cancel_reason_ = {};
+  reply.clear();
+  method = &m;
+  received = now;
+  heap_index = kNotInHeap;
+  state = State::kQueued;
+}
+
+void ServerCall::Release() {
+  // Work the handler left running with the token hears that the call is
+  // over; a token copy outlives the source (cancellation.h).
+  context.Cancel("the call has ended");
+  context.source_.reset();
+  context.token_ = driver::CancellationToken();
+  context.message_.envelope.payload.clear();
+}
+
+}  // namespace internal
+
+using internal::ServedMethod;
+using internal::ServerCall;
+
+ServerTransport::Services::Services(ServerTransport& server)
+    : server_(server),
+      deadline_timer_(server.loop_.CreateTimer([this] { OnDeadlineTimer(); })),
+      // Handlers are Task<void>; only the answers that wait for output room
+      // (Task<absl::Status>) can fail, and their failures (the connection
+      // went, the deadline passed) are counted where they happen.
+      scope_(server.loop_, [](absl::Status) {}) {}
+
+ServerTransport::Services::~Services() { CloseAll(); }
+
+absl::Status ServerTransport::Services::Register(absl::string_view name,
+                                                 Endpoint token,
+                                                 HandlerOptions options,
+                                                 CallRunner runner) {
+  if (absl::Status s = CheckMethodName(name); !s.ok()) return s;
+  if (token == kDefaultEndpoint) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "method \"", name,
+        "\" hashes to token 0, the default queue's; choose another name"));
+  }
+  if (options.max_concurrent == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HandlerOptions for \"", name, "\": max_concurrent must be positive"));
+  }
+  if (server_.state_ == State::kClosed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "server transport is closed; \"", name, "\" cannot be served"));
+  }
+  auto it = methods_.find(token);
+  if (it != methods_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "token 0x", absl::Hex(token.value(), absl::kZeroPad16), " of \"", name,
+        "\" is served already, by \"", it->second->name, "\""));
+  }
+  auto m = std::make_unique<ServedMethod>();
+  m->name = std::string(name);
+  m->token = token;
+  m->options = options;
+  m->run = std::move(runner);
+  m->stats.name = m->name;
+  in_order_.push_back(m.get());
+  methods_.emplace(token, std::move(m));
+  return absl::OkStatus();
+}
+
+ServerCall* ServerTransport::Services::NewCall() {
+  ServerCall* call;
+  if (free_.empty()) {
+    call = new ServerCall(server_.loop_);
+  } else {
+    call = free_.back().release();
+    free_.pop_back();
+  }
+  call->prev = nullptr;
+  call->next = calls_;
+  if (calls_ != nullptr) calls_->prev = call;
+  calls_ = call;
+  return call;
+}
+
+void ServerTransport::Services::FreeCall(ServerCall* call) {
+  if (call->prev != nullptr) {
+    call->prev->next = call->next;
+  } else {
+    calls_ = call->next;
+  }
+  if (call->next != nullptr) call->next->prev = call->prev;
+  call->prev = call->next = nullptr;
+  // Enough records for a full in-flight window are kept (their strings keep
+  // their capacity); a burst beyond it is given back.
+  if (free_.size() < 1024) {
+    free_.emplace_back(call);
+  } else {
+    delete call;
+  }
+}
+
+void ServerTransport::Services::Refuse(IncomingMessage message,
+                                       absl::Status status) {
+  absl::Status s = server_.ReplyError(message, status);
+  if (s.code() != absl::StatusCode::kResourceExhausted) return;
+  Connection* c = server_.Find(message.connection_id);
+  if (c == nullptr) return;
+  if (c->HasOutput()) {
+    scope_.Spawn(
+        server_.AnswerWhenWritable(std::move(message), {}, std::move(status)));
+  } else {
+    c->Abandon(message);  // cannot fit at all: forgotten, not leaked
+  }
+}
+
+void ServerTransport::Services::Dispatch(Connection& c,
+                                         IncomingMessage message) {
+  const bool request = message.is_request();
+  auto it = methods_.find(message.envelope.endpoint);
+  if (it == methods_.end()) {
+    ++server_.stats_.unimplemented;
+    if (request) {
+      const Endpoint token = message.envelope.endpoint;
+      Refuse(std::move(message), absl::UnimplementedError(absl::StrCat(
+                                     "no method with token 0x",
+                                     absl::Hex(token.value(), absl::kZeroPad16),
+                                     " is served here")));
+    }
+    return;
+  }
+  ServedMethod& m = *it->second;
+  if (request) {
+    ++m.stats.requests;
+  } else {
+    ++m.stats.one_way;
+  }
+  const bool start = m.queued == 0 && m.running < m.options.max_concurrent;
+  if (!start && m.queued >= m.options.max_queued) {
+    ++m.stats.rejected;
+    if (request) {
+      Refuse(std::move(message),
+             absl::ResourceExhaustedError(absl::StrCat(
+                 m.name, " is busy: ", m.running, " calls run and ", m.queued,
+                 " wait (its HandlerOptions' limits); try again later")));
+    }
+    return;
+  }
+  ServerCall* call = NewCall();
+  call->Reset(std::move(message), m, c.peer_incarnation(), server_.loop_.Now());
+  ++live_;
+  if (request) {
+    by_id_.emplace(
+        CallKey(c.id(), call->message().envelope.correlation_id.value()), call);
+  }
+  if (start) {
+    Start(call);
+  } else {
+    m.queue.Push(call);
+    ++m.queued;
+    server_.queued_bytes_ += call->message().envelope.payload.size();
+  }
+}
+
+void ServerTransport::Services::Start(ServerCall* call) {
+  ServedMethod& m = *call->method;
+  call->state = ServerCall::State::kRunning;
+  ++m.running;
+  if (call->message().is_request() &&
+      call->message().deadline != absl::InfiniteFuture()) {
+    HeapPush(call);
+  }
+  scope_.Spawn(m.run(call->context));
+}
+
+void ServerTransport::Services::Finish(ServerCall& call, absl::Status outcome) {
+  ServedMethod& m = *call.method;
+  IncomingMessage& message = call.message();
+  if (outcome.ok()) {
+    ++m.stats.replies;
+  } else {
+    ++m.stats.errors;
+    ++m.stats.errors_by_code[outcome.code()];
+  }
+  if (message.is_request()) {
+    m.latency.Record(server_.loop_.Now() - call.received);
+    absl::Status s = outcome.ok()
+                         ? server_.Reply(message, absl::string_view(call.reply))
+                         : server_.ReplyError(message, outcome);
+    if (s.code() == absl::StatusCode::kResourceExhausted) {
+      Connection* c = server_.Find(message.connection_id);
+      if (c != nullptr && c->HasOutput()) {
+        // ReplyWhenWritable's wait: the answer goes once the client has
+        // read enough, or is forgotten at the deadline.
+        scope_.Spawn(server_.AnswerWhenWritable(message, std::move(call.reply),
+                                                std::move(outcome)));
+      } else if (c != nullptr) {
+        // Nothing waits to be written, so this answer alone is larger than
+        // the output bound: the client hears why instead of waiting.
+        Refuse(message, absl::ResourceExhaustedError(absl::StrCat(
+                            "the answer of ", m.name, " (", call.reply.size(),
+                            " bytes) does not fit the connection's output "
+                            "bound")));
+      }
+    }
+  }
+  End(&call);
+}
+
+void ServerTransport::Services::End(ServerCall* call) {
+  ServedMethod& m = *call->method;
+  if (call->state == ServerCall::State::kRunning) {
+    --m.running;
+    HeapRemove(call);
+  }
+  if (call->state != ServerCall::State::kDropped) {
+    --live_;
+    if (call->message().is_request()) {
+      by_id_.erase(CallKey(call->message().connection_id,
+                           call->message().envelope.correlation_id.value()));
+    }
+    call->Release();
+  }
+  FreeCall(call);
+  StartQueued(m);
+  if (live_ == 0 && server_.state_ == State::kDraining) {
+    WakeAll(server_.close_waiters_);
+  }
+}
+
+void ServerTransport::Services::StartQueued(ServedMethod& m) {
+  bool dropped = false;
+  while (m.running < m.options.max_concurrent && !m.queue.empty()) {
+    ServerCall* call = m.queue.Pop();
+    if (call->state == ServerCall::State::kDropped) {
+      FreeCall(call);
+      continue;
+    }
+    --m.queued;
+    IncomingMessage& message = call->message();
+    server_.queued_bytes_ -= message.envelope.payload.size();
+    if (message.is_request()) {
+      Connection* c = server_.Find(message.connection_id);
+      const bool gone = c == nullptr;
+      const bool expired = !gone && message.deadline <= server_.loop_.Now();
+      if (gone || expired) {
+        if (gone) {
+          ++m.stats.orphaned;
+          ++server_.stats_.orphaned_dropped;
+        } else {
+          // Its client has given up (DESIGN.md section 5): forgotten
+          // unanswered, as the default queue does.
+          ++m.stats.expired;
+          ++server_.stats_.expired_dropped;
+          c->Abandon(message);
+        }
+        by_id_.erase(CallKey(message.connection_id,
+                             message.envelope.correlation_id.value()));
+        --live_;
+        call->Release();
+        FreeCall(call);
+        dropped = true;
+        continue;
+      }
+    }
+    Start(call);
+  }
+  if (dropped) server_.ResumePaused();
+}
+
+bool ServerTransport::Services::Cancel(Connection& c, CorrelationId id) {
+  auto it = by_id_.find(CallKey(c.id(), id.value()));
+  if (it == by_id_.end()) return false;
+  ServerCall* call = it->second;
+  ServedMethod& m = *call->method;
+  ++m.stats.cancelled;
+  if (call->state == ServerCall::State::kRunning) {
+    call->Cancel("cancelled by the client");
+    return true;
+  }
+  // Still queued: nobody will want its answer. Dropped here; its record
+  // leaves the queue when the queue reaches it.
+  by_id_.erase(it);
+  call->state = ServerCall::State::kDropped;
+  --m.queued;
+  --live_;
+  server_.queued_bytes_ -= call->message().envelope.payload.size();
+  ++server_.stats_.cancelled_before_handler;
+  c.Abandon(call->message());
+  call->Release();
+  server_.ResumePaused();
+  if (live_ == 0 && server_.state_ == State::kDraining) {
+    WakeAll(server_.close_waiters_);
+  }
+  return true;
+}
+
+void ServerTransport::Services::ConnectionGone(uint64_t id) {
+  if (by_id_.empty()) return;
+  bool dropped = false;
+  for (ServerCall* call = calls_; call != nullptr; call = call->next) {
+    IncomingMessage& message = call->message();
+    if (call->state == ServerCall::State::kDropped ||
+        message.connection_id != id || !message.is_request()) {
+      continue;
+    }
+    if (call->state == ServerCall::State::kRunning) {
+      call->Cancel("the connection closed");
+      continue;
+    }
+    // Queued: its in-flight count left with the connection (AddClosed).
+    ServedMethod& m = *call->method;
+    ++m.stats.orphaned;
+    ++server_.stats_.orphaned_dropped;
+    by_id_.erase(CallKey(id, message.envelope.correlation_id.value()));
+    call->state = ServerCall::State::kDropped;
+    --m.queued;
+    --live_;
+    server_.queued_bytes_ -= message.envelope.payload.size();
+    call->Release();
+    dropped = true;
+  }
+  if (dropped) server_.ResumePaused();
+  // (Remove, our caller, wakes a drain.)
+}
+
+void ServerTransport::Services::CloseAll() {
+  // Handlers first: their frames borrow the calls.
+  scope_.Clear();
+  while (calls_ != nullptr) {
+    ServerCall* call = calls_;
+    calls_ = call->next;
+    delete call;
+  }
+  free_.clear();
+  for (ServedMethod* m : in_order_) {
+    m->queue.Clear();
+    m->queued = 0;
+    m->running = 0;
+  }
+  by_id_.clear();
+  heap_.clear();
+  live_ = 0;
+  timer_at_ = absl::InfiniteFuture();
+  deadline_timer_->Stop();
+}
+
+std::optional<MethodStats> ServerTransport::Services::Stats(
+    Endpoint token) const {
+  auto it = methods_.find(token);
+  if (it == methods_.end()) return std::nullopt;
+  return it->second->Snapshot();
+}
+
+std::vector<MethodStats> ServerTransport::Services::AllStats() const {
+  std::vector<MethodStats> out;
+  out.reserve(in_order_.size());
+  for (const ServedMethod* m : in_order_) out.push_back(m->Snapshot());
+  return out;
+}
+
+// ---- The deadline heap ----
+
+void ServerTransport::Services::HeapSwap(size_t a, size_t b) {
+  std::swap(heap_[a], heap_[b]);
+  heap_[a]->heap_index = a;
+  heap_[b]->heap_index = b;
+}
+
+void ServerTransport::Services::HeapUp(size_t i) {
+  while (i > 0) {
+    const size_t parent = (i - 1) / 2;
+    if (heap_[parent]->message().deadline <= heap_[i]->message().deadline) {
+      break;
+    }
+    HeapSwap(i, parent);
+    i = parent;
+  }
+}
+
+void ServerTransport::Services::HeapDown(size_t i) {
+  while (true) {
+    const size_t left = 2 * i + 1;
+    if (left >= heap_.size()) return;
+    size_t least = left;
+    if (left + 1 < heap_.size() &&
+        heap_[left + 1]->message().deadline < heap_[left]->message().deadline) {
+      least = left + 1;
+    }
+    if (heap_[i]->message().deadline <= heap_[least]->message().deadline) {
+      return;
+    }
+    HeapSwap(i, least);
+    i = least;
+  }
+}
+
+void ServerTransport::Services::HeapPush(ServerCall* call) {
+  call->heap_index = heap_.size();
+  heap_.push_back(call);
+  HeapUp(call->heap_index);
+  ArmDeadlineTimer();
+}
+
+void ServerTransport::Services::HeapRemove(ServerCall* call) {
+  const size_t i = call->heap_index;
+  if (i == ServerCall::kNotInHeap) return;
+  call->heap_index = ServerCall::kNotInHeap;
+  const size_t last = heap_.size() - 1;
+  if (i != last) {
+    ServerCall* moved = heap_[last];
+    heap_[i] = moved;
+    moved->heap_index = i;
+    heap_.pop_back();
+    HeapUp(i);
+    HeapDown(moved->heap_index);
+  } else {
+    heap_.pop_back();
+  }
+  // The timer stays armed: if it fires early it finds nothing due and arms
+  // again, which costs less than re-arming on every answer.
+}
+
+void ServerTransport::Services::ArmDeadlineTimer() {
+  if (heap_.empty()) return;
+  const absl::Time at = heap_.front()->message().deadline;
+  if (at < timer_at_) {
+    timer_at_ = at;
+    deadline_timer_->Start(at);
+  }
+}
+
+void ServerTransport::Services::OnDeadlineTimer() {
+  timer_at_ = absl::InfiniteFuture();
+  const absl::Time now = server_.loop_.Now();
+  while (!heap_.empty() && heap_.front()->message().deadline <= now) {
+    ServerCall* call = heap_.front();
+    HeapRemove(call);
+    call->Cancel("the request's deadline passed");
+  }
+  ArmDeadlineTimer();
+}
+
+// ---- ServerTransport's services entry points ----
+
+absl::Status ServerTransport::Register(absl::string_view name, Endpoint token,
+                                       HandlerOptions options,
+                                       CallRunner runner) {
+  return services_->Register(name, token, options, std::move(runner));
+}
+
+void ServerTransport::Dispatch(Connection& c, IncomingMessage message) {
+  services_->Dispatch(c, std::move(message));
+}
+
+void ServerTransport::Finish(RequestContext& ctx, absl::Status outcome) {
+  services_->Finish(*ctx.call_, std::move(outcome));
+}
+
+std::string& ServerTransport::ReplyBufferOf(RequestContext& ctx) {
+  return ctx.call_->reply;
+}
+
+std::optional<MethodStats> ServerTransport::method_stats(Endpoint token) const {
+  return services_->Stats(token);
+}
+
+std::vector<MethodStats> ServerTransport::all_method_stats() const {
+  return services_->AllStats();
+}
+
+}  // namespace moonpool::transport
