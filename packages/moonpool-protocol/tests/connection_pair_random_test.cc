@@ -1,10 +1,16 @@
 // A client and a server Connection back to back in memory, driven by a seed:
 // random byte splits and partial writes, random delays, random interleavings
-// of requests, replies, error replies, goodbyes and resets. Properties, for
-// every seed: every request sent has exactly one outcome, no reply reaches
-// the wrong request, every request the server sees is the one that was sent
-// under its id, a request failed as safe to retry (not sent, not processed)
-// never reached the server, and each side ends with exactly one Closed, last.
+// of requests, replies, error replies, cancels, goodbyes and resets, between
+// sides speaking any mix of protocol version ranges. Properties, for every
+// seed: every request sent has exactly one outcome unless the client
+// cancelled it, and a cancelled one has none after its cancel; no reply
+// reaches the wrong request, every request the server sees is the one that
+// was sent under its id, a request failed as safe to retry (not sent, not
+// processed) never reached the server, and each side ends with exactly one
+// Closed, last. Both sides agree on the version the ranges give, or both
+// fail the handshake when the ranges do not meet; the server hears a cancel
+// (CancelReceived) only on a version 2 connection, only for a request the
+// client cancelled and the server has not answered, and at most once.
 // The same properties hold with every Buggify site of the protocol firing on
 // every evaluation, and with them firing at random (buggify.h): a site only
 // picks among legal paths.
@@ -19,9 +25,11 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -66,6 +74,13 @@ struct Coverage {
   int replies = 0, error_replies = 0, deadline_exceeded = 0, not_sent = 0,
       maybe_delivered = 0, not_processed = 0, graceful_closes = 0, resets = 0,
       pings = 0;
+  // Cancellation: CancelRequest calls, cancels the server acted on, and
+  // cancels that arrived too late (crossed the reply, or the request was
+  // abandoned); runs by negotiated version (0: the ranges did not meet).
+  int cancels = 0, cancels_received = 0, cancels_ignored = 0;
+  // Runs whose client closed refusing the server's versions.
+  int refused = 0;
+  int runs_by_version[3] = {0, 0, 0};
   // Buggify evaluations and firings, by index in kBuggifySites; and any
   // site asked that the list lacks.
   std::vector<uint64_t> evaluated =
@@ -100,17 +115,44 @@ ConnectionOptions WithBuggify(ConnectionOptions o, BuggifyFn fn) {
   return o;
 }
 
+// The protocol versions of each side: [min, max].
+struct VersionMix {
+  uint32_t client_min, client_max, server_min, server_max;
+
+  // The version negotiation gives (DESIGN.md section 5), 0 if none.
+  uint32_t Expected() const {
+    // A version 1 server reads only protocolVersion (the client's min).
+    const uint32_t client_top = server_max == 1 ? client_min : client_max;
+    const uint32_t v = std::min(server_max, client_top);
+    if (v < server_min || v < client_min) return 0;
+    return v >= client_min && v <= client_max ? v : 0;
+  }
+};
+
+// Every pair of the ranges a side may speak: 1..1, 1..2, 2..2.
+std::vector<VersionMix> AllMixes() {
+  const std::pair<uint32_t, uint32_t> ranges[] = {{1, 1}, {1, 2}, {2, 2}};
+  std::vector<VersionMix> mixes;
+  for (auto [cmin, cmax] : ranges) {
+    for (auto [smin, smax] : ranges) mixes.push_back({cmin, cmax, smin, smax});
+  }
+  return mixes;
+}
+
 class RandomRun {
  public:
-  RandomRun(uint64_t seed, Coverage& coverage,
-            BuggifyMode buggify = BuggifyMode::kOff)
+  RandomRun(uint64_t seed, Coverage& coverage, BuggifyMode buggify,
+            VersionMix mix)
       : coverage_(coverage),
         seed_(seed),
+        mix_(mix),
         rng_(seed),
-        client_(
-            WithBuggify(ClientOptions(), MakeBuggify(buggify, ~seed, coverage)),
-            now_),
-        server_(WithBuggify(ServerOptions(),
+        client_(WithBuggify(WithVersions(ClientOptions(), mix.client_min,
+                                         mix.client_max),
+                            MakeBuggify(buggify, ~seed, coverage)),
+                now_),
+        server_(WithBuggify(WithVersions(ServerOptions(), mix.server_min,
+                                         mix.server_max),
                             MakeBuggify(buggify, seed * 3, coverage)),
                 now_) {}
 
@@ -132,7 +174,7 @@ class RandomRun {
   }
 
   void Step() {
-    switch (Random(12)) {
+    switch (Random(13)) {
       case 0:
       case 1:
       case 2:
@@ -157,6 +199,9 @@ class RandomRun {
       case 10:
         s2c_.DeliverTo(client_, Piece(), now_);
         DrainClient();
+        break;
+      case 11:
+        if (Chance(0.5)) Cancel();
         break;
       default:
         if (Chance(0.3)) {
@@ -194,6 +239,22 @@ class RandomRun {
     }
   }
 
+  // The client gives up on a request that has had no outcome yet: one that
+  // is pending, so the connection must know it.
+  void Cancel() {
+    std::vector<uint64_t> pending;
+    for (const auto& [id, payload] : sent_) {
+      if (outcomes_[id] == 0 && cancelled_.count(id) == 0)
+        pending.push_back(id);
+    }
+    if (pending.empty()) return;
+    const uint64_t id = pending[Random(pending.size())];
+    absl::Status s = client_.CancelRequest(CorrelationId(id));
+    ASSERT_TRUE(s.ok()) << "cancel of pending request #" << id << ": " << s;
+    cancelled_.insert(id);
+    ++coverage_.cancels;
+  }
+
   void Answer() {
     if (awaiting_.empty()) return;
     const size_t i = Random(awaiting_.size());
@@ -225,6 +286,25 @@ class RandomRun {
             << "server received the wrong payload for " << r.id;
         awaiting_.push_back({r.id, r.payload});
         processed_.insert(r.id.value());
+      } else if (r.kind == Recorded::kCancelReceived) {
+        ASSERT_EQ(server_.version(), 2u) << "cancel received on a version "
+                                         << server_.version() << " connection";
+        ASSERT_EQ(cancelled_.count(r.id.value()), 1u)
+            << "server heard a cancel the client never made: " << r.id;
+        ASSERT_TRUE(cancels_heard_.insert(r.id.value()).second)
+            << "second CancelReceived for " << r.id;
+        auto it = std::find_if(awaiting_.begin(), awaiting_.end(),
+                               [&](const auto& a) { return a.first == r.id; });
+        ASSERT_NE(it, awaiting_.end())
+            << "CancelReceived for a request not awaiting an answer: " << r.id;
+        // The application stops the work: abandons it, or answers anyway
+        // (the client drops the answer).
+        if (Chance(0.5)) {
+          ASSERT_TRUE(server_.AbandonRequest(r.id).ok());
+          awaiting_.erase(it);
+        }
+      } else if (r.kind == Recorded::kHandshakeDone) {
+        ASSERT_EQ(r.version, mix_.Expected()) << "server's version";
       } else if (r.kind == Recorded::kClosed) {
         server_closed_ = true;
       }
@@ -239,6 +319,8 @@ class RandomRun {
           r.kind == Recorded::kRequestFailed) {
         ASSERT_EQ(sent_.count(r.id.value()), 1u)
             << "outcome for a request never sent: " << r.id;
+        ASSERT_EQ(cancelled_.count(r.id.value()), 0u)
+            << "outcome for a request the client cancelled: " << r.id;
         ++outcomes_[r.id.value()];
         ASSERT_EQ(outcomes_[r.id.value()], 1) << "second outcome for " << r.id;
       }
@@ -276,6 +358,9 @@ class RandomRun {
               << "wrong error for " << r.id;
         }
       }
+      if (r.kind == Recorded::kHandshakeDone) {
+        ASSERT_EQ(r.version, mix_.Expected()) << "client's version";
+      }
       if (r.kind == Recorded::kClosed) client_closed_ = true;
     }
     closed_ = client_closed_ && server_closed_;
@@ -307,8 +392,37 @@ class RandomRun {
     ASSERT_TRUE(client_closed_);
     ASSERT_TRUE(server_closed_);
     for (const auto& [id, payload] : sent_) {
+      if (cancelled_.count(id) != 0) continue;  // none, checked as they came
       ASSERT_EQ(outcomes_[id], 1) << "request #" << id << " had no outcome";
     }
+    // Both sides agree, or both refused the other's range.
+    const uint32_t expected = mix_.Expected();
+    // (A reset or a keepalive timeout may end a run before the Hellos
+    // cross: version 0 then too.)
+    if (expected == 0) {
+      EXPECT_EQ(client_.version(), 0u);
+      EXPECT_EQ(server_.version(), 0u);
+      coverage_.refused += client_.close_status().code() ==
+                           absl::StatusCode::kFailedPrecondition;
+    } else {
+      EXPECT_TRUE(client_.version() == 0 || client_.version() == expected)
+          << client_.version();
+      EXPECT_TRUE(server_.version() == 0 || server_.version() == expected)
+          << server_.version();
+    }
+    if (client_.version() != 2) {
+      EXPECT_EQ(client_.stats().cancels_sent, 0u);
+    }
+    if (server_.version() != 2) {
+      EXPECT_EQ(server_.stats().cancels_received, 0u);
+    }
+    EXPECT_LE(
+        server_.stats().cancels_received + server_.stats().cancels_ignored,
+        client_.stats().cancels_sent);
+    EXPECT_EQ(client_.stats().requests_cancelled, cancelled_.size());
+    coverage_.cancels_received += server_.stats().cancels_received;
+    coverage_.cancels_ignored += server_.stats().cancels_ignored;
+    ++coverage_.runs_by_version[expected];
     for (uint64_t id : said_not_processed_) {
       ASSERT_EQ(processed_.count(id), 0u)
           << "request #" << id
@@ -320,6 +434,7 @@ class RandomRun {
 
   Coverage& coverage_;
   const uint64_t seed_;
+  const VersionMix mix_;
   std::mt19937_64 rng_;
   absl::Time now_ = kStart;
   Connection client_;
@@ -329,6 +444,8 @@ class RandomRun {
   std::map<uint64_t, int> outcomes_;
   std::set<uint64_t> processed_;           // received by the server
   std::set<uint64_t> said_not_processed_;  // failed as safe to retry
+  std::set<uint64_t> cancelled_;           // CancelRequest by the client
+  std::set<uint64_t> cancels_heard_;       // CancelReceived by the server
   std::vector<std::pair<CorrelationId, std::string>> awaiting_;
   uint64_t request_counter_ = 0;
   bool client_closed_ = false;
@@ -337,8 +454,12 @@ class RandomRun {
 };
 
 // Runs `runs` seeds (or the one MOONPOOL_SEED names) and checks that the
-// sweep reached every kind of outcome. Returns the coverage.
-Coverage Sweep(int runs, BuggifyMode buggify) {
+// sweep reached every kind of outcome. Each seed's sides speak `mix`, or
+// when it is not given, a mix of version ranges the seed picks. Returns the
+// coverage.
+Coverage Sweep(int runs, BuggifyMode buggify,
+               std::optional<VersionMix> mix = std::nullopt) {
+  const std::vector<VersionMix> mixes = AllMixes();
   uint64_t first = std::random_device{}();
   if (const char* env = std::getenv("MOONPOOL_SEED")) {
     first = std::strtoull(env, nullptr, 10);
@@ -349,11 +470,28 @@ Coverage Sweep(int runs, BuggifyMode buggify) {
     const uint64_t seed = first + i;
     SCOPED_TRACE(
         absl::StrCat("seed ", seed, " (reproduce: MOONPOOL_SEED=", seed, ")"));
-    RandomRun run(seed, coverage, buggify);
+    RandomRun run(seed, coverage, buggify,
+                  mix.value_or(mixes[seed % mixes.size()]));
     run.Go();
     if (::testing::Test::HasFailure()) return coverage;
   }
   if (runs == 1) return coverage;
+  // An incompatible mix fails every request at the handshake: only the
+  // version checks apply to it.
+  if (mix.has_value() && mix->Expected() == 0) {
+    EXPECT_GT(coverage.refused, 0);
+    return coverage;
+  }
+  EXPECT_GT(coverage.cancels, 0);
+  if (!mix.has_value() || mix->Expected() == 2) {
+    EXPECT_GT(coverage.cancels_received, 0);
+    EXPECT_GT(coverage.cancels_ignored, 0);
+  }
+  if (!mix.has_value()) {
+    for (int v = 0; v <= 2; ++v) {
+      EXPECT_GT(coverage.runs_by_version[v], 0) << "version " << v;
+    }
+  }
   EXPECT_GT(coverage.replies, 0);
   EXPECT_GT(coverage.error_replies, 0);
   EXPECT_GT(coverage.deadline_exceeded, 0);
@@ -370,7 +508,12 @@ Coverage Sweep(int runs, BuggifyMode buggify) {
             << ", maybe delivered " << coverage.maybe_delivered
             << ", not processed " << coverage.not_processed
             << ", graceful closes " << coverage.graceful_closes << ", resets "
-            << coverage.resets << ", pings " << coverage.pings << "\n";
+            << coverage.resets << ", pings " << coverage.pings << ", cancels "
+            << coverage.cancels << " (received " << coverage.cancels_received
+            << ", ignored " << coverage.cancels_ignored
+            << "), runs by version 0/1/2 " << coverage.runs_by_version[0] << "/"
+            << coverage.runs_by_version[1] << "/" << coverage.runs_by_version[2]
+            << "\n";
   if (buggify != BuggifyMode::kOff) {
     for (size_t i = 0; i < std::size(kBuggifySites); ++i) {
       std::cout << "  buggify " << kBuggifySites[i] << ": fired "
@@ -409,6 +552,22 @@ TEST(ConnectionPairRandom, EveryRequestHasExactlyOneOutcomeWithBuggifyRandom) {
   }
   EXPECT_TRUE(coverage.unlisted.empty());
 }
+
+// Each mix of version ranges on its own, so that a failure names it.
+class ConnectionPairRandomVersions
+    : public ::testing::TestWithParam<VersionMix> {};
+
+TEST_P(ConnectionPairRandomVersions, EveryRequestHasExactlyOneOutcome) {
+  Sweep(120, BuggifyMode::kOff, GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllMixes, ConnectionPairRandomVersions, ::testing::ValuesIn(AllMixes()),
+    [](const ::testing::TestParamInfo<VersionMix>& param_info) {
+      const VersionMix& m = param_info.param;
+      return absl::StrCat("client", m.client_min, "to", m.client_max, "_server",
+                          m.server_min, "to", m.server_max);
+    });
 
 }  // namespace
 }  // namespace moonpool::protocol::testing
