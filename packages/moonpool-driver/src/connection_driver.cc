@@ -100,6 +100,12 @@ absl::Status ConnectionDriver::AbandonRequest(CorrelationId id) {
   return Answered(connection_.AbandonRequest(id));
 }
 
+absl::Status ConnectionDriver::CancelRequest(CorrelationId id) {
+  absl::Status s = connection_.CancelRequest(id);
+  if (s.ok()) Sent();
+  return s;
+}
+
 absl::Status ConnectionDriver::Answered(absl::Status status) {
   if (status.ok()) {
     --serving_;

@@ -59,9 +59,9 @@ absl::Time Peer::ResolveDeadline(absl::Time deadline) const {
 
 // ---- Requests ----
 
-absl::Status Peer::Request(std::string payload,
-                           const PeerRequestOptions& options,
-                           ReplyCallback done) {
+absl::StatusOr<PeerRequestId> Peer::Request(std::string payload,
+                                            const PeerRequestOptions& options,
+                                            ReplyCallback done) {
   if (state_ == PeerState::kClosed) {
     return absl::FailedPreconditionError(
         absl::StrCat("peer ", address_.ToString(), " is closed"));
@@ -77,20 +77,57 @@ absl::Status Peer::Request(std::string payload,
   if (resolved.deadline <= loop_.Now()) {
     return absl::DeadlineExceededError("request deadline has already passed");
   }
+  if (unreachable_ && !options.wait_for_ready) {
+    return absl::UnavailableError(
+        absl::StrCat("peer ", address_.ToString(),
+                     " is unreachable and the request does not wait for "
+                     "ready (",
+                     last_error_.message(), ")"));
+  }
   ++stats_.requests;
-  Pending p{std::move(payload), resolved, std::move(done), false};
+  const PeerRequestId id(++last_request_id_);
+  Pending p{std::move(payload), resolved, std::move(done), false, id.value()};
   // The fast path: straight onto an open connection with nothing ahead of
   // it. Events are not processed here, so no callback runs inside Request.
   if (queue_.empty() && driver_ != nullptr &&
       !loop_.Buggify(buggify_sites::kQueueFirst) && Submit(p).ok()) {
     // The driver writes it at the end of the turn, with whatever else the
     // turn sends: one write for a batch of requests, not one each.
-    return absl::OkStatus();
+    return id;
   }
   queued_bytes_ += p.payload.size();
   queue_.push_back(std::move(p));
   SchedulePump();
-  return absl::OkStatus();
+  return id;
+}
+
+void Peer::Cancel(PeerRequestId id) {
+  if (id.value() == 0) return;
+  if (auto ids = in_flight_ids_.find(id.value()); ids != in_flight_ids_.end()) {
+    const CorrelationId correlation(ids->second);
+    in_flight_ids_.erase(ids);
+    auto it = in_flight_.find(correlation.value());
+    if (it == in_flight_.end()) return;
+    // Moved out first: destroying the callback may run arbitrary code (a
+    // promise's destructor), which must not see the table mid-erase.
+    Pending p = std::move(it->second);
+    in_flight_.erase(it);
+    ++stats_.cancelled_in_flight;
+    // NotFound only if the protocol already forgot it, which it reports
+    // through an event we have not yet taken: nothing to do either way.
+    if (driver_ != nullptr) (void)driver_->CancelRequest(correlation);
+    return;
+  }
+  for (size_t i = 0; i < queue_.size(); ++i) {
+    if (queue_[i].id != id.value()) continue;
+    Pending p = std::move(queue_[i]);
+    queued_bytes_ -= p.payload.size();
+    queue_.erase(queue_.begin() + static_cast<ptrdiff_t>(i));
+    if (i < retry_position_) --retry_position_;
+    ++stats_.cancelled_queued;
+    ArmTimer();
+    return;
+  }
 }
 
 absl::Status Peer::SendOneWay(Endpoint endpoint, std::string payload) {
@@ -107,7 +144,7 @@ absl::Status Peer::SendOneWay(Endpoint endpoint, std::string payload) {
   options.endpoint = endpoint;
   options.deadline = ResolveDeadline(absl::InfiniteFuture());
   queued_bytes_ += payload.size();
-  queue_.push_back(Pending{std::move(payload), options, nullptr, false});
+  queue_.push_back(Pending{std::move(payload), options, nullptr, false, 0});
   SchedulePump();
   return absl::OkStatus();
 }
@@ -120,6 +157,7 @@ absl::Status Peer::Submit(Pending& p) {
   options.endpoint = p.options.endpoint;
   absl::StatusOr<CorrelationId> id = driver_->SendRequest(p.payload, options);
   if (!id.ok()) return id.status();
+  in_flight_ids_.emplace(p.id, id->value());
   in_flight_.emplace(id->value(), std::move(p));
   return absl::OkStatus();
 }
@@ -190,6 +228,15 @@ void Peer::OnConnected(absl::Status status) {
 void Peer::ScheduleReconnect(const absl::Status& why) {
   last_error_ = why;
   if (state_ == PeerState::kClosed) return;
+  // Every attempt that fails comes here: a connect, or a connection that
+  // ended before its handshake (refused, reset, another version). The peer
+  // is unreachable until a handshake succeeds; a handshaken connection that
+  // ends is not that (the reconnect is waited for, as gRPC does).
+  if (!handshaken_) {
+    unreachable_ = true;
+    FailFast();
+  }
+  handshaken_ = false;
   state_ = PeerState::kBackingOff;
   const BackoffOptions& b = options_.backoff;
   absl::Duration delay = b.initial;
@@ -221,6 +268,8 @@ void Peer::OnPumped() { SubmitQueued(); }
 void Peer::OnEvent(protocol::Event& event) {
   if (std::holds_alternative<protocol::HandshakeDone>(event)) {
     ++stats_.handshakes;
+    handshaken_ = true;
+    unreachable_ = false;
   } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {
     OnReply(*reply);
   } else if (auto* failed = std::get_if<protocol::RequestFailed>(&event)) {
@@ -239,6 +288,7 @@ void Peer::OnReply(protocol::ReplyReceived& reply) {
   if (it == in_flight_.end()) return;
   Pending p = std::move(it->second);
   in_flight_.erase(it);
+  in_flight_ids_.erase(p.id);
   ++stats_.replies;
   if (reply.status.ok()) {
     Complete(p, reply.payload);
@@ -252,6 +302,7 @@ void Peer::OnFailed(protocol::RequestFailed& failed) {
   if (it == in_flight_.end()) return;
   Pending p = std::move(it->second);
   in_flight_.erase(it);
+  in_flight_ids_.erase(p.id);
   const absl::StatusCode code = failed.status.code();
   if (code == absl::StatusCode::kDeadlineExceeded ||
       code == absl::StatusCode::kFailedPrecondition ||
@@ -389,6 +440,39 @@ void Peer::ExpireQueued(absl::Time now) {
   }
 }
 
+void Peer::FailFast() {
+  std::vector<Pending> failed;
+  for (size_t i = 0; i < queue_.size();) {
+    Pending& p = queue_[i];
+    if (!p.done || p.options.wait_for_ready) {
+      ++i;
+      continue;
+    }
+    queued_bytes_ -= p.payload.size();
+    failed.push_back(std::move(p));
+    queue_.erase(queue_.begin() + static_cast<ptrdiff_t>(i));
+    if (i < retry_position_) --retry_position_;
+  }
+  for (Pending& p : failed) {
+    ++stats_.failures;
+    // Written before: a retry of a request maybe delivered, whose outcome
+    // is then Aborted as for any request that cannot be sent again.
+    if (p.written) {
+      Complete(p, absl::AbortedError(
+                      absl::StrCat("request to ", address_.ToString(),
+                                   " was maybe delivered, and the peer is now "
+                                   "unreachable (",
+                                   last_error_.message(), ")")));
+    } else {
+      Complete(p, absl::UnavailableError(absl::StrCat(
+                      "peer ", address_.ToString(),
+                      " is unreachable and the request does not wait for "
+                      "ready (",
+                      last_error_.message(), ")")));
+    }
+  }
+}
+
 void Peer::OnTimer() {
   const absl::Time now = loop_.Now();
   if (state_ == PeerState::kConnecting && now >= connect_deadline_) {
@@ -430,6 +514,7 @@ void Peer::Close() {
   for (auto& [id, p] : flying) pending.push_back(std::move(*p));
   for (Pending& p : queue_) pending.push_back(std::move(p));
   in_flight_.clear();
+  in_flight_ids_.clear();
   queue_.clear();
   queued_bytes_ = 0;
   for (Pending& p : pending) {

@@ -191,7 +191,7 @@ TEST(Peer, CloseCancelsEverythingPending) {
   peer.Close();
   EXPECT_TRUE(o.done);
   EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(peer.Request("y", {}, Record(o)).code(),
+  EXPECT_EQ(peer.Request("y", {}, Record(o)).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
@@ -215,7 +215,7 @@ TEST(Peer, BoundedQueueRefusesAtOnce) {
   std::vector<Outcome> outcomes(3);
   EXPECT_TRUE(peer.Request("1", {}, Record(outcomes[0])).ok());
   EXPECT_TRUE(peer.Request("2", {}, Record(outcomes[1])).ok());
-  EXPECT_EQ(peer.Request("3", {}, Record(outcomes[2])).code(),
+  EXPECT_EQ(peer.Request("3", {}, Record(outcomes[2])).status().code(),
             absl::StatusCode::kResourceExhausted);
   peer.Close();
   EXPECT_FALSE(outcomes[2].done);

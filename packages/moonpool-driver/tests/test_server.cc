@@ -81,6 +81,12 @@ class TestServer::ServerConnection final : public StreamHandler {
     while (!closed_) {
       std::optional<protocol::Event> e = connection_.NextEvent();
       if (!e.has_value()) break;
+      if (auto* h = std::get_if<protocol::HandshakeDone>(&*e)) {
+        server_.last_version_ = h->version;
+      }
+      if (std::holds_alternative<protocol::CancelReceived>(*e)) {
+        ++server_.cancels_received_;
+      }
       if (std::holds_alternative<protocol::HandshakeDone>(*e) &&
           server_.mode_ == Mode::kStall) {
         Flush();  // its Hello goes out; then nothing more

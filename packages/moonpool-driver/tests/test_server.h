@@ -24,6 +24,7 @@ class TestServer {
     kCloseOnRequest,  // closes the connection when a request arrives
     kStall,           // after the handshake, stops reading and writing
     kWrongVersion,    // answers every Hello with a version 2 Hello, closes
+    kHold,            // reads requests and never answers them
   };
 
   TestServer(Loop& loop, Mode mode, Address address = Address::Loopback(0));
@@ -36,6 +37,10 @@ class TestServer {
 
   int connections_accepted() const { return accepted_; }
   int requests_seen() const { return requests_seen_; }
+  // CancelReceived events (version 2 `cancel` frames for a request held).
+  int cancels_received() const { return cancels_received_; }
+  // The protocol version of the last connection's handshake (0: none).
+  uint32_t last_version() const { return last_version_; }
   const std::vector<std::string>& payloads_seen() const { return payloads_; }
 
  private:
@@ -49,6 +54,8 @@ class TestServer {
   std::vector<std::unique_ptr<ServerConnection>> connections_;
   int accepted_ = 0;
   int requests_seen_ = 0;
+  int cancels_received_ = 0;
+  uint32_t last_version_ = 0;
   std::vector<std::string> payloads_;
 };
 

@@ -135,6 +135,9 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
                                             const absl::Status& status);
   // Forgets a received request unanswered (its deadline passed unserved).
   [[nodiscard]] absl::Status AbandonRequest(CorrelationId id);
+  // Gives up on a request sent here: forgotten, and `cancel` is written on
+  // a version 2 connection (protocol::Connection::CancelRequest).
+  [[nodiscard]] absl::Status CancelRequest(CorrelationId id);
   // Says Goodbye and reads on (even when paused) until both sides are done.
   // FailedPrecondition when the protocol refuses (closed, or a server still
   // in its handshake).

@@ -17,7 +17,12 @@
 //     connection. A request the peer said it did not process (Goodbye) or
 //     whose bytes never left is always sent again;
 //   - FailedPrecondition when the peer speaks another protocol version;
+//   - Unavailable at once, for a request that does not wait for ready
+//     (PeerRequestOptions::wait_for_ready = false), when a connect attempt
+//     fails while it waits for a connection;
 //   - Cancelled when the Peer is closed or destroyed.
+// or never, when its sender gives it up with Cancel: then `done` is
+// destroyed without being called (whoever waited for it is gone).
 // A stall (no bytes move) is not a close: requests wait in bounded queues
 // until their deadline or until the keepalive declares the peer gone.
 //
@@ -101,6 +106,20 @@ struct PeerRequestOptions {
   bool wait_for_ready = true;
 };
 
+// Names one request accepted by Peer::Request, for Peer::Cancel. A Peer
+// never names two requests alike (the id is not its correlation id, which
+// changes when a request is sent again on a new connection).
+class PeerRequestId {
+ public:
+  constexpr PeerRequestId() = default;
+  constexpr explicit PeerRequestId(uint64_t value) : value_(value) {}
+  constexpr uint64_t value() const { return value_; }
+  friend constexpr bool operator==(PeerRequestId, PeerRequestId) = default;
+
+ private:
+  uint64_t value_ = 0;
+};
+
 // The outcome of one request: the reply payload (valid only during the
 // call) or why there is none.
 using ReplyCallback =
@@ -130,6 +149,10 @@ struct PeerStats {
   uint64_t retries = 0;   // sent again after a connection ended
   uint64_t replies = 0;   // outcomes that were replies or error replies
   uint64_t failures = 0;  // outcomes that were not
+  // Given up by their sender (Cancel) before an outcome: while still queued
+  // (never sent), or in flight (the protocol sends `cancel` on version 2).
+  uint64_t cancelled_queued = 0;
+  uint64_t cancelled_in_flight = 0;
   uint64_t keepalive_timeouts = 0;
   uint64_t protocol_errors = 0;  // connections closed for the peer's fault
   uint64_t requests_served = 0;  // the server's requests answered here
@@ -147,12 +170,26 @@ class Peer final : private ConnectionHandler {
   Peer& operator=(const Peer&) = delete;
 
   // Sends a request; see the class comment for the outcomes `done` gets.
-  // Fails up front, without calling `done`: FailedPrecondition when closed,
-  // ResourceExhausted when the queue is full, DeadlineExceeded when the
-  // deadline has passed.
-  [[nodiscard]] absl::Status Request(std::string payload,
-                                     const PeerRequestOptions& options,
-                                     ReplyCallback done);
+  // Returns its id, for Cancel. Fails up front, without calling `done`:
+  // FailedPrecondition when closed, ResourceExhausted when the queue is
+  // full, DeadlineExceeded when the deadline has passed, and Unavailable
+  // (with the last error) for a request that does not wait for ready while
+  // the peer is unreachable: the last connect attempt failed (the TCP
+  // connect, or the connection ended before its handshake) and none has
+  // succeeded since. A first connect still in progress, or a reconnect
+  // after a handshaken connection ended, is waited for (gRPC's fail-fast
+  // rule); such a request fails Unavailable as soon as that attempt fails.
+  [[nodiscard]] absl::StatusOr<PeerRequestId> Request(
+      std::string payload, const PeerRequestOptions& options,
+      ReplyCallback done);
+  // The sender gives up on request `id`: no outcome follows, and its `done`
+  // is destroyed here without being called. A request still queued is
+  // removed and never sent; one in flight is forgotten, and on a version 2
+  // connection the protocol sends `cancel` for it (on version 1, nothing:
+  // the server answers, and the reply is dropped as unknown). Does nothing
+  // when the request has had its outcome (or is not this Peer's), so it is
+  // safe to call whenever the waiter goes away. Never calls back.
+  void Cancel(PeerRequestId id);
   // Sends a message that expects no answer, queued like a request. It is
   // sent at most once: lost if the connection dies before it is written.
   [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint, std::string payload);
@@ -188,6 +225,7 @@ class Peer final : private ConnectionHandler {
     PeerRequestOptions options;
     ReplyCallback done;    // empty for one-way messages
     bool written = false;  // was written on some connection
+    uint64_t id = 0;       // the PeerRequestId's value; 0 for one-way
   };
 
   // ConnectionHandler.
@@ -205,6 +243,9 @@ class Peer final : private ConnectionHandler {
   void OnTimer();
   void ArmTimer();
   void ExpireQueued(absl::Time now);
+  // A connect attempt failed: fails the queued requests that do not wait
+  // for ready.
+  void FailFast();
   void Complete(Pending& p, absl::StatusOr<absl::string_view> outcome);
   // Sends `p` on the connection; on failure `p` is left intact.
   [[nodiscard]] absl::Status Submit(Pending& p);
@@ -244,9 +285,19 @@ class Peer final : private ConnectionHandler {
   // and go before requests that were never sent.
   size_t retry_position_ = 0;
 
+  // Fail fast: the last connect attempt failed and none succeeded since.
+  bool unreachable_ = false;
+  // The current connection completed its handshake.
+  bool handshaken_ = false;
+  uint64_t last_request_id_ = 0;
+
   std::deque<Pending> queue_;
   size_t queued_bytes_ = 0;
+  // By correlation id (the current connection's).
   absl::flat_hash_map<uint64_t, Pending> in_flight_;
+  // PeerRequestId value -> correlation id, of the requests in in_flight_,
+  // for Cancel.
+  absl::flat_hash_map<uint64_t, uint64_t> in_flight_ids_;
 };
 
 absl::string_view PeerStateName(PeerState state);

@@ -21,8 +21,12 @@
 //
 // Laziness: Request encodes `req` at once (so it may be a temporary), and
 // sends it when the returned Task starts (is awaited, spawned or selected).
-// Destroying the Task before that sends nothing; destroying it after (losing
-// a Select, cancellation) abandons the wait, not the request: the server may
+// Destroying the Task before that sends nothing; destroying it after, and
+// before its outcome (losing a Select, WithCancellation, a TaskScope
+// cleared), cancels the request (driver::Peer::Cancel): one still queued is
+// never sent; one already written is forgotten, and on a version 2
+// connection the server is told (`cancel`, DESIGN.md section 5), so it can
+// drop it or signal its handler. On a version 1 connection the server may
 // still process it, and its reply is dropped.
 //
 // Ownership and lifetime: the transport owns its Peers; it borrows the Loop,
@@ -78,8 +82,8 @@ class ClientTransport {
   driver::Task<absl::StatusOr<Reply>> Request(const driver::Address& address,
                                               const Req& req,
                                               RequestOptions options = {}) {
-    return internal::Call<Reply>(loop_, EncodeToString(req),
-                                 Sender{this, address, options});
+    return internal::CancellableCall<Reply>(loop_, EncodeToString(req),
+                                            Sender{this, address, options});
   }
 
   // Calls `method` at `to` (DESIGN.md section 5, "Named endpoints"): sends
@@ -102,8 +106,8 @@ class ClientTransport {
     absl::StatusOr<std::string> payload =
         CheckMethod(method.name(), method.token());
     if (payload.ok()) payload = EncodeToString(request);
-    return internal::Call<ReplyIn>(loop_, std::move(payload),
-                                   Sender{this, to, options});
+    return internal::CancellableCall<ReplyIn>(loop_, std::move(payload),
+                                              Sender{this, to, options});
   }
 
   // Sends a one-way message (no reply) to `address`'s `endpoint`, queued
@@ -146,18 +150,28 @@ class ClientTransport {
   size_t peer_count() const { return peers_.size(); }
 
  private:
-  // How internal::Call hands a request to the Peer for `address`.
+  // A request sent to a Peer, to cancel when its task goes first. The
+  // Peer outlives the task: the transport keeps its Peers until destroyed,
+  // and tasks must go before it.
+  struct SentRequest {
+    driver::Peer* peer;
+    driver::PeerRequestId id;
+    void Cancel() const { peer->Cancel(id); }
+  };
+  // How internal::CancellableCall hands a request to the Peer for `address`.
   struct Sender {
     ClientTransport* transport;
     driver::Address address;
     RequestOptions options;
-    [[nodiscard]] absl::Status operator()(std::string payload,
-                                          driver::ReplyCallback done) const {
+    [[nodiscard]] absl::StatusOr<SentRequest> operator()(
+        std::string payload, driver::ReplyCallback done) const {
       absl::StatusOr<driver::Peer*> peer = transport->PeerFor(address);
       if (!peer.ok()) return peer.status();
-      return (*peer)->Request(std::move(payload),
-                              transport->ToPeerOptions(options),
-                              std::move(done));
+      absl::StatusOr<driver::PeerRequestId> id =
+          (*peer)->Request(std::move(payload),
+                           transport->ToPeerOptions(options), std::move(done));
+      if (!id.ok()) return id.status();
+      return SentRequest{*peer, *id};
     }
   };
 

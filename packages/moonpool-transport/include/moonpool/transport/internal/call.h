@@ -1,7 +1,10 @@
 // internal::Call is the one await of a request's outcome, shared by
-// ClientTransport::Request (to a server) and ServerTransport::Request (to a
-// client on one of its connections): the payload encoded up front, sent
-// when the task starts, and the reply decoded through Codec<Reply>.
+// ClientTransport::Request and Call (to a server) and ServerTransport::Request
+// (to a client on one of its connections): the payload encoded up front,
+// sent when the task starts, and the reply decoded through Codec<Reply>.
+// Destroying the task before its outcome cancels the request, where the
+// sender gives a way to (ClientTransport: Peer::Cancel, which sends `cancel`
+// on a version 2 connection).
 //
 // Not API: the transports' Request templates are.
 #ifndef MOONPOOL_TRANSPORT_INTERNAL_CALL_H_
@@ -31,6 +34,22 @@ template <Payload T>
 
 namespace internal {
 
+// The callback that fulfils `promise` with the decoded reply. It holds one
+// pointer (the promise): AnyInvocable keeps it inline, so a request
+// allocates nothing beyond its payload.
+template <typename Reply>
+driver::ReplyCallback Fulfil(driver::Promise<Reply> promise) {
+  return driver::ReplyCallback(
+      [promise = std::move(promise)](
+          absl::StatusOr<absl::string_view> reply) mutable {
+        if (!reply.ok()) {
+          promise.Set(reply.status());
+        } else {
+          promise.Set(Codec<Reply>::Decode(*reply));
+        }
+      });
+}
+
 // `send(payload, done)` hands the request to a Peer or a connection and
 // returns its up-front failure; `done` then gets the outcome exactly once.
 template <typename Reply, typename Send>
@@ -40,21 +59,49 @@ driver::Task<absl::StatusOr<Reply>> Call(driver::Loop& loop,
   if (!payload.ok()) co_return payload.status();
   std::pair<driver::Promise<Reply>, driver::Future<Reply>> channel =
       driver::MakePromise<Reply>(loop);
-  // The callback holds one pointer (the promise): AnyInvocable keeps it
-  // inline, so a request allocates nothing beyond its payload.
   absl::Status sent =
-      send(std::move(*payload),
-           driver::ReplyCallback(
-               [promise = std::move(channel.first)](
-                   absl::StatusOr<absl::string_view> reply) mutable {
-                 if (!reply.ok()) {
-                   promise.Set(reply.status());
-                 } else {
-                   promise.Set(Codec<Reply>::Decode(*reply));
-                 }
-               }));
+      send(std::move(*payload), Fulfil<Reply>(std::move(channel.first)));
   if (!sent.ok()) co_return sent;
   co_return co_await std::move(channel.second);
+}
+
+// Cancels a sent request when the task that awaits it is destroyed first.
+template <typename Handle>
+class CancelOnDestroy {
+ public:
+  explicit CancelOnDestroy(Handle handle) : handle_(std::move(handle)) {}
+  CancelOnDestroy(const CancelOnDestroy&) = delete;
+  CancelOnDestroy& operator=(const CancelOnDestroy&) = delete;
+  ~CancelOnDestroy() {
+    if (armed_) handle_.Cancel();
+  }
+  void Disarm() { armed_ = false; }
+
+ private:
+  Handle handle_;
+  bool armed_ = true;
+};
+
+// The same with a cancellable send: `send(payload, done)` returns
+// absl::StatusOr<Handle>, and `handle.Cancel()` gives the request up. It is
+// called when the task is destroyed after sending and before resuming with
+// the outcome; it must then destroy `done` uncalled, or do nothing if the
+// outcome was delivered already (the task may be destroyed between the
+// outcome and its resumption).
+template <typename Reply, typename Send>
+driver::Task<absl::StatusOr<Reply>> CancellableCall(
+    driver::Loop& loop, absl::StatusOr<std::string> payload, Send send) {
+  if (!payload.ok()) co_return payload.status();
+  std::pair<driver::Promise<Reply>, driver::Future<Reply>> channel =
+      driver::MakePromise<Reply>(loop);
+  auto handle =
+      send(std::move(*payload), Fulfil<Reply>(std::move(channel.first)));
+  if (!handle.ok()) co_return handle.status();
+  CancelOnDestroy<typename decltype(handle)::value_type> cancel(
+      std::move(*handle));
+  absl::StatusOr<Reply> outcome = co_await std::move(channel.second);
+  cancel.Disarm();
+  co_return outcome;
 }
 
 }  // namespace internal
