@@ -31,8 +31,11 @@ absl::string_view PeerStateName(PeerState state) {
   return "unknown";
 }
 
-Peer::Peer(Loop& loop, Address address, PeerOptions options)
-    : loop_(loop), address_(address), options_(std::move(options)) {
+Peer::Peer(Loop& loop, HostPort target, PeerOptions options)
+    : loop_(loop),
+      address_(std::move(target)),
+      current_(address_.literal().value_or(Address())),
+      options_(std::move(options)) {
   options_.connection.role = protocol::Role::kClient;
   options_.connection.ids = &ids_;
   if (options_.connection.incarnation == 0) options_.connection.incarnation = 1;
@@ -189,12 +192,57 @@ void Peer::Complete(Pending& p, absl::StatusOr<absl::string_view> outcome) {
 
 void Peer::StartConnect() {
   state_ = PeerState::kConnecting;
+  candidates_.clear();
+  next_candidate_ = 0;
+  if (address_.is_literal()) {
+    candidates_.push_back(*address_.literal());
+    ConnectNext();
+    return;
+  }
+  // A name: looked up again on every attempt, so a server that moved is
+  // found on the next reconnect (no cache here; the system's resolver has
+  // its own).
+  ++stats_.resolutions;
+  absl::StatusOr<std::unique_ptr<Resolution>> r =
+      loop_.Resolve(address_.host(), address_.port(),
+                    [this](absl::StatusOr<std::vector<Address>> addresses) {
+                      OnResolved(std::move(addresses));
+                    });
+  if (!r.ok()) {
+    ++stats_.resolve_failures;
+    ScheduleReconnect(r.status());
+    return;
+  }
+  resolving_ = std::move(*r);
+  // Bounded like a connect, and (OnTimer) never past a queued request's
+  // deadline: a lookup still running when the request it was for gives up
+  // would leave that request's Unavailable without a reason.
+  connect_deadline_ = loop_.Now() + options_.connect_timeout;
+  ArmTimer();
+}
+
+void Peer::OnResolved(absl::StatusOr<std::vector<Address>> addresses) {
+  // Destroying the handle inside its own callback is allowed (loop.h).
+  resolving_.reset();
+  connect_deadline_ = absl::InfiniteFuture();
+  if (!addresses.ok()) {
+    ++stats_.resolve_failures;
+    ScheduleReconnect(addresses.status());
+    return;
+  }
+  candidates_ = std::move(*addresses);
+  next_candidate_ = 0;
+  ConnectNext();
+}
+
+void Peer::ConnectNext() {
+  current_ = candidates_[next_candidate_++];
   ++stats_.connect_attempts;
   absl::StatusOr<std::unique_ptr<Stream>> stream = loop_.Connect(
-      address_,
+      current_,
       [this](absl::Status status) { OnConnected(std::move(status)); });
   if (!stream.ok()) {
-    ScheduleReconnect(stream.status());
+    ConnectFailed(stream.status());
     return;
   }
   connecting_ = std::move(*stream);
@@ -202,11 +250,27 @@ void Peer::StartConnect() {
   ArmTimer();
 }
 
+void Peer::ConnectFailed(const absl::Status& why) {
+  connecting_.reset();
+  connect_deadline_ = absl::InfiniteFuture();
+  if (next_candidate_ < candidates_.size()) {
+    ConnectNext();
+    return;
+  }
+  if (candidates_.size() <= 1) {
+    ScheduleReconnect(why);
+    return;
+  }
+  ScheduleReconnect(absl::Status(
+      why.code(),
+      absl::StrCat("every address of ", address_.ToString(), " failed (",
+                   candidates_.size(), " tried); the last: ", why.message())));
+}
+
 void Peer::OnConnected(absl::Status status) {
   connect_deadline_ = absl::InfiniteFuture();
   if (!status.ok()) {
-    connecting_.reset();
-    ScheduleReconnect(status);
+    ConnectFailed(status);
     return;
   }
   ++stats_.connections;
@@ -475,12 +539,25 @@ void Peer::FailFast() {
 
 void Peer::OnTimer() {
   const absl::Time now = loop_.Now();
-  if (state_ == PeerState::kConnecting && now >= connect_deadline_) {
+  bool request_expired = false;
+  for (const Pending& p : queue_) request_expired |= p.options.deadline <= now;
+  if (state_ == PeerState::kConnecting &&
+      (now >= connect_deadline_ ||
+       (resolving_ != nullptr && request_expired))) {
     connect_deadline_ = absl::InfiniteFuture();
-    connecting_.reset();
-    ScheduleReconnect(absl::UnavailableError(
-        absl::StrCat("connect to ", address_.ToString(), " timed out after ",
-                     absl::FormatDuration(options_.connect_timeout))));
+    if (resolving_ != nullptr) {
+      // Abandoned: its answer, if it ever comes, is not called back.
+      resolving_.reset();
+      ++stats_.resolve_failures;
+      ScheduleReconnect(absl::UnavailableError(
+          absl::StrCat("resolving ", address_.host(),
+                       ": no answer in time (the connect "
+                       "timeout or a queued request's deadline came first)")));
+    } else {
+      ConnectFailed(absl::UnavailableError(
+          absl::StrCat("connect to ", current_.ToString(), " timed out after ",
+                       absl::FormatDuration(options_.connect_timeout))));
+    }
   }
   if (state_ == PeerState::kBackingOff && now >= reconnect_at_) {
     reconnect_at_ = absl::InfiniteFuture();
@@ -498,6 +575,7 @@ void Peer::Close() {
   state_ = PeerState::kClosed;
   timer_->Stop();
   pump_timer_->Stop();
+  resolving_.reset();
   connecting_.reset();
   if (driver_ != nullptr) {
     (void)driver_->SendGoodbye("client closed");

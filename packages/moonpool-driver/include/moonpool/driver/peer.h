@@ -1,9 +1,9 @@
-// Peer drives one protocol Connection toward one address over a Loop:
-// connect, handshake, a read pump into the protocol, a write pump out of it,
-// the protocol's timer armed on the loop, reconnection with exponential
-// backoff and jitter, and the request queue kept across a stall and across a
-// reconnect. It is moonpool's FlowTransport "Peer": the client side of one
-// link.
+// Peer drives one protocol Connection toward one server over a Loop:
+// resolve its name, connect, handshake, a read pump into the protocol, a write
+// pump out of it, the protocol's timer armed on the loop, reconnection with
+// exponential backoff and jitter, and the request queue kept across a stall and
+// across a reconnect. It is moonpool's FlowTransport "Peer": the client side of
+// one link.
 //
 // What it guarantees (DESIGN.md section 6), for every Request accepted:
 // `done` runs exactly once, on the loop's thread, never inside Request, with
@@ -31,6 +31,15 @@
 // send requests on it too: they go to the PeerRequestHandler set with
 // SetRequestHandler (answered Unimplemented while there is none).
 //
+// The server is a HostPort (host_port.h): an IP literal is connected to as
+// it is; a name is resolved through Loop::Resolve on every connect attempt
+// (so a name that moves is followed on the next reconnect), the lookup
+// bounded by the connect timeout and by the earliest queued request's
+// deadline, and then every address it gave is tried in order until one
+// connects (each try is a connect attempt of its own, with its own connect
+// timeout). A failed or timed-out lookup is a failed attempt: backoff as
+// for a refused connect, last_error() "resolving db1: ...".
+//
 // What it is not: a listener (ServerTransport accepts), or thread-safe.
 // Lifetime: owned by its creator; must be destroyed before its Loop.
 // Destroying it closes it (Cancelled to everything pending).
@@ -43,6 +52,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
@@ -52,6 +62,7 @@
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/connection_driver.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/loop.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
@@ -142,8 +153,10 @@ class PeerRequestHandler {
 };
 
 struct PeerStats {
-  uint64_t connect_attempts = 0;
-  uint64_t connections = 0;  // established (TCP connected)
+  uint64_t resolutions = 0;       // name lookups started (none for a literal)
+  uint64_t resolve_failures = 0;  // lookups failed or timed out
+  uint64_t connect_attempts = 0;  // TCP connects, one per address tried
+  uint64_t connections = 0;       // established (TCP connected)
   uint64_t handshakes = 0;
   uint64_t requests = 0;  // accepted by Request
   uint64_t retries = 0;   // sent again after a connection ended
@@ -162,8 +175,9 @@ enum class PeerState { kConnecting, kConnected, kBackingOff, kClosed };
 
 class Peer final : private ConnectionHandler {
  public:
-  // Starts connecting at once.
-  Peer(Loop& loop, Address address, PeerOptions options = {});
+  // Starts connecting (or resolving) at once. An Address converts to a
+  // HostPort, so Peer(loop, address) is the literal case.
+  Peer(Loop& loop, HostPort target, PeerOptions options = {});
   ~Peer();
 
   Peer(const Peer&) = delete;
@@ -212,7 +226,12 @@ class Peer final : private ConnectionHandler {
   void Close();
 
   PeerState state() const { return state_; }
-  const Address& address() const { return address_; }
+  // The server as given.
+  const HostPort& target() const { return address_; }
+  // The address connected to, or being tried, or tried last: the literal
+  // from the start for a literal target, Address() for a name before its
+  // first lookup answered.
+  const Address& address() const { return current_; }
   const PeerStats& stats() const { return stats_; }
   // The last reason a connection attempt or connection ended.
   const absl::Status& last_error() const { return last_error_; }
@@ -234,6 +253,11 @@ class Peer final : private ConnectionHandler {
   void OnClosed(const absl::Status& status) override;
 
   void StartConnect();
+  // Tries candidates_[next_candidate_], the next address of the last lookup.
+  void ConnectNext();
+  void OnResolved(absl::StatusOr<std::vector<Address>> addresses);
+  // A connect to `current_` failed: the next address, or a backoff.
+  void ConnectFailed(const absl::Status& why);
   void OnConnected(absl::Status status);
   void ScheduleReconnect(const absl::Status& why);
   void OnReply(protocol::ReplyReceived& reply);
@@ -259,7 +283,13 @@ class Peer final : private ConnectionHandler {
   absl::Time ResolveDeadline(absl::Time deadline) const;
 
   Loop& loop_;
-  const Address address_;
+  // The target (named address_ for the messages that print it).
+  const HostPort address_;
+  Address current_;
+  // The lookup in progress, and the addresses of the last one still to try.
+  std::unique_ptr<Resolution> resolving_;
+  std::vector<Address> candidates_;
+  size_t next_candidate_ = 0;
   PeerOptions options_;
   CorrelationIdGenerator ids_;
   PeerState state_ = PeerState::kConnecting;
