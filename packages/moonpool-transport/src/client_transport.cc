@@ -18,7 +18,7 @@ class ClientTransport::Server {
       : handler_(std::move(handler)), scope_(loop, [](absl::Status) {}) {}
 
   void Attach(driver::Peer& peer) {
-    auto& adapter = adapters_[peer.address()];
+    auto& adapter = adapters_[peer.target()];
     if (adapter == nullptr) adapter = std::make_unique<Adapter>(*this, peer);
     peer.SetRequestHandler(adapter.get());
   }
@@ -58,7 +58,9 @@ class ClientTransport::Server {
   }
 
   ClientRequestHandler handler_;
-  absl::flat_hash_map<driver::Address, std::unique_ptr<Adapter>> adapters_;
+  // By the Peer's target: a Peer keeps it, while the address it reaches
+  // may change with each lookup.
+  absl::flat_hash_map<driver::HostPort, std::unique_ptr<Adapter>> adapters_;
   driver::TaskScope scope_;
 };
 
@@ -91,7 +93,7 @@ void ClientTransport::Close() {
   // In address order: walking the hashed table directly would close the
   // connections in an order that varies between runs (absl salts its
   // hashes), which breaks replay under simulation.
-  std::vector<std::pair<driver::Address, driver::Peer*>> by_address;
+  std::vector<std::pair<driver::HostPort, driver::Peer*>> by_address;
   by_address.reserve(peers_.size());
   for (auto& [address, peer] : peers_)
     by_address.emplace_back(address, peer.get());
@@ -101,13 +103,13 @@ void ClientTransport::Close() {
 }
 
 const driver::Peer* ClientTransport::peer(
-    const driver::Address& address) const {
+    const driver::HostPort& address) const {
   auto it = peers_.find(address);
   return it == peers_.end() ? nullptr : it->second.get();
 }
 
 absl::StatusOr<driver::Peer*> ClientTransport::PeerFor(
-    const driver::Address& address) {
+    const driver::HostPort& address) {
   if (closed_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "client transport is closed (request to ", address.ToString(), ")"));
@@ -144,7 +146,7 @@ driver::PeerRequestOptions ClientTransport::ToPeerOptions(
   return p;
 }
 
-absl::Status ClientTransport::SendEncoded(const driver::Address& address,
+absl::Status ClientTransport::SendEncoded(const driver::HostPort& address,
                                           std::string payload,
                                           Endpoint endpoint) {
   absl::StatusOr<driver::Peer*> peer = PeerFor(address);

@@ -1,7 +1,11 @@
 // ClientTransport sends typed requests to any number of servers over one
-// Loop: one driver::Peer per address (made on first use, kept until Close),
-// each with its own connection, reconnection and queue. Requests are
-// self-driving coroutines: nothing to tick or poll.
+// Loop: one driver::Peer per server (made on first use, kept until Close),
+// each with its own connection, reconnection and queue. A server is a
+// driver::HostPort: an Address converts to one, and a host name
+// (HostPort::Parse("db1.example:4500")) is resolved through the Loop on
+// every connect attempt, every address it gives tried in order (peer.h).
+// A name and the literal it resolves to are two servers, two Peers. Requests
+// are self-driving coroutines: nothing to tick or poll.
 //
 //   ClientTransport client(loop);
 //   absl::StatusOr<std::string> reply =
@@ -48,6 +52,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/loop.h"
 #include "moonpool/driver/peer.h"
 #include "moonpool/driver/promise.h"
@@ -79,7 +84,7 @@ class ClientTransport {
   // Sends `req` to `address` and yields the decoded reply or why there is
   // none (see the class comment).
   template <Decodable Reply, Payload Req>
-  driver::Task<absl::StatusOr<Reply>> Request(const driver::Address& address,
+  driver::Task<absl::StatusOr<Reply>> Request(const driver::HostPort& address,
                                               const Req& req,
                                               RequestOptions options = {}) {
     return internal::CancellableCall<Reply>(loop_, EncodeToString(req),
@@ -97,7 +102,7 @@ class ClientTransport {
   // its token is 0.
   template <MethodMessage Req, MethodMessage Rep>
   driver::Task<absl::StatusOr<typename Method<Req, Rep>::ReplyIn>> Call(
-      const driver::Address& to, const Method<Req, Rep>& method,
+      const driver::HostPort& to, const Method<Req, Rep>& method,
       const typename Method<Req, Rep>::RequestOut& request,
       RequestOptions options = {}) {
     using ReplyIn = typename Method<Req, Rep>::ReplyIn;
@@ -115,7 +120,7 @@ class ClientTransport {
   // before it is written. FailedPrecondition after Close, ResourceExhausted
   // when the peer's queue is full.
   template <Payload T>
-  [[nodiscard]] absl::Status Send(const driver::Address& address,
+  [[nodiscard]] absl::Status Send(const driver::HostPort& address,
                                   const T& message,
                                   Endpoint endpoint = kDefaultEndpoint) {
     std::string payload;
@@ -123,7 +128,7 @@ class ClientTransport {
     return SendEncoded(address, std::move(payload), endpoint);
   }
   // The same with the payload bytes as they are.
-  [[nodiscard]] absl::Status SendEncoded(const driver::Address& address,
+  [[nodiscard]] absl::Status SendEncoded(const driver::HostPort& address,
                                          std::string payload,
                                          Endpoint endpoint = kDefaultEndpoint);
 
@@ -146,7 +151,7 @@ class ClientTransport {
 
   // The Peer for `address`, or nullptr if none was made yet. For stats and
   // diagnostics; do not Close it behind the transport's back.
-  const driver::Peer* peer(const driver::Address& address) const;
+  const driver::Peer* peer(const driver::HostPort& address) const;
   size_t peer_count() const { return peers_.size(); }
 
  private:
@@ -161,7 +166,7 @@ class ClientTransport {
   // How internal::CancellableCall hands a request to the Peer for `address`.
   struct Sender {
     ClientTransport* transport;
-    driver::Address address;
+    driver::HostPort address;
     RequestOptions options;
     [[nodiscard]] absl::StatusOr<SentRequest> operator()(
         std::string payload, driver::ReplyCallback done) const {
@@ -180,13 +185,13 @@ class ClientTransport {
   [[nodiscard]] static absl::StatusOr<std::string> CheckMethod(
       absl::string_view name, Endpoint token);
   [[nodiscard]] absl::StatusOr<driver::Peer*> PeerFor(
-      const driver::Address& address);
+      const driver::HostPort& address);
   driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;
 
   driver::Loop& loop_;
   ClientOptions options_;
   bool closed_ = false;
-  absl::flat_hash_map<driver::Address, std::unique_ptr<driver::Peer>> peers_;
+  absl::flat_hash_map<driver::HostPort, std::unique_ptr<driver::Peer>> peers_;
   // Serve: the handler, the adapters the Peers call, and the handler tasks.
   class Server;
   std::unique_ptr<Server> server_;
