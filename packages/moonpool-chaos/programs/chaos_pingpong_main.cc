@@ -64,6 +64,7 @@
 #include "moonpool/chaos/seed_runner.h"
 #include "moonpool/chaos/sim_random.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
@@ -73,7 +74,9 @@
 #include "moonpool/transport/program_flags.h"
 #include "moonpool/transport/request_options.h"
 
-ABSL_FLAG(std::string, connect, "", "HOST:PORT of the echo server (required)");
+ABSL_FLAG(std::string, connect, "",
+          "HOST:PORT of the echo server, HOST a name or an IP literal "
+          "(required)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the fault decisions");
 ABSL_FLAG(std::string, config, "storm",
           "random (drawn from the seed), none, storm (every fault kind, "
@@ -95,6 +98,7 @@ using moonpool::chaos::FaultCounts;
 using moonpool::chaos::FaultyLoop;
 using moonpool::chaos::SimRandom;
 using moonpool::driver::Address;
+using moonpool::driver::HostPort;
 using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
@@ -207,7 +211,7 @@ struct Phase {
 struct Run {
   FaultyLoop* loop = nullptr;
   Flags flags;
-  Address server;
+  HostPort server;
   uint64_t next_id = 0;
   Phase* current = nullptr;  // the phase running
   // The signal that ended the run early (0: none), and whether a second
@@ -329,7 +333,7 @@ std::string PhaseJson(const Phase& p) {
 
 int main(int argc, char** argv) {
   const Flags flags = ReadFlags(argc, argv);
-  absl::StatusOr<Address> server = Address::Parse(flags.connect);
+  absl::StatusOr<HostPort> server = HostPort::Parse(flags.connect);
   if (!server.ok()) UsageError(kProgram, server.status().ToString());
 
   ChaosConfig chaos;

@@ -55,6 +55,7 @@
 #include "absl/time/time.h"
 #include "echo_service.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/peer.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
@@ -66,7 +67,8 @@
 #include "moonpool/transport/request_options.h"
 
 ABSL_FLAG(std::string, connect, "",
-          "HOST:PORT of the server to load (default: an echo server in this "
+          "HOST:PORT of the server to load, HOST a name or an IP literal "
+          "(default: an echo server in this "
           "process, on its own thread and loop)");
 ABSL_FLAG(size_t, connections, 1, "connections, one ClientTransport each");
 ABSL_FLAG(size_t, in_flight, 1, "requests kept in flight per connection");
@@ -85,6 +87,7 @@ ABSL_FLAG(std::string, json, "", "also write the summary to this file as JSON");
 namespace {
 
 using moonpool::driver::Address;
+using moonpool::driver::HostPort;
 using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
@@ -194,7 +197,7 @@ class Histogram {
 struct Run {
   UvLoop* loop = nullptr;
   Flags flags;
-  Address server;
+  HostPort server;
   absl::Time end;  // no request starts after this (loop clock)
   size_t live_workers = 0;
   uint64_t next_id = 0;
@@ -330,9 +333,10 @@ int main(int argc, char** argv) {
   const Flags flags = ReadFlags(argc, argv);
 
   moonpool::examples::EchoServerThread server_thread;
-  Address server;
+  // A name (resolved by the client's loop on each connect) or a literal.
+  HostPort server;
   if (!flags.connect.empty()) {
-    absl::StatusOr<Address> a = Address::Parse(flags.connect);
+    absl::StatusOr<HostPort> a = HostPort::Parse(flags.connect);
     if (!a.ok()) UsageError(kProgram, a.status().ToString());
     server = *a;
   } else {
