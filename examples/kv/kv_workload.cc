@@ -1,0 +1,596 @@
+// "kv": one server host runs KeyValueService; several client hosts call
+// Get, Put and Delete (typed calls: ClientTransport::Call) on a few keys,
+// under the seed's faults and server restarts (the host killed and
+// restarted, or the server closed gracefully and started again); the store
+// lives in memory, so each restart empties it. Then the faults stop and a
+// quiet phase reads back what it writes.
+//
+// Invariants (a failure names one):
+//   kv.outcome_kind       every call ends in OK or in an outcome DESIGN.md
+//                         section 6 allows it: DeadlineExceeded,
+//                         Unavailable, and Aborted only for Put (Get and
+//                         Delete are idempotent: sent again instead) or for
+//                         a fail-fast call (wait_for_ready = false: its
+//                         retry fails at once while the server is down);
+//   kv.one_outcome        exactly one outcome per call;
+//   kv.get_value_was_put  a Get that finds a value finds one that some Put
+//                         of that key sent (values are unique per Put);
+//   kv.restart_empties_store  after the server restarted with no Put since,
+//                         a Get finds nothing;
+//   kv.read_back          in the quiet phase (faults off, no restart), an
+//                         acknowledged Put is read back by the next Get, a
+//                         Delete after it finds the key, and a Get after
+//                         that finds nothing;
+//   kv.quiet_liveness     every quiet call succeeds;
+//   kv.no_hang            every phase ends within its virtual-time budget.
+//
+// Coverage (Sometimes; a sweep requires each to hold at least once): each
+// outcome kind (kv.outcome.*), fail-fast calls failing at once while the
+// server is down (kv.outcome.unavailable_fail_fast), calls abandoned by
+// their caller (kv.call.abandoned: the cancel travels to the server), Gets
+// that find and miss, Deletes that find, both restart kinds, and the quiet
+// phase's read after a restart finding the store empty.
+#include "kv_workload.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "kv.capnp.h"
+#include "kv_methods.h"
+#include "kv_service.h"
+#include "moonpool/chaos/sim_host.h"
+#include "moonpool/chaos/sim_loop.h"
+#include "moonpool/chaos/sim_random.h"
+#include "moonpool/chaos/sometimes.h"
+#include "moonpool/chaos/workload.h"
+#include "moonpool/driver/address.h"
+#include "moonpool/driver/select.h"
+#include "moonpool/driver/sleep.h"
+#include "moonpool/driver/task.h"
+#include "moonpool/driver/task_scope.h"
+#include "moonpool/transport/capnp_message.h"
+#include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/request_options.h"
+#include "moonpool/transport/server_options.h"
+#include "moonpool/transport/server_transport.h"
+
+ABSL_FLAG(int, kv_clients, 3, "kv workload: client hosts");
+ABSL_FLAG(int, kv_ops, 30, "kv workload: calls per client in the chaos phase");
+ABSL_FLAG(int, kv_keys, 4, "kv workload: keys the clients share");
+
+namespace kv {
+namespace {
+
+using moonpool::chaos::SimHost;
+using moonpool::chaos::SimLoop;
+using moonpool::chaos::SimRandom;
+using moonpool::chaos::Sometimes;
+using moonpool::chaos::WorkloadContext;
+using moonpool::driver::Address;
+using moonpool::driver::Task;
+using moonpool::driver::TaskScope;
+using moonpool::transport::CapnpMessage;
+using moonpool::transport::ClientTransport;
+using moonpool::transport::RequestOptions;
+using moonpool::transport::ServerOptions;
+using moonpool::transport::ServerTransport;
+
+constexpr uint16_t kPort = 4500;
+constexpr char kServerIp[] = "10.0.5.1";
+// Long enough for every stall drawn in the chaos phase to release and for
+// keepalive (4 s) to end connections the chaos left silent, so nothing sent
+// in the chaos phase reaches the server in the quiet one.
+constexpr absl::Duration kQuietSettle = absl::Seconds(10);
+constexpr absl::Duration kQuietTimeout = absl::Seconds(20);
+constexpr absl::Duration kPhaseBudget = absl::Seconds(300);
+
+// Declared up front so that one never reached shows as a coverage hole.
+constexpr absl::string_view kCoveragePoints[] = {
+    "kv.outcome.ok",          "kv.outcome.deadline_exceeded",
+    "kv.outcome.unavailable", "kv.outcome.unavailable_fail_fast",
+    "kv.outcome.aborted_put", "kv.call.abandoned",
+    "kv.get.found",           "kv.get.not_found",
+    "kv.delete.existed",      "kv.restart.abrupt",
+    "kv.restart.graceful",    "kv.quiet.read_after_restart_empty",
+};
+
+enum class Op : uint8_t { kGet, kPut, kDelete };
+
+absl::string_view OpName(Op op) {
+  switch (op) {
+    case Op::kGet:
+      return "Get";
+    case Op::kPut:
+      return "Put";
+    case Op::kDelete:
+      return "Delete";
+  }
+  return "?";
+}
+
+kj::ArrayPtr<const kj::byte> AsBytes(const std::string& s) {
+  return kj::arrayPtr(s.data(), s.size()).asBytes();
+}
+
+// What a call ended in, as the workload sees it.
+struct Outcome {
+  absl::Status status;
+  bool abandoned = false;  // its caller stopped waiting (destroyed the call)
+  bool found = false;      // Get: found; Delete: existed
+  std::string value;       // Get, when found
+};
+
+struct ServerProcess {
+  // Declared first, destroyed last: the transport's handlers call into it.
+  std::unique_ptr<KeyValueService> service;
+  std::unique_ptr<ServerTransport> transport;
+};
+
+struct ClientSlot {
+  SimHost* host = nullptr;
+  std::unique_ptr<ClientTransport> transport;
+  std::unique_ptr<TaskScope> tasks;
+  uint64_t next_seq = 1;
+};
+
+class KvRun {
+ public:
+  KvRun(SimLoop& sim, int clients, int ops, int keys)
+      : sim_(sim), clients_n_(clients), ops_(ops), keys_(keys) {}
+
+  absl::Status Execute(WorkloadContext& ctx);
+
+ private:
+  void Fail(absl::Status s) {
+    if (failure_.ok()) failure_ = std::move(s);
+  }
+  std::string Key(int k) const { return absl::StrCat("k", k); }
+  absl::Status StartServer();
+  void StopServerNow();
+  Task<void> Restart(bool abrupt);
+  Task<void> Controller();
+  Task<void> Lane(int c);
+  // One call of `op` on key `k` by client `c`; `value` for a Put.
+  Task<Outcome> Call(int c, Op op, const std::string& key,
+                     const std::string& value, RequestOptions options,
+                     absl::Duration abandon_after);
+  void CheckChaosOutcome(int c, Op op, const std::string& key,
+                         const std::string& value, const RequestOptions& o,
+                         const Outcome& out);
+  Task<void> QuietKey(int k);
+  void Teardown();
+
+  SimLoop& sim_;
+  const int clients_n_, ops_, keys_;
+  absl::Status failure_;
+  SimHost* server_host_ = nullptr;
+  Address server_address_;
+  std::unique_ptr<ServerProcess> server_;
+  uint64_t incarnation_ = 0;
+  std::vector<ClientSlot> clients_;
+  std::unique_ptr<TaskScope> control_;
+  // Every value any Put sent, per key (sent: it may have been applied).
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> put_;
+  uint64_t calls_ = 0, outcomes_ = 0, oks_ = 0;
+  int lanes_done_ = 0, quiet_done_ = 0;
+  bool restarts_ = false, chaos_over_ = false, controller_done_ = true;
+  // The server restarted after the last chaos call ended: the quiet phase's
+  // first Gets must find nothing.
+  bool restarted_for_quiet_ = false;
+};
+
+absl::Status KvRun::StartServer() {
+  SimRandom& rng = sim_.random_source();
+  ServerOptions so;
+  so.drain_timeout = absl::Seconds(1);
+  so.connection.incarnation = ++incarnation_;
+  auto p = std::make_unique<ServerProcess>();
+  // Sometimes slow Gets, so that restarts and abandoned calls find
+  // handlers running (and their cancellation is exercised).
+  KeyValueServiceOptions service_options;
+  if (rng.Bernoulli(0.5)) {
+    service_options.get_delay =
+        rng.UniformDuration(absl::Milliseconds(1), absl::Milliseconds(50));
+  }
+  p->service =
+      std::make_unique<KeyValueService>(*server_host_, service_options);
+  absl::StatusOr<std::unique_ptr<ServerTransport>> t =
+      ServerTransport::Bind(*server_host_, server_address_, so);
+  if (!t.ok()) {
+    return absl::InternalError(
+        absl::StrCat("invariant kv.server_bind: ", "incarnation ", incarnation_,
+                     ": ", t.status().ToString()));
+  }
+  p->transport = std::move(*t);
+  if (absl::Status s = p->service->Register(*p->transport); !s.ok()) {
+    return absl::InternalError(
+        absl::StrCat("invariant kv.register: ", s.ToString()));
+  }
+  server_ = std::move(p);
+  return absl::OkStatus();
+}
+
+void KvRun::StopServerNow() {
+  if (server_ == nullptr) return;
+  server_->transport.reset();  // before the service its handlers call
+  server_.reset();
+}
+
+Task<void> KvRun::Restart(bool abrupt) {
+  SimRandom& rng = sim_.random_source();
+  sim_.TraceUser(3, incarnation_, abrupt);
+  if (abrupt) {
+    Sometimes(true, "kv.restart.abrupt");
+    (void)sim_.KillHost(kServerIp);
+    StopServerNow();  // the dead process's objects
+    co_await moonpool::driver::Sleep(
+        sim_,
+        rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(200)));
+    if (absl::Status s = sim_.RestartHost(kServerIp); !s.ok()) Fail(s);
+  } else {
+    Sometimes(true, "kv.restart.graceful");
+    co_await server_->transport->Close(/*drain=*/true);
+    StopServerNow();
+    // Down for a while: connects are refused, and fail-fast calls fail.
+    co_await moonpool::driver::Sleep(
+        sim_,
+        rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(200)));
+  }
+  if (absl::Status s = StartServer(); !s.ok()) Fail(s);
+}
+
+Task<void> KvRun::Controller() {
+  SimRandom& rng = sim_.random_source();
+  while (!chaos_over_) {
+    co_await moonpool::driver::Sleep(
+        sim_,
+        rng.UniformDuration(absl::Milliseconds(100), absl::Milliseconds(800)));
+    if (chaos_over_) break;
+    co_await Restart(rng.Bernoulli(0.5));
+  }
+  controller_done_ = true;
+}
+
+Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
+                          const std::string& value, RequestOptions options,
+                          absl::Duration abandon_after) {
+  ClientTransport& client = *clients_[c].transport;
+  SimHost& host = *clients_[c].host;
+  Outcome out;
+  // The messages live in this frame until the call has ended.
+  switch (op) {
+    case Op::kGet: {
+      CapnpMessage<GetRequest> request;
+      request.builder().setKey(key);
+      auto r = co_await moonpool::driver::Select(
+          client.Call(server_address_, kGet, request, options),
+          moonpool::driver::Sleep(host, abandon_after));
+      if (r.index() == 1) {
+        out.abandoned = true;
+      } else if (auto& reply = std::get<0>(r); reply.ok()) {
+        out.found = reply->get().getFound();
+        kj::ArrayPtr<const char> v = reply->get().getValue().asChars();
+        out.value.assign(v.begin(), v.size());
+      } else {
+        out.status = reply.status();
+      }
+      break;
+    }
+    case Op::kPut: {
+      CapnpMessage<PutRequest> request;
+      request.builder().setKey(key);
+      request.builder().setValue(AsBytes(value));
+      auto r = co_await moonpool::driver::Select(
+          client.Call(server_address_, kPut, request, options),
+          moonpool::driver::Sleep(host, abandon_after));
+      if (r.index() == 1) {
+        out.abandoned = true;
+      } else {
+        out.status = std::get<0>(r).status();
+      }
+      break;
+    }
+    case Op::kDelete: {
+      CapnpMessage<DeleteRequest> request;
+      request.builder().setKey(key);
+      auto r = co_await moonpool::driver::Select(
+          client.Call(server_address_, kDelete, request, options),
+          moonpool::driver::Sleep(host, abandon_after));
+      if (r.index() == 1) {
+        out.abandoned = true;
+      } else if (auto& reply = std::get<0>(r); reply.ok()) {
+        out.found = reply->get().getExisted();
+      } else {
+        out.status = reply.status();
+      }
+      break;
+    }
+  }
+  ++outcomes_;
+  if (out.status.ok() && !out.abandoned) ++oks_;
+  sim_.TraceUser(
+      2, static_cast<uint64_t>(op),
+      out.abandoned ? 100 : static_cast<uint64_t>(out.status.code()));
+  co_return out;
+}
+
+void KvRun::CheckChaosOutcome(int c, Op op, const std::string& key,
+                              const std::string& value, const RequestOptions& o,
+                              const Outcome& out) {
+  const std::string what =
+      absl::StrCat("client ", c, " ", OpName(op), " ", key,
+                   op == Op::kPut ? absl::StrCat("=", value) : "");
+  if (out.abandoned) {
+    Sometimes(true, "kv.call.abandoned");
+    return;
+  }
+  switch (out.status.code()) {
+    case absl::StatusCode::kOk:
+      Sometimes(true, "kv.outcome.ok");
+      break;
+    case absl::StatusCode::kDeadlineExceeded:
+      Sometimes(true, "kv.outcome.deadline_exceeded");
+      return;
+    case absl::StatusCode::kUnavailable:
+      Sometimes(true, "kv.outcome.unavailable");
+      Sometimes(!o.wait_for_ready, "kv.outcome.unavailable_fail_fast");
+      return;
+    case absl::StatusCode::kAborted:
+      // Maybe delivered: Put, which is not sent again; or a fail-fast call
+      // written on a connection that died, whose retry then found the
+      // server unreachable (it does not wait to be sent again).
+      if (op == Op::kPut || !o.wait_for_ready) {
+        Sometimes(op == Op::kPut, "kv.outcome.aborted_put");
+        return;
+      }
+      [[fallthrough]];
+    default:
+      Fail(absl::InternalError(absl::StrCat("invariant kv.outcome_kind: ", what,
+                                            " ended ", out.status.ToString())));
+      return;
+  }
+  if (op == Op::kGet) {
+    Sometimes(out.found, "kv.get.found");
+    Sometimes(!out.found, "kv.get.not_found");
+    if (out.found && !put_[key].contains(out.value)) {
+      Fail(absl::InternalError(
+          absl::StrCat("invariant kv.get_value_was_put: ", what, " found '",
+                       out.value, "', which no Put of ", key, " sent")));
+    }
+  } else if (op == Op::kDelete) {
+    Sometimes(out.found, "kv.delete.existed");
+  }
+}
+
+Task<void> KvRun::Lane(int c) {
+  SimRandom& rng = sim_.random_source();
+  ClientSlot& slot = clients_[c];
+  for (int i = 0; i < ops_; ++i) {
+    const std::string key = Key(static_cast<int>(rng.Uniform(keys_)));
+    const double pick = rng.UnitDouble();
+    const Op op = pick < 0.45 ? Op::kGet : pick < 0.8 ? Op::kPut : Op::kDelete;
+    std::string value;
+    if (op == Op::kPut) {
+      value = absl::StrCat("c", c, ".", slot.next_seq++);
+      put_[key].insert(value);  // before it is sent: it may be applied
+    }
+    RequestOptions options = RequestOptions::Timeout(
+        rng.UniformDuration(absl::Milliseconds(50), absl::Seconds(1)));
+    options.wait_for_ready = !rng.Bernoulli(0.3);
+    // Now and then the caller gives up early, sometimes while the call is
+    // in flight: the transport sends `cancel`.
+    const absl::Duration abandon_after =
+        rng.Bernoulli(0.05)
+            ? rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(60))
+            : absl::InfiniteDuration();
+    ++calls_;
+    Outcome out = co_await Call(c, op, key, value, options, abandon_after);
+    CheckChaosOutcome(c, op, key, value, options, out);
+    co_await moonpool::driver::Sleep(
+        *slot.host,
+        rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(50)));
+  }
+  ++lanes_done_;
+}
+
+// The quiet phase for key `k`, one call after the other from one client.
+Task<void> KvRun::QuietKey(int k) {
+  const int c = k % clients_n_;
+  const std::string key = Key(k);
+  const RequestOptions options = RequestOptions::Timeout(kQuietTimeout);
+  auto call = [&](Op op, const std::string& value) {
+    ++calls_;
+    return Call(c, op, key, value, options, absl::InfiniteDuration());
+  };
+  auto liveness = [&](Op op, const Outcome& out) {
+    if (out.status.ok()) return true;
+    Fail(absl::InternalError(
+        absl::StrCat("invariant kv.quiet_liveness: ", OpName(op), " ", key,
+                     " ended ", out.status.ToString())));
+    return false;
+  };
+  Outcome first = co_await call(Op::kGet, "");
+  if (!liveness(Op::kGet, first)) co_return;
+  if (restarted_for_quiet_) {
+    Sometimes(!first.found, "kv.quiet.read_after_restart_empty");
+    if (first.found) {
+      Fail(absl::InternalError(
+          absl::StrCat("invariant kv.restart_empties_store: after the restart ",
+                       key, " holds '", first.value, "'")));
+    }
+  } else if (first.found && !put_[key].contains(first.value)) {
+    Fail(absl::InternalError(
+        absl::StrCat("invariant kv.get_value_was_put: quiet Get ", key,
+                     " found '", first.value, "', which no Put sent")));
+  }
+  const std::string value = absl::StrCat("quiet.", k);
+  put_[key].insert(value);
+  Outcome put = co_await call(Op::kPut, value);
+  if (!liveness(Op::kPut, put)) co_return;
+  Outcome read = co_await call(Op::kGet, "");
+  if (!liveness(Op::kGet, read)) co_return;
+  if (!read.found || read.value != value) {
+    Fail(absl::InternalError(
+        absl::StrCat("invariant kv.read_back: acknowledged Put ", key, "=",
+                     value, " then Get found ",
+                     read.found ? absl::StrCat("'", read.value, "'")
+                                : std::string("nothing"))));
+    co_return;
+  }
+  Outcome del = co_await call(Op::kDelete, "");
+  if (!liveness(Op::kDelete, del)) co_return;
+  Outcome gone = co_await call(Op::kGet, "");
+  if (!liveness(Op::kGet, gone)) co_return;
+  if (!del.found || gone.found) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant kv.read_back: Delete ", key, " after its Put found ",
+        del.found ? "it" : "nothing", ", then Get found ",
+        gone.found ? absl::StrCat("'", gone.value, "'")
+                   : std::string("nothing"))));
+  }
+  ++quiet_done_;
+}
+
+void KvRun::Teardown() {
+  if (control_ != nullptr) control_->Clear();
+  for (ClientSlot& c : clients_) {
+    if (c.tasks != nullptr) c.tasks->Clear();
+  }
+  for (ClientSlot& c : clients_) {
+    if (c.transport != nullptr) c.transport->Close();
+    c.transport.reset();
+    c.tasks.reset();
+  }
+  StopServerNow();
+  control_.reset();
+}
+
+absl::Status KvRun::Execute(WorkloadContext& ctx) {
+  moonpool::chaos::AssertionRegistry& reg = sim_.assertions();
+  for (absl::string_view n : kCoveragePoints) reg.Declare(n);
+  SimRandom& rng = sim_.random_source();
+  absl::StatusOr<SimHost*> h = sim_.AddHost(kServerIp);
+  if (!h.ok()) return h.status();
+  server_host_ = *h;
+  server_address_ = server_host_->Addr(kPort);
+  for (int c = 0; c < clients_n_; ++c) {
+    absl::StatusOr<SimHost*> ch = sim_.AddHost(absl::StrCat("10.0.6.", c + 1));
+    if (!ch.ok()) return ch.status();
+    ClientSlot slot;
+    slot.host = *ch;
+    slot.transport = std::make_unique<ClientTransport>(**ch);
+    slot.tasks = std::make_unique<TaskScope>(**ch, [this](absl::Status e) {
+      Fail(absl::InternalError(
+          absl::StrCat("client task failed: ", e.ToString())));
+    });
+    clients_.push_back(std::move(slot));
+  }
+  if (absl::Status s = StartServer(); !s.ok()) return s;
+  control_ = std::make_unique<TaskScope>(sim_, [this](absl::Status e) {
+    Fail(absl::InternalError(
+        absl::StrCat("control task failed: ", e.ToString())));
+  });
+  // Restarts are the workload's own fault: most seeds have them, whatever
+  // the network's plan.
+  restarts_ = rng.Bernoulli(0.8);
+  if (restarts_) {
+    controller_done_ = false;
+    control_->Spawn(Controller());
+  }
+  for (int c = 0; c < clients_n_; ++c) clients_[c].tasks->Spawn(Lane(c));
+
+  auto hang = [&](absl::string_view phase) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "invariant kv.no_hang: the ", phase,
+        " phase did not end by t=", absl::FormatDuration(ctx.Elapsed()), " (",
+        calls_ - outcomes_, " calls without an outcome)"));
+  };
+  auto finish = [&](absl::Status s) {
+    ctx.stats().requests = calls_;
+    ctx.stats().round_trips = oks_;
+    Teardown();
+    return s;
+  };
+
+  // Chaos: every lane runs its calls to their outcomes.
+  if (!sim_.RunUntil([&] { return lanes_done_ == clients_n_; },
+                     sim_.Now() + kPhaseBudget)) {
+    return finish(hang("chaos"));
+  }
+  chaos_over_ = true;
+  sim_.set_chaos({});
+  if (!sim_.RunUntil([&] { return controller_done_; },
+                     sim_.Now() + kPhaseBudget)) {
+    return finish(hang("restart"));
+  }
+  if (!failure_.ok()) return finish(failure_);
+  // Quiet: faults off; what the chaos held is released and every chaos call
+  // has long ended. Then, in some seeds, one more restart: the store must
+  // come back empty.
+  sim_.RunUntil([] { return false; }, sim_.Now() + kQuietSettle);
+  if (restarts_ && rng.Bernoulli(0.5)) {
+    bool restarted = false;
+    control_->Spawn([](KvRun* run, bool abrupt, bool* done) -> Task<void> {
+      co_await run->Restart(abrupt);
+      *done = true;
+    }(this, rng.Bernoulli(0.5), &restarted));
+    if (!sim_.RunUntil([&] { return restarted; }, sim_.Now() + kPhaseBudget)) {
+      return finish(hang("final restart"));
+    }
+    restarted_for_quiet_ = true;
+  }
+  const int quiet_calls_target = keys_;
+  for (int k = 0; k < keys_; ++k)
+    clients_[k % clients_n_].tasks->Spawn(QuietKey(k));
+  if (!sim_.RunUntil(
+          [&] { return quiet_done_ == quiet_calls_target || !failure_.ok(); },
+          sim_.Now() + kPhaseBudget)) {
+    return finish(hang("quiet"));
+  }
+  if (failure_.ok() && outcomes_ != calls_) {
+    Fail(absl::InternalError(absl::StrCat("invariant kv.one_outcome: ", calls_,
+                                          " calls, ", outcomes_, " outcomes")));
+  }
+  return finish(failure_);
+}
+
+class KvWorkload final : public moonpool::chaos::Workload {
+ public:
+  KvWorkload(int clients, int ops, int keys)
+      : clients_(clients), ops_(ops), keys_(keys) {}
+  absl::string_view name() const override { return "kv"; }
+  absl::Status Simulate(WorkloadContext& ctx) override {
+    if (clients_ < 1 || ops_ < 0 || keys_ < 1) {
+      return absl::InvalidArgumentError(
+          "--kv-clients and --kv-keys must be positive, --kv-ops not negative");
+    }
+    KvRun run(ctx.sim(), clients_, ops_, keys_);
+    return run.Execute(ctx);
+  }
+
+ private:
+  int clients_, ops_, keys_;
+};
+
+}  // namespace
+
+void RegisterKvWorkload() {
+  moonpool::chaos::WorkloadRegistry::Global().Register("kv", [] {
+    return std::make_unique<KvWorkload>(absl::GetFlag(FLAGS_kv_clients),
+                                        absl::GetFlag(FLAGS_kv_ops),
+                                        absl::GetFlag(FLAGS_kv_keys));
+  });
+}
+
+}  // namespace kv
