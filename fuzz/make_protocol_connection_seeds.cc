@@ -50,6 +50,8 @@ enum OutputLimit : uint8_t {
   kOut1KiB = 3
 };
 enum Pongs : uint8_t { kPongs64 = 0, kPongs4 = 1, kPongs1 = 2, kPongs0 = 3 };
+// Byte 1, bits 5-6: the server's protocol versions.
+enum Versions : uint8_t { kServer1to2 = 0, kServer1only = 1, kServer2only = 2 };
 enum Kind : uint8_t {
   kReceive = 0,
   kReceiveInPlace = 1,
@@ -57,7 +59,8 @@ enum Kind : uint8_t {
   kEvents = 3,
   kWrite = 4,  // arg/31 of the pending output
   kAnswerLater = 5,
-  kCommand = 6,  // arg & 3: 0-1 request, 2 one-way, 3 goodbye
+  kCommand = 6,  // arg & 3: 0-1 request, 2 one-way (arg & 4: cancel one of
+                 // the server's requests, arg >> 3 picks which), 3 goodbye
   kDrain = 7,    // arg: the answering policy (0 reply, 1 error, 2 later,
                  // 3 abandon), advancing per event
 };
@@ -73,6 +76,9 @@ struct Control {
   Limit limit = kFrame1MiB;
   OutputLimit output = kOut32MiB;
   Pongs pongs = kPongs64;
+  Versions versions = kServer1to2;
+  // The generated client Hello offers 1..2 (a version 1 Hello otherwise).
+  bool v2_hello = false;
   std::vector<uint8_t> ops = {Op(kReceive, kRest), Op(kDrain, 0),
                               Op(kWrite, 31)};
 
@@ -81,7 +87,8 @@ struct Control {
     std::string out;
     out.push_back(static_cast<char>(options | (limit << 2) | (output << 4) |
                                     (pongs << 6)));
-    out.push_back(static_cast<char>(ops.size() - 1));
+    out.push_back(static_cast<char>((ops.size() - 1) | (versions << 5) |
+                                    (v2_hello ? 0x80 : 0)));
     for (uint8_t op : ops) out.push_back(static_cast<char>(op));
     return out;
   }
@@ -134,6 +141,11 @@ EnvelopeView OneWay() {
 }
 Hello ClientHello() {
   return Hello{kHelloMagic, kProtocolVersion1, "client-1", 0x5eed0001};
+}
+Control V2(Control c, Versions versions = kServer1to2) {
+  c.v2_hello = true;
+  c.versions = versions;
+  return c;
 }
 
 // A corpus input is the control prefix the fuzzer reads, then the stream.
@@ -216,13 +228,64 @@ void WriteSessions(Corpus& corpus) {
                unsummed);
 }
 
+// Version 2: negotiation under every server range, and cancels.
+void WriteVersionTwo(Corpus& corpus) {
+  // Requests left for later, so that the cancels find them unanswered; a
+  // duplicate cancel, one for an unknown id, one for an answered id.
+  const std::string cancels =
+      Encode({Request(1), Request(2), Cancel{CorrelationId(1)},
+              Cancel{CorrelationId(1)}, Cancel{CorrelationId(99)},
+              Request(3, "three"), Cancel{CorrelationId(3)}});
+  const Control later =
+      Plan({Op(kReceive, kRest), Op(kDrain, 2), Op(kWrite, 31),
+            Op(kAnswerLater, 0), Op(kAnswerLater, 1), Op(kDrain, 1)});
+  corpus.Write("v2_cancels_unanswered", V2(later), cancels);
+  corpus.Write("v2_cancels_abandoned",
+               V2(Plan({Op(kReceive, 21), Op(kDrain, 3), Op(kEvents, 1),
+                        Op(kWrite, 31)})),
+               cancels);
+  // The same frames on a version 1 connection: the cancels do nothing.
+  corpus.Write("v1_connection_ignores_cancels", later, cancels);
+  corpus.Write("v1_server_v2_client", V2(later, kServer1only), cancels);
+  // A version 2 only server refuses a version 1 client.
+  Control v2_only = later;
+  v2_only.versions = kServer2only;
+  corpus.Write("v2_only_server_v1_client", v2_only, cancels);
+  corpus.Write("v2_only_server_v2_client", V2(later, kServer2only), cancels);
+  // A cancel crossing the reply (answered at once).
+  corpus.Write("v2_cancel_crosses_reply",
+               V2(Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)})),
+               Encode({Request(1), Cancel{CorrelationId(1)}}));
+  // The server gives up on its own request; the client's late reply is
+  // dropped. arg 6: a cancel, of the first pending request.
+  corpus.Write(
+      "v2_server_cancels_its_request",
+      V2(Plan({Op(kDrain, 0), Op(kCommand, 0), Op(kCommand, 6), Op(kWrite, 31),
+               Op(kReceive, kRest), Op(kDrain, 0), Op(kCommand, 14)})),
+      Encode({Reply(1), Ping{2}}));
+  corpus.Write("v1_server_cancels_its_request",
+               Plan({Op(kDrain, 0), Op(kCommand, 0), Op(kCommand, 6),
+                     Op(kWrite, 31), Op(kReceive, kRest), Op(kDrain, 0)}),
+               Encode({Reply(1)}));
+  // The Hello in the stream: a version range, and a cancel before it.
+  const Control raw =
+      Plan({Op(kReceive, kRest), Op(kDrain, 2), Op(kWrite, 31)}, 0);
+  corpus.Write("v2_raw_hello_range", raw,
+               Encode({Hello{kHelloMagic, 1, "ranged", 9, 2}, Request(1),
+                       Cancel{CorrelationId(1)}}));
+  corpus.Write("v2_raw_hello_v2_only", raw,
+               Encode({Hello{kHelloMagic, 2, "v2only", 9, 2}, Request(1)}));
+  corpus.Write("cancel_before_hello", raw,
+               Encode({Cancel{CorrelationId(1)}, ClientHello()}));
+}
+
 void WriteBroken(Corpus& corpus) {
   const Control raw =
       Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)}, 0);
   corpus.Write("hello_wrong_magic", raw,
                Encode({Hello{1, kProtocolVersion1, "x", 1}, Request(1)}));
   corpus.Write("hello_wrong_version", raw,
-               Encode({Hello{kHelloMagic, 2, "future", 7}, Request(1)}));
+               Encode({Hello{kHelloMagic, 3, "future", 7}, Request(1)}));
   corpus.Write("hello_incarnation_zero", raw,
                Encode({Hello{kHelloMagic, kProtocolVersion1, "zero", 0}}));
   corpus.Write("request_before_hello", raw, Encode({Request(1)}));
@@ -260,6 +323,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(argv[1]);
   moonpool::wire::Corpus corpus(argv[1]);
   moonpool::wire::WriteSessions(corpus);
+  moonpool::wire::WriteVersionTwo(corpus);
   moonpool::wire::WriteBroken(corpus);
   corpus.Report();
   return 0;

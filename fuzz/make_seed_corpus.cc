@@ -181,6 +181,15 @@ Hello ClientHello() {
 Hello ServerHello() {
   return Hello{kHelloMagic, kProtocolVersion1, "server", 0x5eed0002};
 }
+// Version 2: a client offering 1..2, and a server's answer choosing 2.
+Hello ClientHelloV2() {
+  return Hello{kHelloMagic, kProtocolVersion1, "client-2", 0x5eed0003,
+               kProtocolVersion2};
+}
+Hello ServerHelloV2() {
+  return Hello{kHelloMagic, kProtocolVersion2, "server", 0x5eed0002,
+               kProtocolVersion2};
+}
 
 // A corpus input is the control prefix the fuzzer reads, then the stream.
 class Corpus : public fuzz::SeedCorpus {
@@ -197,7 +206,12 @@ void WriteValidFrames(Corpus& corpus) {
   corpus.Write("hello_empty_name", Whole(kExact),
                Encode({Hello{kHelloMagic, kProtocolVersion1, "", 1}}));
   corpus.Write("hello_wrong_version", Whole(),
-               Encode({Hello{kHelloMagic, 2, "future", 7}}));
+               Encode({Hello{kHelloMagic, 3, "future", 7}}));
+  corpus.Write("hello_v2", Whole(), Encode({ClientHelloV2()}));
+  corpus.Write("hello_v2_server", Whole(kExact), Encode({ServerHelloV2()}));
+  corpus.Write("cancel", Whole(), Encode({Cancel{CorrelationId(7)}}));
+  corpus.Write("cancel_max_id", Whole(kAllTheRoom),
+               Encode({Cancel{CorrelationId(~uint64_t{0})}}));
   corpus.Write("envelope_request", Whole(), Encode({Request()}));
   corpus.Write("envelope_request_no_deadline", Whole(kAllTheRoom),
                Encode({EnvelopeView{
@@ -240,6 +254,13 @@ void WriteStreams(Corpus& corpus) {
                session);
   corpus.Write("stream_server_side", Whole(kPartialRead),
                Encode({ServerHello(), Reply(), Reply(), Ping{9}, Pong{7}}));
+  // Version 2: a request given up on, both directions of the handshake.
+  corpus.Write("stream_v2_cancel",
+               Split({kFeed, Bytes(7)}, {kExact, Bytes(24)},
+                     {kAllTheRoom, Bytes(3)}, {kPartialRead, Bytes(19)}),
+               Encode({ClientHelloV2(), ServerHelloV2(), Request(),
+                       Cancel{CorrelationId(1)}, Reply(),
+                       Cancel{CorrelationId(1)}, Ping{3}}));
   // A larger body, read into place in 4 KiB reads, and the buffer given back
   // (retained_bytes 0) once it is drained.
   std::string big(16 << 10, 'p');

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -45,8 +46,13 @@ constexpr std::array<size_t, 4> kMaxFrameBytes = {size_t{1} << 20,
 constexpr std::array<size_t, 4> kMaxOutputBytes = {
     size_t{32} << 20, size_t{64} << 10, 4096, 1024};
 constexpr std::array<size_t, 4> kMaxQueuedPongs = {64, 4, 1, 0};
-// Byte 1: how many op bytes follow (1..32); the rest is the peer's stream.
+// Byte 1: bits 0-4 how many op bytes follow (1..32); bits 5-6 the server's
+// protocol versions (kServerVersions); bit 7 the generated client Hello
+// offers versions 1..2 rather than being a version 1 Hello. The rest, after
+// the ops, is the peer's stream.
 constexpr size_t kMaxOps = 32;
+constexpr std::array<std::pair<uint32_t, uint32_t>, 4> kServerVersions = {
+    {{1, 2}, {1, 1}, {2, 2}, {1, 2}}};
 
 // The peer's keepalive settings are the defaults: interval 1 s, timeout 4 s.
 const absl::Time kStart = absl::FromUnixSeconds(1'000'000);
@@ -83,24 +89,24 @@ size_t ChunkBytes(uint8_t code) {
   return (code - 16) * size_t{64};
 }
 
-std::string EncodeClientHello() {
+std::string EncodeClientHello(uint32_t max_protocol_version) {
   wire::FrameEncoder encoder;
   wire::ByteBuffer out;
-  absl::Status s =
-      encoder.Encode(wire::Hello{wire::kHelloMagic, wire::kProtocolVersion1,
-                                 "fuzz-client", 0x5eed0001},
-                     out);
+  absl::Status s = encoder.Encode(
+      wire::Hello{wire::kHelloMagic, wire::kProtocolVersion1, "fuzz-client",
+                  0x5eed0001, max_protocol_version},
+      out);
   MOONPOOL_FUZZ_CHECK(s.ok());
   return std::string(out.Readable().data(), out.Readable().size());
 }
 
 class Harness {
  public:
-  Harness(uint8_t options_byte, absl::Span<const uint8_t> ops,
+  Harness(uint8_t options_byte, uint8_t versions, absl::Span<const uint8_t> ops,
           absl::Span<const char> stream)
       : ops_(ops),
         stream_(stream),
-        options_(MakeOptions(options_byte)),
+        options_(MakeOptions(options_byte, versions)),
         connection_(options_, kStart),
         reference_(
             wire::DecoderOptions{.max_frame_bytes = options_.max_frame_bytes}),
@@ -125,8 +131,10 @@ class Harness {
   }
 
  private:
-  static ConnectionOptions MakeOptions(uint8_t options_byte) {
+  static ConnectionOptions MakeOptions(uint8_t options_byte, uint8_t versions) {
     ConnectionOptions o;
+    o.min_protocol_version = kServerVersions[versions & 3].first;
+    o.max_protocol_version = kServerVersions[versions & 3].second;
     o.role = Role::kServer;
     o.peer_name = kServerName;
     o.incarnation = 0x5eed0002;
@@ -235,8 +243,18 @@ class Harness {
     if (const auto* h = std::get_if<HandshakeDone>(&e)) {
       MOONPOOL_FUZZ_CHECK(!handshake_seen_);
       MOONPOOL_FUZZ_CHECK(h->peer.magic == wire::kHelloMagic);
-      MOONPOOL_FUZZ_CHECK(h->peer.protocol_version == wire::kProtocolVersion1);
       MOONPOOL_FUZZ_CHECK(h->peer.incarnation != 0);
+      // The version DESIGN's negotiation gives for this Hello; a version 1
+      // server reads only protocolVersion.
+      const uint32_t peer_min = h->peer.protocol_version;
+      const uint32_t peer_max =
+          options_.max_protocol_version < 2
+              ? peer_min
+              : std::max(peer_min, h->peer.max_protocol_version);
+      const uint32_t v = std::min(options_.max_protocol_version, peer_max);
+      MOONPOOL_FUZZ_CHECK(v >= options_.min_protocol_version && v >= peer_min);
+      MOONPOOL_FUZZ_CHECK(h->version == v);
+      MOONPOOL_FUZZ_CHECK(connection_.version() == v);
       handshake_seen_ = true;
     } else if (const auto* r = std::get_if<RequestReceived>(&e)) {
       MOONPOOL_FUZZ_CHECK(handshake_seen_);
@@ -244,6 +262,7 @@ class Harness {
       MOONPOOL_FUZZ_CHECK(r->request.correlation_id.valid());
       MOONPOOL_FUZZ_CHECK(r->request.correlation_id > last_request_);
       last_request_ = r->request.correlation_id;
+      unanswered_.insert(r->request.correlation_id.value());
       Answer(r->request.correlation_id, r->request.payload, policy & 3);
     } else if (const auto* o = std::get_if<OneWayReceived>(&e)) {
       MOONPOOL_FUZZ_CHECK(handshake_seen_);
@@ -261,9 +280,29 @@ class Harness {
       MOONPOOL_FUZZ_CHECK(!goodbye_seen_);
       goodbye_seen_ = true;
       Touch(g->reason);
+    } else if (const auto* cancel = std::get_if<CancelReceived>(&e)) {
+      // Only on version 2, only for a request received and not answered,
+      // at most once each.
+      MOONPOOL_FUZZ_CHECK(handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(connection_.version() == 2);
+      MOONPOOL_FUZZ_CHECK(unanswered_.contains(cancel->id.value()));
+      MOONPOOL_FUZZ_CHECK(cancels_heard_.insert(cancel->id.value()).second);
+      // The application stops the work: it forgets the request or leaves it
+      // to be answered.
+      if ((policy & 1) != 0) {
+        MOONPOOL_FUZZ_CHECK(connection_.AbandonRequest(cancel->id).ok());
+        Forget(cancel->id);
+      }
     } else if (const auto* c = std::get_if<Closed>(&e)) {
       OnClosed(c->status);
     }
+  }
+
+  // `id` was answered or abandoned: no longer awaits an answer.
+  void Forget(CorrelationId id) {
+    unanswered_.erase(id.value());
+    awaiting_.erase(std::remove(awaiting_.begin(), awaiting_.end(), id),
+                    awaiting_.end());
   }
 
   void OnClosed(const absl::Status& status) {
@@ -275,6 +314,7 @@ class Harness {
     // Every request this side sent had its one outcome before Closed.
     MOONPOOL_FUZZ_CHECK(sent_.empty());
     awaiting_.clear();
+    unanswered_.clear();
     if (status.ok()) {
       // Only a graceful close is OK: a Goodbye, the transport's clean end,
       // nothing left unanswered, and a stream that broke no rule.
@@ -327,12 +367,14 @@ class Harness {
         MOONPOOL_FUZZ_CHECK(connection_.AbandonRequest(id).ok());
         MOONPOOL_FUZZ_CHECK(connection_.AbandonRequest(id).code() ==
                             absl::StatusCode::kNotFound);
+        Forget(id);
         break;
     }
   }
 
   void CheckAnswer(CorrelationId id, const absl::Status& s) {
     if (s.ok()) {
+      Forget(id);
       // Answered once: a second answer finds nothing.
       MOONPOOL_FUZZ_CHECK(connection_.SendReply(id, "").code() ==
                           absl::StatusCode::kNotFound);
@@ -371,7 +413,9 @@ class Harness {
     if (!s.ok()) {
       MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kResourceExhausted);
       awaiting_.push_back(id);
+      return;
     }
+    Forget(id);
   }
 
   void Command(uint8_t arg) {
@@ -394,6 +438,10 @@ class Harness {
         break;
       }
       case 2: {
+        if ((arg & 4) != 0) {
+          Cancel(arg >> 3);
+          break;
+        }
         absl::Status s =
             connection_.SendOneWay(Endpoint(arg), std::string(arg * 5, 'o'));
         if (s.ok()) MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
@@ -412,6 +460,36 @@ class Harness {
     }
   }
 
+  // Gives up on one of the server's own requests still pending (pick: which
+  // one), or on an id never sent: no outcome may come for it afterwards.
+  void Cancel(uint8_t pick) {
+    const uint64_t cancels_before = connection_.stats().cancels_sent;
+    if (sent_.empty()) {
+      MOONPOOL_FUZZ_CHECK(
+          connection_.CancelRequest(CorrelationId(1000 + pick)).code() ==
+          absl::StatusCode::kNotFound);
+      return;
+    }
+    std::vector<uint64_t> ids(sent_.begin(), sent_.end());
+    std::sort(ids.begin(), ids.end());
+    const uint64_t id = ids[pick % ids.size()];
+    absl::Status s = connection_.CancelRequest(CorrelationId(id));
+    if (!s.ok()) {
+      // Its outcome is already queued (a deadline, the close), not yet
+      // pulled: it still comes.
+      MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kNotFound);
+      return;
+    }
+    sent_.erase(id);
+    MOONPOOL_FUZZ_CHECK(connection_.CancelRequest(CorrelationId(id)).code() ==
+                        absl::StatusCode::kNotFound);
+    // One cancel frame on version 2 (unless the transport closed), none on
+    // version 1.
+    const uint64_t sent = connection_.stats().cancels_sent - cancels_before;
+    MOONPOOL_FUZZ_CHECK(sent <= 1);
+    if (connection_.version() != 2) MOONPOOL_FUZZ_CHECK(sent == 0);
+  }
+
   // ---- Outputs ----
 
   // Writes `arg`/31 of the pending output, and reads it as the peer would.
@@ -428,6 +506,10 @@ class Harness {
         if (*f == nullptr) break;
         if (peer_frames_++ == 0) {
           MOONPOOL_FUZZ_CHECK(std::holds_alternative<wire::Hello>(**f));
+        }
+        // Frames new in version 2 only on a version 2 connection.
+        if (std::holds_alternative<wire::Cancel>(**f)) {
+          MOONPOOL_FUZZ_CHECK(connection_.version() == 2);
         }
       }
     }
@@ -561,6 +643,10 @@ class Harness {
   bool closed_seen_ = false;
   CorrelationId last_request_;
   std::vector<CorrelationId> awaiting_;
+  // Requests received and not answered or abandoned; those the peer
+  // cancelled (CancelReceived).
+  absl::flat_hash_set<uint64_t> unanswered_;
+  absl::flat_hash_set<uint64_t> cancels_heard_;
   absl::flat_hash_set<uint64_t> sent_;
   uint64_t sink_ = 0;
 };
@@ -574,19 +660,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t options_byte = data[0];
   const size_t op_count = std::min<size_t>((data[1] & 31) + 1, size - 2);
   static_assert(kMaxOps == 32);
+  const uint8_t versions = (data[1] >> 5) & 3;
+  const bool v2_hello = (data[1] & 0x80) != 0;
   const absl::Span<const uint8_t> ops(data + 2, op_count);
   const size_t stream_at = 2 + op_count;
 
   std::vector<char> stream;
   if ((options_byte & 1) != 0) {
-    static const std::string hello = EncodeClientHello();
+    static const std::string v1_hello = EncodeClientHello(0);
+    static const std::string v2_hello_bytes = EncodeClientHello(2);
+    const std::string& hello = v2_hello ? v2_hello_bytes : v1_hello;
     stream.assign(hello.begin(), hello.end());
   }
   const size_t prefix = stream.size();
   stream.insert(stream.end(), data + stream_at, data + size);
   if ((options_byte & 2) != 0) moonpool::fuzz::FixChecksums(stream, prefix);
 
-  Harness harness(options_byte, ops, stream);
+  Harness harness(options_byte, versions, ops, stream);
   harness.Run();
   static const bool verbose = std::getenv("MOONPOOL_FUZZ_VERBOSE") != nullptr;
   if (verbose) {

@@ -23,7 +23,8 @@
 // fail at once, with the Status each names, instead of queueing without bound.
 //
 // Outcomes (DESIGN.md section 6): every request sent gets exactly one
-// ReplyReceived or RequestFailed event, never silence: a reply or error
+// ReplyReceived or RequestFailed event, never silence, unless this side gives
+// up on it first with CancelRequest (then none at all): a reply or error
 // reply; DeadlineExceeded when its deadline passes; and when the connection
 // ends, Unavailable for what was never written or that the peer said it did
 // not process, Aborted ("maybe delivered") for what was written. Each
