@@ -4,7 +4,8 @@
 # codec against bare Cap'n Proto, and protocol round trips in memory; then
 # the real thing, moonpool-pingpong over TCP on loopback (echo server and
 # client in one process, each on its own thread and loop) for 5 s; then a
-# chaos sweep of the simulated pingpong workload (moonpool-sim).
+# chaos sweep of the simulated pingpong workload (moonpool-sim), and one of
+# the key-value example service (moonpool-kv-sim, examples/kv).
 # Usage: ci/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +33,13 @@ cmake --build --preset release --target moonpool-sim >/dev/null
 build/release/packages/moonpool-chaos/moonpool-sim --workload pingpong \
   --seeds 1..200 --config random --check-determinism 20 --failures-only \
   --json build/release/sim-sweep.json
+
+# The key-value example service (examples/kv) under the same kind of sweep:
+# three clients calling Get/Put/Delete by name while the server is killed or
+# restarted, then a quiet phase that reads back what it writes.
+echo
+echo "== moonpool-kv-sim: kv workload, 200 seeds, random fault plans, server restarts =="
+cmake --build --preset release --target moonpool-kv-sim >/dev/null
+build/release/examples/kv/moonpool-kv-sim --workload kv \
+  --seeds 1..200 --config random --check-determinism 20 --failures-only \
+  --require-coverage kv. --json build/release/kv-sim-sweep.json
