@@ -618,5 +618,113 @@ TEST_F(ServicesServerTest, CloseWithoutDrainDestroysRunningHandlers) {
   EXPECT_FALSE(out->ok());
 }
 
+TEST_F(ServicesServerTest, QueuedCallWhoseDeadlinePassedIsDroppedUnrun) {
+  auto server = BindOrDie(loop_);
+  ClientTransport client(loop_, FastClient());
+  TaskScope scope(loop_, FailOnError());
+  Gate gate;
+  ASSERT_TRUE(server
+                  ->Handle(kUpper,
+                           [&](RequestContext&, std::string s)
+                               -> Task<absl::StatusOr<std::string>> {
+                             return WaitForGate(loop_, gate, std::move(s));
+                           },
+                           {.max_concurrent = 1})
+                  .ok());
+  Outcome<std::string> first, late;
+  scope.Spawn(
+      Store(client.Call(server->address(), kUpper, std::string("1")), &first));
+  ASSERT_TRUE(RunUntil(loop_, [&] { return gate.started == 1; }));
+  scope.Spawn(
+      Store(client.Call(server->address(), kUpper, std::string("2"),
+                        RequestOptions::Timeout(absl::Milliseconds(50))),
+            &late));
+  ASSERT_TRUE(RunUntil(loop_, [&] { return late.has_value(); }));
+  EXPECT_EQ(late->status().code(), absl::StatusCode::kDeadlineExceeded);
+  gate.open = true;
+  ASSERT_TRUE(RunUntil(loop_, [&] { return first.has_value(); }));
+  RunFor(loop_, absl::Milliseconds(20));
+  EXPECT_EQ(gate.started, 1);
+  MethodStats stats = *server->method_stats(kUpper);
+  EXPECT_EQ(stats.expired, 1u);
+  EXPECT_EQ(stats.queued, 0u);
+  EXPECT_EQ(server->stats().expired_dropped, 1u);
+  EXPECT_EQ(server->stats().requests_in_flight, 0u);
+}
+
+TEST_F(ServicesServerTest, ConnectionClosingFiresTheRunningHandlersToken) {
+  auto server = BindOrDie(loop_);
+  // Version 1: no cancel frame, so only the closing connection can tell.
+  ClientOptions v1 = FastClient();
+  v1.peer.connection.max_protocol_version = 1;
+  auto client = std::make_unique<ClientTransport>(loop_, v1);
+  TaskScope scope(loop_, FailOnError());
+  bool started = false;
+  std::optional<absl::Status> seen;
+  ASSERT_TRUE(server
+                  ->Handle(kUpper,
+                           [&](RequestContext& ctx, std::string s)
+                               -> Task<absl::StatusOr<std::string>> {
+                             started = true;
+                             co_await ctx.cancellation().WhenCancelled();
+                             seen = ctx.cancellation().status();
+                             co_return s;
+                           })
+                  .ok());
+  {
+    TaskScope caller(loop_, [](absl::Status) {});
+    Outcome<std::string> out;
+    caller.Spawn(
+        Store(client->Call(server->address(), kUpper, std::string("x")), &out));
+    ASSERT_TRUE(RunUntil(loop_, [&] { return started; }));
+    caller.Clear();
+  }
+  client.reset();  // closes the connection at once
+  ASSERT_TRUE(RunUntil(loop_, [&] { return seen.has_value(); }));
+  EXPECT_EQ(seen->code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(absl::StrContains(seen->message(), "connection")) << *seen;
+}
+
+TEST_F(ServicesServerTest, MethodCallsCountTowardTheServersInFlightBound) {
+  ServerOptions options;
+  options.max_requests_in_flight = 2;
+  auto server = BindOrDie(loop_, options);
+  ClientTransport client(loop_, FastClient());
+  TaskScope scope(loop_, FailOnError());
+  Gate gate;
+  ASSERT_TRUE(server
+                  ->Handle(kUpper,
+                           [&](RequestContext&, std::string s)
+                               -> Task<absl::StatusOr<std::string>> {
+                             return WaitForGate(loop_, gate, std::move(s));
+                           },
+                           {.max_concurrent = 1})
+                  .ok());
+  constexpr int kCalls = 5;
+  std::vector<Outcome<std::string>> out(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    scope.Spawn(Store(client.Call(server->address(), kUpper, absl::StrCat(i)),
+                      &out[i]));
+  }
+  ASSERT_TRUE(
+      RunUntil(loop_, [&] { return server->stats().backpressure_pauses > 0; }));
+  RunFor(loop_, absl::Milliseconds(20));
+  EXPECT_EQ(server->stats().requests_in_flight, 2u);  // one runs, one waits
+  EXPECT_EQ(server->method_stats(kUpper)->queued, 1u);
+  EXPECT_EQ(server->method_stats(kUpper)->rejected, 0u);
+  gate.open = true;
+  ASSERT_TRUE(RunUntil(loop_, [&] {
+    for (const auto& o : out) {
+      if (!o.has_value()) return false;
+    }
+    return true;
+  }));
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(out[i]->ok()) << i << ": " << out[i]->status();
+    EXPECT_EQ(**out[i], absl::StrCat(i));
+  }
+  EXPECT_EQ(server->stats().requests_in_flight, 0u);
+}
+
 }  // namespace
 }  // namespace moonpool::transport::testing
