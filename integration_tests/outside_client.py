@@ -132,7 +132,8 @@ def text_literal(value):
         return "(" + ", ".join(f"{k} = {text_literal(v)}"
                                for k, v in value.items()) + ")"
     if isinstance(value, (bytes, bytearray)):
-        return '0x"' + bytes(value).hex() + '"'
+        # The tool's parser refuses an empty 0x"" literal.
+        return '0x"' + bytes(value).hex() + '"' if value else '""'
     if isinstance(value, Enum):
         return str(value)
     if isinstance(value, str):
@@ -178,8 +179,11 @@ class Capnp:
     def decode(self, schema, type_name, data):
         """The message as the tool's JSON: UInt64 as decimal strings, Data as
         lists of byte values, enums as names, a union as its one member."""
-        out = self._run(["binary:json", "--short", schema, type_name],
-                        bytes(data))
+        # --quiet: the tool guesses the input's format and refuses some
+        # valid standard-framing messages (an empty struct) as "flat"; we
+        # know the framing, so its guess is not wanted.
+        out = self._run(["binary:json", "--short", "--quiet", schema,
+                         type_name], bytes(data))
         return json.loads(out)
 
     def encode_frame(self, frame):
