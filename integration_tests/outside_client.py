@@ -363,6 +363,13 @@ class Connection:
         """Sends Hello{protocolVersion = min, maxProtocolVersion = max (0
         when max == min: a version 1 Hello when both are 1)}, reads the
         server's Hello, checks it and returns the negotiated version."""
+        self.send_hello(min_version, max_version, peer_name, incarnation)
+        return self.read_hello(timeout)
+
+    def send_hello(self, min_version=1, max_version=2,
+                   peer_name="outside-client", incarnation=None):
+        """The Hello alone: requests may be pipelined after it, before
+        read_hello (relying on nothing new in version 2)."""
         self.min_version, self.max_version = min_version, max_version
         if incarnation is None:
             incarnation = random.getrandbits(64) or 1
@@ -372,7 +379,6 @@ class Connection:
         if max_version != min_version:
             hello["maxProtocolVersion"] = max_version
         self.send_frame({"hello": hello})
-        return self.read_hello(timeout)
 
     def read_hello(self, timeout=5.0):
         frame = self.read_frame(timeout)

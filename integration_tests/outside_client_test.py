@@ -15,6 +15,11 @@ outside_client.Connection only, and checks what DESIGN promises:
                  open to the same server: the server's Hello says 1, a named
                  Get works and an unknown name is Unimplemented on version 1
                  too; the version 2 connection is undisturbed.
+  negotiation    a Put pipelined right after Hello{1..2} is answered;
+                 Hello{2, max 0} -> version 2; Hello{3..5} and Hello{0, max
+                 0} are refused: the server's Hello says {1, max >= 2} and
+                 the server closes, the client reports FAILED_PRECONDITION
+                 naming both ranges.
   cancel         server with a Get delay: a Get, then `cancel` for its id
                  while the handler has it; the server's exit summary counts
                  one cancel for kv.KeyValue/Get, anything it sent for that
@@ -196,6 +201,42 @@ def case_v1(args, codec, kv):
     server.stop()
 
 
+def case_negotiation(args, codec, kv):
+    server = Server(args.server)
+    with oc.Connection.open(server.address, codec) as conn:
+        # Pipelined: a Put right after the Hello, before the server's Hello.
+        conn.send_hello(1, 2)
+        cid = conn.request(PUT, codec.encode(kv.schema, "PutRequest", {
+            "key": "early", "value": b"pipelined"}), timeout_micros=5 * 10**6)
+        check(conn.read_hello() == 2, f"pipelined: {conn.server_hello}")
+        reply = conn.wait(cid)
+        check(reply.ok, f"a Put pipelined after the Hello: {reply}")
+        check(kv.get(conn, "early") == (True, b"pipelined"), "pipelined Put")
+        print("a request pipelined after Hello{1..2}: OK")
+    with oc.Connection.open(server.address, codec) as conn:
+        v = conn.hello(2, 2)  # maxProtocolVersion 0, read as 2
+        check(v == 2, f"Hello{{2, max 0}}: version {v}")
+        check(kv.get(conn, "early")[0], "Get over Hello{2, max 0}")
+        print("Hello{2, max 0} -> version 2")
+    for lo, hi in ((3, 5), (0, 0)):
+        with oc.Connection.open(server.address, codec) as conn:
+            try:
+                v = conn.hello(lo, hi)
+                raise Failure(f"Hello{{{lo}..{hi}}} accepted: version {v}")
+            except oc.ProtocolError as e:
+                check(e.status == "FAILED_PRECONDITION", str(e))
+                refusal = str(e)
+            h = conn.server_hello
+            # DESIGN: the refusal is Hello{its min, its max}, then a close.
+            check(h is not None and int(h["protocolVersion"]) == 1 and
+                  int(h.get("maxProtocolVersion", 0)) >= 2,
+                  f"the refusing Hello: {h}")
+            check(closed_by_server(conn), f"Hello{{{lo}..{hi}}}: the server "
+                  "kept the connection open after refusing it")
+            print(f"Hello{{{lo}..{hi}}} refused: {refusal}")
+    server.stop()
+
+
 def case_cancel(args, codec, kv):
     server = Server(args.server, *args.get_delay_flag.split())
     with open_v2(server.address, codec) as conn:
@@ -309,7 +350,8 @@ def case_echo(args, codec, kv):
 
 
 CASES = {"v2_named": case_v2_named, "unimplemented": case_unimplemented,
-         "v1": case_v1, "cancel": case_cancel, "bad_frames": case_bad_frames,
+         "v1": case_v1, "negotiation": case_negotiation,
+         "cancel": case_cancel, "bad_frames": case_bad_frames,
          "keepalive": case_keepalive, "echo": case_echo}
 
 
