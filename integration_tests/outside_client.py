@@ -299,8 +299,9 @@ class Connection:
                 self.buf += data
                 self.last_received = time.monotonic()
                 return
+            quiet = time.monotonic() - self.last_received
             if (self.send_pings and self.server_hello is not None
-                    and time.monotonic() - self.last_received >= PING_INTERVAL):
+                    and quiet >= PING_INTERVAL):
                 self.ping_nonce += 1
                 self.send_frame({"ping": self.ping_nonce})
 

@@ -22,9 +22,10 @@ outside_client.Connection only, and checks what DESIGN promises:
                  naming both ranges.
   cancel         server with a Get delay: a Get, then `cancel` for its id
                  while the handler has it; the server's exit summary counts
-                 one cancel for kv.KeyValue/Get, anything it sent for that
-                 id was dropped by the client, and a later Put on the same
-                 connection works.
+                 one cancel for kv.KeyValue/Get and a Get that ended well
+                 before the delay (its handler saw the cancel), anything it
+                 sent for that id was dropped by the client, and a later Put
+                 on the same connection works.
   bad_frames     after a Hello, frames with a wrong header check, a wrong
                  body checksum, a length not a multiple of 8, and a body
                  that is not a Frame, each on its own connection: the server
@@ -261,6 +262,14 @@ def case_cancel(args, codec, kv):
     m = re.search(r"cancelled=(\d+)", lines[-1])
     check(m and int(m.group(1)) == 1,
           f"want cancelled=1 for {GET}: {lines[-1]}")
+    # The running handler was signalled (DESIGN: a cancel "signals the
+    # running handler's cancellation"): the Get ended well before its 2 s
+    # delay. absl's duration format; the longest Get is the cancelled one.
+    m = re.search(r" max=([0-9.]+)(ms|s)\b", lines[-1])
+    if m:
+        seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        check(seconds < 1.5, f"the cancelled Get ran {seconds:.2f} s: its "
+              "handler did not see the cancel")
     print(f"server: {lines[-1].strip()}")
 
 
