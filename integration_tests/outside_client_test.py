@@ -267,10 +267,10 @@ def case_cancel(args, codec, kv):
     # running handler's cancellation"): the Get ended well before its 2 s
     # delay. absl's duration format; the longest Get is the cancelled one.
     m = re.search(r" max=([0-9.]+)(ms|s)\b", lines[-1])
-    if m:
-        seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-        check(seconds < 1.5, f"the cancelled Get ran {seconds:.2f} s: its "
-              "handler did not see the cancel")
+    check(m is not None, f"no max= latency in the summary: {lines[-1]!r}")
+    seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    check(seconds < 1.5, f"the cancelled Get ran {seconds:.2f} s: its "
+          "handler did not see the cancel")
     print(f"server: {lines[-1].strip()}")
 
 
