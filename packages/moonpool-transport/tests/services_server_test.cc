@@ -22,6 +22,8 @@
 #include "moonpool/transport/method_handler.h"
 #include "moonpool/transport/ping.capnp.h"
 #include "moonpool/transport/request_context.h"
+#include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame_encoder.h"
 #include "transport_test_util.h"
 
 namespace moonpool::transport::testing {
@@ -726,6 +728,68 @@ TEST_F(ServicesServerTest, MethodCallsCountTowardTheServersInFlightBound) {
     ASSERT_TRUE(out[i]->ok()) << i << ": " << out[i]->status();
     EXPECT_EQ(**out[i], absl::StrCat(i));
   }
+  EXPECT_EQ(server->stats().requests_in_flight, 0u);
+}
+
+// A raw client that sends a Hello and `n` requests to `token`, and does not
+// read until told to.
+std::unique_ptr<driver::Stream> FloodMethod(UvLoop& loop,
+                                            const driver::Address& address,
+                                            RawClient& raw, Endpoint token,
+                                            size_t n) {
+  std::unique_ptr<driver::Stream> stream =
+      ConnectRaw(loop, address, raw, /*read=*/false);
+  if (stream == nullptr) return nullptr;
+  wire::FrameEncoder encoder;
+  wire::ByteBuffer out;
+  wire::Hello hello;
+  hello.peer_name = "slow-reader";
+  hello.incarnation = 3;
+  EXPECT_TRUE(encoder.Encode(hello, out).ok());
+  for (size_t i = 1; i <= n; ++i) {
+    Envelope e;
+    e.correlation_id = CorrelationId(i);
+    e.kind = EnvelopeKind::kRequest;
+    e.endpoint = token;
+    e.timeout = absl::Seconds(60);
+    e.payload = "give me a lot";
+    EXPECT_TRUE(encoder.EncodeEnvelope(e, out).ok());
+  }
+  EXPECT_TRUE(stream->Write(out.Readable()).ok());
+  return stream;
+}
+
+TEST_F(ServicesServerTest, AnswersWaitForOutputRoomInsteadOfBeingLost) {
+  constexpr size_t kRequests = 64;
+  constexpr size_t kReplyBytes = size_t{256} << 10;  // 16 MiB in all
+  ServerOptions options;
+  options.connection.max_output_bytes = size_t{1} << 20;
+  auto server = BindOrDie(loop_, options);
+  ASSERT_TRUE(server
+                  ->Handle(kUpper,
+                           [](RequestContext&, std::string)
+                               -> Task<absl::StatusOr<std::string>> {
+                             co_return std::string(kReplyBytes, 'r');
+                           })
+                  .ok());
+  RawClient raw;
+  std::unique_ptr<driver::Stream> stream =
+      FloodMethod(loop_, server->address(), raw, kUpper.token(), kRequests);
+  ASSERT_NE(stream, nullptr);
+  // Not read: the output fills, and the rest of the answers wait.
+  RunFor(loop_, absl::Milliseconds(300));
+  EXPECT_EQ(server->method_stats(kUpper)->replies, kRequests);
+  EXPECT_LT(server->stats().replies_sent, kRequests);
+  EXPECT_GT(server->stats().requests_in_flight, 0u);
+
+  ASSERT_TRUE(stream->StartReading().ok());
+  ASSERT_TRUE(RunUntil(loop_,
+                       [&] {
+                         return server->stats().replies_sent == kRequests &&
+                                raw.received.size() >= kRequests * kReplyBytes;
+                       }))
+      << "sent " << server->stats().replies_sent << " received "
+      << raw.received.size();
   EXPECT_EQ(server->stats().requests_in_flight, 0u);
 }
 
