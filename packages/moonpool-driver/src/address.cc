@@ -121,8 +121,9 @@ absl::StatusOr<Address> Address::Parse(absl::string_view host_port) {
                                        "\" is not a valid IPv4 address "
                                        "(expected four numbers 0..255)"));
   }
-  return Invalid(input, absl::StrCat("host names are not resolved (\"", host,
-                                     "\"); use an IP literal or localhost"));
+  return Invalid(input, absl::StrCat("\"", host,
+                                     "\" is a host name, not an address; "
+                                     "use HostPort::Parse for names"));
 }
 
 Address Address::Ipv4(std::array<uint8_t, 4> bytes, uint16_t port) {

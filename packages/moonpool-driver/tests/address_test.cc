@@ -90,9 +90,9 @@ TEST(Address, RejectsEveryBadFormWithItsReason) {
       {"1.2.3:80", "not a valid IPv4"},
       {"256.1.1.1:80", "not a valid IPv4"},
       {"1.2.3.4.5:80", "not a valid IPv4"},
-      {"example.com:80", "host names are not resolved"},
-      {"db-1:5432", "host names are not resolved"},
-      {"localhost.localdomain:80", "host names are not resolved"},
+      {"example.com:80", "use HostPort::Parse for names"},
+      {"db-1:5432", "use HostPort::Parse for names"},
+      {"localhost.localdomain:80", "use HostPort::Parse for names"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.input);

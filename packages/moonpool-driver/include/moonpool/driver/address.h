@@ -1,9 +1,13 @@
 // Address is a TCP endpoint: an IPv4 or IPv6 address and a port, as a value.
 //
-// It holds numbers only, never a host name: the library resolves nothing (a
-// DNS lookup is I/O, and it would make simulation nondeterministic). Parse
-// accepts "1.2.3.4:80", "[::1]:80" and, as the one convenience, "localhost:80"
-// (127.0.0.1), and says exactly what is wrong with anything else.
+// It holds numbers only, never a host name: it is what a lookup yields and
+// what a socket is given. Names live in HostPort (host_port.h), which the
+// Loop resolves (Loop::Resolve: getaddrinfo on libuv's thread pool in
+// UvLoop, a seeded simulated resolver in SimLoop, so simulation stays
+// deterministic) into Addresses. Parse accepts "1.2.3.4:80", "[::1]:80" and,
+// as the one convenience, "localhost:80" (127.0.0.1, without a lookup;
+// HostPort::Parse resolves "localhost" instead), and says exactly what is
+// wrong with anything else.
 //
 // Example:
 //
