@@ -27,13 +27,21 @@
 // Coverage (Sometimes; a sweep requires each to hold at least once): each
 // outcome kind (kv.outcome.*), fail-fast calls failing at once while the
 // server is down (kv.outcome.unavailable_fail_fast), calls abandoned by
-// their caller (kv.call.abandoned: the cancel travels to the server), Gets
-// that find and miss, Deletes that find, both restart kinds, and the quiet
-// phase's read after a restart finding the store empty.
+// their caller (kv.call.abandoned) and the server seeing a Get's cancel
+// (kv.server.get_cancelled, from its MethodStats), Gets that find and miss,
+// Deletes that find, both restart kinds, and the quiet phase's read after a
+// restart finding the store empty.
+//
+// Under faults a client cannot tell whether a call that failed was applied,
+// nor, with the relative deadline budget, how late a request held in a
+// stalled link still reaches the server; so read-your-writes is checked in
+// the quiet phase only, after the network has settled for longer than any
+// stall and the keepalive timeout.
 #include "kv_workload.h"
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -61,6 +69,7 @@
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/transport/capnp_message.h"
 #include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/method_stats.h"
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
 #include "moonpool/transport/server_transport.h"
@@ -82,6 +91,7 @@ using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::transport::CapnpMessage;
 using moonpool::transport::ClientTransport;
+using moonpool::transport::MethodStats;
 using moonpool::transport::RequestOptions;
 using moonpool::transport::ServerOptions;
 using moonpool::transport::ServerTransport;
@@ -183,6 +193,9 @@ class KvRun {
   // Every value any Put sent, per key (sent: it may have been applied).
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> put_;
   uint64_t calls_ = 0, outcomes_ = 0, oks_ = 0;
+  // Client cancels of Gets the server saw (MethodStats::cancelled), summed
+  // over its incarnations.
+  uint64_t server_get_cancels_ = 0;
   int lanes_done_ = 0, quiet_done_ = 0;
   bool restarts_ = false, chaos_over_ = false, controller_done_ = true;
   // The server restarted after the last chaos call ended: the quiet phase's
@@ -223,6 +236,10 @@ absl::Status KvRun::StartServer() {
 
 void KvRun::StopServerNow() {
   if (server_ == nullptr) return;
+  // The dead (or closed) process's counters: cancels that reached it.
+  if (std::optional<MethodStats> get = server_->transport->method_stats(kGet)) {
+    server_get_cancels_ += get->cancelled;
+  }
   server_->transport.reset();  // before the service its handlers call
   server_.reset();
 }
@@ -520,6 +537,7 @@ absl::Status KvRun::Execute(WorkloadContext& ctx) {
     ctx.stats().requests = calls_;
     ctx.stats().round_trips = oks_;
     Teardown();
+    Sometimes(server_get_cancels_ > 0, "kv.server.get_cancelled");
     return s;
   };
 
