@@ -96,13 +96,24 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     }
   }
 
-  absl::Status Call(absl::string_view payload,
-                    const protocol::RequestOptions& options,
-                    driver::ReplyCallback done) {
+  absl::StatusOr<CorrelationId> Call(absl::string_view payload,
+                                     const protocol::RequestOptions& options,
+                                     driver::ReplyCallback done) {
     absl::StatusOr<CorrelationId> id = driver_.SendRequest(payload, options);
     if (!id.ok()) return id.status();
     calls_.emplace(id->value(), std::move(done));
-    return absl::OkStatus();
+    return id;
+  }
+
+  // The server's request `id` lost its waiter: forgotten (its callback
+  // destroyed uncalled) and, on version 2, cancelled on the wire. Nothing
+  // when it already had its outcome.
+  void CancelCall(CorrelationId id) {
+    auto it = calls_.find(id.value());
+    if (it == calls_.end()) return;
+    driver::ReplyCallback done = std::move(it->second);
+    calls_.erase(it);
+    (void)driver_.CancelRequest(id);
   }
 
  private:

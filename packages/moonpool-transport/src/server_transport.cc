@@ -307,10 +307,9 @@ driver::Task<absl::Status> ServerTransport::AnswerWhenWritable(
   }
 }
 
-absl::Status ServerTransport::SendRequestOn(uint64_t connection_id,
-                                            std::string payload,
-                                            const RequestOptions& options,
-                                            driver::ReplyCallback done) {
+absl::StatusOr<CorrelationId> ServerTransport::SendRequestOn(
+    uint64_t connection_id, std::string payload, const RequestOptions& options,
+    driver::ReplyCallback done) {
   if (state_ == State::kClosed) {
     return absl::FailedPreconditionError("server transport is closed");
   }
@@ -330,6 +329,11 @@ absl::Status ServerTransport::SendRequestOn(uint64_t connection_id,
   o.idempotent = options.idempotent;
   o.endpoint = options.endpoint;
   return c->Call(payload, o, std::move(done));
+}
+
+void ServerTransport::CancelRequestOn(uint64_t connection_id,
+                                      CorrelationId id) {
+  if (Connection* c = Find(connection_id); c != nullptr) c->CancelCall(id);
 }
 
 void ServerTransport::AddClosed(Connection& c) {

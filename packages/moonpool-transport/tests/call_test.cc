@@ -253,6 +253,51 @@ TEST(CallCancel, QueuedRequestDestroyedBeforeTheConnectIsNeverSent) {
   EXPECT_EQ(server->stats().requests_received, 1u);
 }
 
+TEST(CallCancel, ServerRequestTaskDestroyedForgetsItsCall) {
+  UvLoop loop(UvLoopOptions{.seed = 10});
+  auto server = testing::BindOrDie(loop);
+  ClientTransport client(loop, FastClient());
+  int started = 0, answered = 0;
+  client.Serve([&](IncomingMessage m) -> Task<absl::StatusOr<std::string>> {
+    ++started;
+    co_await driver::Sleep(loop, absl::Milliseconds(50));
+    ++answered;
+    co_return m.envelope.payload;
+  });
+  TaskScope scope(loop, testing::FailOnError());
+  // The client's first request names its connection.
+  std::vector<IncomingMessage> held;
+  scope.Spawn(Hold(*server, &held));
+  std::optional<absl::StatusOr<std::string>> hello;
+  scope.Spawn(
+      Store(client.Request<std::string>(server->address(), std::string("hi")),
+            &hello));
+  ASSERT_TRUE(RunUntil(loop, [&] { return held.size() == 1; }));
+  const uint64_t connection = held[0].connection_id;
+
+  driver::CancellationSource source(loop);
+  std::optional<absl::StatusOr<std::string>> cancelled;
+  scope.Spawn(StoreCancellable(
+      source.token(),
+      server->Request<std::string>(connection, std::string("slow")),
+      &cancelled));
+  ASSERT_TRUE(RunUntil(loop, [&] { return started == 1; }));
+  source.Cancel("the server gave up");
+  ASSERT_TRUE(RunUntil(loop, [&] { return cancelled.has_value(); }));
+  EXPECT_EQ(cancelled->status().code(), absl::StatusCode::kCancelled);
+  // The client still answers (nothing tells its handler); the server drops
+  // that answer, and the connection serves the next request as before.
+  std::optional<absl::StatusOr<std::string>> next;
+  scope.Spawn(Store(
+      server->Request<std::string>(connection, std::string("next")), &next));
+  ASSERT_TRUE(RunUntil(loop, [&] { return next.has_value(); }));
+  ASSERT_TRUE(next->ok()) << next->status();
+  EXPECT_EQ(**next, "next");
+  EXPECT_EQ(answered, 2);
+  ASSERT_TRUE(server->Reply(held[0], std::string("bye")).ok());
+  ASSERT_TRUE(RunUntil(loop, [&] { return hello.has_value(); }));
+}
+
 TEST(CallFailFast, UnavailableAtOnceAfterTheFirstFailedConnect) {
   UvLoop loop(UvLoopOptions{.seed = 9});
   const driver::Address closed = ClosedPort(loop);

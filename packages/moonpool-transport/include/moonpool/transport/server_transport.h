@@ -193,16 +193,21 @@ class ServerTransport {
   // Unavailable when the connection ends first (nothing is sent again: a
   // server cannot reconnect to a client), Cancelled when the server closes.
   // Fails up front with NotFound when there is no such open connection.
+  // Destroying the task before its outcome cancels the request (a `cancel`
+  // to the client on a version 2 connection), as ClientTransport's does.
   template <Decodable Reply, Payload Req>
   driver::Task<absl::StatusOr<Reply>> Request(uint64_t connection_id,
                                               const Req& req,
                                               RequestOptions options = {}) {
-    return internal::Call<Reply>(
+    return internal::CancellableCall<Reply>(
         loop_, EncodeToString(req),
-        [this, connection_id, options](std::string payload,
-                                       driver::ReplyCallback done) {
-          return SendRequestOn(connection_id, std::move(payload), options,
-                               std::move(done));
+        [this, connection_id, options](
+            std::string payload,
+            driver::ReplyCallback done) -> absl::StatusOr<SentRequest> {
+          absl::StatusOr<CorrelationId> id = SendRequestOn(
+              connection_id, std::move(payload), options, std::move(done));
+          if (!id.ok()) return id.status();
+          return SentRequest{this, connection_id, *id};
         });
   }
 
@@ -256,10 +261,18 @@ class ServerTransport {
   driver::Task<absl::Status> AnswerWhenWritable(IncomingMessage request,
                                                 std::string payload,
                                                 absl::Status error);
-  [[nodiscard]] absl::Status SendRequestOn(uint64_t connection_id,
-                                           std::string payload,
-                                           const RequestOptions& options,
-                                           driver::ReplyCallback done);
+  [[nodiscard]] absl::StatusOr<CorrelationId> SendRequestOn(
+      uint64_t connection_id, std::string payload,
+      const RequestOptions& options, driver::ReplyCallback done);
+  // A request Request sent, to cancel when its task goes first. The
+  // connection is looked up again then: it may be gone (nothing to do).
+  struct SentRequest {
+    ServerTransport* server;
+    uint64_t connection_id;
+    CorrelationId id;
+    void Cancel() const { server->CancelRequestOn(connection_id, id); }
+  };
+  void CancelRequestOn(uint64_t connection_id, CorrelationId id);
   void CloseNow();
   [[nodiscard]] absl::Status Register(absl::string_view name, Endpoint token,
                                       HandlerOptions options,
