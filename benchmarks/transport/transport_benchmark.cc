@@ -32,6 +32,27 @@
 //
 // MOONPOOL_BENCH_HANDLERS=N (environment) overrides the number of server
 // handler tasks (default 4), for experiments; ci/bench does not set it.
+//
+// Services (issue 13): `--api NAME` (taken out of the command line before
+// the contract's flags are parsed; ci/bench does not pass it) picks what a
+// request is:
+//   bytes         (the default, ci/bench's) the payload as a string on the
+//                 default queue, echoed by NextMessage handlers;
+//   capnp_raw     a Cap'n Proto Ping (ping.capnp: the payload in its Data
+//                 field, the sequence number in its own) sent with
+//                 Request<CapnpReader<Pong>> to the default queue; the
+//                 NextMessage handlers decode it and Reply a Pong;
+//   capnp_method  the same Ping and Pong through the named method
+//                 "bench.Echo/Ping": ClientTransport::Call on the client,
+//                 ServerTransport::Handle on the server (its dispatch, its
+//                 handler task and RequestContext, its counters);
+//   compare       capnp_raw and capnp_method alternately, `--rounds N`
+//                 (default 3) of each, one JSON object per round (with an
+//                 "api" key), then a summary object with the medians and
+//                 the ratio method / raw of requests per second.
+// So the cost of the services layer is the difference between the two Cap'n
+// Proto columns: the same bytes on the wire (but the endpoint token), the
+// same encode and decode at both ends.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -58,8 +79,14 @@
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
+#include "moonpool/transport/capnp_message.h"
+#include "moonpool/transport/capnp_reader.h"
 #include "moonpool/transport/client_options.h"
 #include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/codec.h"
+#include "moonpool/transport/method.h"
+#include "moonpool/transport/ping.capnp.h"
+#include "moonpool/transport/request_context.h"
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
 #include "moonpool/transport/server_transport.h"
@@ -72,9 +99,13 @@ using moonpool::driver::Address;
 using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
+using moonpool::transport::CapnpMessage;
+using moonpool::transport::CapnpReader;
 using moonpool::transport::ClientOptions;
 using moonpool::transport::ClientTransport;
 using moonpool::transport::IncomingMessage;
+using moonpool::transport::Method;
+using moonpool::transport::RequestContext;
 using moonpool::transport::RequestOptions;
 using moonpool::transport::ServerOptions;
 using moonpool::transport::ServerTransport;
@@ -84,6 +115,33 @@ using peers::Options;
 using peers::Payload;
 using peers::Report;
 using Clock = std::chrono::steady_clock;
+namespace schema = moonpool::transport::schema;
+
+// What a request is (see the file comment).
+enum class Api { kBytes, kCapnpRaw, kCapnpMethod };
+
+const char* ApiName(Api api) {
+  switch (api) {
+    case Api::kBytes:
+      return "bytes";
+    case Api::kCapnpRaw:
+      return "capnp_raw";
+    case Api::kCapnpMethod:
+      return "capnp_method";
+  }
+  return "?";
+}
+
+// The method of --api capnp_method.
+const Method<schema::Ping, schema::Pong> kPingMethod{"bench.Echo/Ping"};
+
+// The Pong of `ping`: its sequence and payload echoed.
+CapnpMessage<schema::Pong> MakePong(schema::Ping::Reader ping) {
+  CapnpMessage<schema::Pong> pong;
+  pong.builder().setSequence(ping.getSequence());
+  pong.builder().setPayload(ping.getPayload());
+  return pong;
+}
 
 // Each request's deadline: far beyond any latency of a healthy run, so a
 // DeadlineExceeded is a failure, not load shedding.
@@ -103,7 +161,7 @@ size_t HandlerCount() {
 class Server {
  public:
   // Starts the thread and waits until the server is bound.
-  Server() {
+  explicit Server(Api api) : api_(api) {
     std::promise<Address> bound;
     std::future<Address> address = bound.get_future();
     thread_ =
@@ -140,6 +198,19 @@ class Server {
     }
   }
 
+  // The default queue's handler for --api capnp_raw: a Pong for each Ping.
+  static Task<void> EchoPing(ServerTransport& server) {
+    while (std::optional<IncomingMessage> msg = co_await server.NextMessage()) {
+      if (!msg->is_request()) continue;
+      absl::StatusOr<CapnpReader<schema::Ping>> ping =
+          moonpool::transport::Codec<CapnpReader<schema::Ping>>::Decode(
+              msg->envelope.payload);
+      if (!ping.ok()) Die("server: bad Ping: " + ping.status().ToString());
+      absl::Status s = server.Reply(*msg, MakePong(ping->get()));
+      if (!s.ok()) Die("server: Reply failed: " + s.ToString());
+    }
+  }
+
   void Run(std::promise<Address>& bound) {
     UvLoop loop;
     ServerOptions options;
@@ -149,8 +220,17 @@ class Server {
     TaskScope scope(loop, [](absl::Status s) {
       Die("server: a task failed: " + s.ToString());
     });
+    if (api_ == Api::kCapnpMethod) {
+      absl::Status s = (*server)->Handle(
+          kPingMethod,
+          [](RequestContext&, CapnpReader<schema::Ping> ping)
+              -> Task<absl::StatusOr<CapnpMessage<schema::Pong>>> {
+            co_return MakePong(ping.get());
+          });
+      if (!s.ok()) Die("server: Handle failed: " + s.ToString());
+    }
     for (size_t i = 0, n = HandlerCount(); i < n; ++i) {
-      scope.Spawn(Echo(**server));
+      scope.Spawn(api_ == Api::kCapnpRaw ? EchoPing(**server) : Echo(**server));
     }
     loop_ = &loop;
     server_ = server->get();
@@ -161,6 +241,7 @@ class Server {
     server->reset();
   }
 
+  const Api api_;
   std::thread thread_;
   Address address_;
   // Set on the server thread before the constructor returns (the promise
@@ -180,8 +261,9 @@ class Server {
 
 class Client {
  public:
-  Client(const Options& options, Server& server)
+  Client(const Options& options, Api api, Server& server)
       : options_(options),
+        api_(api),
         payload_(options.workload.payload_size),
         server_(server) {}
 
@@ -207,7 +289,8 @@ class Client {
                       static_cast<size_t>(options_.workload.in_flight);
       for (auto& client : clients) {
         for (int k = 0; k < options_.workload.in_flight; ++k) {
-          scope.Spawn(Worker(*client));
+          scope.Spawn(api_ == Api::kBytes ? Worker(*client)
+                                          : CapnpWorker(*client));
         }
       }
       scope.Spawn(Controller());
@@ -266,6 +349,51 @@ class Client {
     --live_workers_;
   }
 
+  // Worker's loop with a Ping and a Pong (--api capnp_raw, capnp_method).
+  Task<void> CapnpWorker(ClientTransport& client) {
+    std::string bytes(payload_.size(), '\0');
+    const RequestOptions request_options =
+        RequestOptions::Timeout(kRequestTimeout);
+    const Address server = server_.address();
+    while (!stopping_) {
+      const uint64_t seq = next_seq_++;
+      payload_.Fill(seq, bytes.data());
+      CapnpMessage<schema::Ping> ping;
+      ping.builder().setSequence(seq);
+      ping.builder().setPayload(capnp::Data::Reader(
+          reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+      const Clock::time_point sent_at = Clock::now();
+      absl::StatusOr<CapnpReader<schema::Pong>> reply;
+      if (api_ == Api::kCapnpMethod) {
+        reply =
+            co_await client.Call(server, kPingMethod, ping, request_options);
+      } else {
+        reply = co_await client.Request<CapnpReader<schema::Pong>>(
+            server, ping, request_options);
+      }
+      const Clock::time_point now = Clock::now();
+      if (!reply.ok()) {
+        Die("client: request " + std::to_string(seq) +
+            " failed: " + reply.status().ToString());
+      }
+      const capnp::Data::Reader echoed = reply->get().getPayload();
+      if (reply->get().getSequence() != seq ||
+          !payload_.Matches(seq,
+                            std::span<const char>(
+                                reinterpret_cast<const char*>(echoed.begin()),
+                                echoed.size()))) {
+        peers::DieMismatch(seq, "the Pong differs from the Ping");
+      }
+      if (measuring_) {
+        ++requests_;
+        latencies_.Record(now - sent_at);
+      } else if (!stopping_) {
+        ++warmup_requests_;
+      }
+    }
+    --live_workers_;
+  }
+
   // Until `t` by the steady clock. The loop's Now() is sampled once per
   // turn, so a Sleep started late in a long turn (1 MiB payloads) ends early
   // by steady_clock: sleep again for what is left.
@@ -295,6 +423,7 @@ class Client {
   }
 
   const Options options_;
+  const Api api_;
   const Payload payload_;
   Server& server_;
   UvLoop* loop_ = nullptr;
@@ -323,9 +452,11 @@ std::string Number(double value, int digits) {
 // The contract's object (peers::PrintReport, same keys, order and number
 // formats) with the client's and the server's share of allocs_per_request
 // appended.
+// `api` is added as a last key unless it is the default (bytes), so that
+// ci/bench's output is unchanged.
 void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
                           std::optional<double> client_allocs,
-                          std::optional<double> server_allocs) {
+                          std::optional<double> server_allocs, Api api) {
   const double rps = report.seconds > 0
                          ? static_cast<double>(report.requests) / report.seconds
                          : 0;
@@ -348,6 +479,8 @@ void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
       ", \"allocs_per_request\": " + optional_number(report.allocs_per_request);
   json += ", \"client_allocs_per_request\": " + optional_number(client_allocs);
   json += ", \"server_allocs_per_request\": " + optional_number(server_allocs);
+  if (api != Api::kBytes)
+    json += ", \"api\": \"" + std::string(ApiName(api)) + "\"";
   json += "}\n";
   std::fputs(json.c_str(), stdout);
   std::fflush(stdout);
@@ -356,14 +489,14 @@ void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
 }  // namespace
 }  // namespace moonpool::bench::transport_benchmark
 
-int main(int argc, char** argv) {
-  using namespace moonpool::bench::transport_benchmark;  // NOLINT: main
-  using namespace moonpool::bench::peers;                // NOLINT: main
-  const Options options = ParseOptionsOrDie(argc, argv);
-  ConfigureMalloc();
+namespace moonpool::bench::transport_benchmark {
+namespace {
 
-  Server server;
-  Client client(options, server);
+// One run of the workload with a fresh server and client; prints its JSON
+// object and returns its requests per second.
+double RunOnce(const Options& options, Api api) {
+  Server server(api);
+  Client client(options, api, server);
   std::thread client_thread([&client] { client.Run(); });
   client_thread.join();
   server.StopAndJoin();
@@ -381,7 +514,77 @@ int main(int argc, char** argv) {
     server_allocs = static_cast<double>(server.measured_allocations()) / n;
     report.allocs_per_request = *client_allocs + *server_allocs;
   }
-  PrintReportWithSplit(report, client.latencies(), client_allocs,
-                       server_allocs);
+  PrintReportWithSplit(report, client.latencies(), client_allocs, server_allocs,
+                       api);
+  return report.seconds > 0
+             ? static_cast<double>(report.requests) / report.seconds
+             : 0;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+}  // namespace moonpool::bench::transport_benchmark
+
+int main(int argc, char** argv) {
+  using namespace moonpool::bench::transport_benchmark;  // NOLINT: main
+  using namespace moonpool::bench::peers;                // NOLINT: main
+  // --api and --rounds are this program's own: taken out before the
+  // contract's flags are parsed.
+  std::string api_name = "bytes";
+  int rounds = 3;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    for (std::string_view flag : {"--api", "--rounds"}) {
+      if (arg.substr(0, flag.size()) != flag) continue;
+      std::string value;
+      if (arg.size() > flag.size() && arg[flag.size()] == '=') {
+        value = std::string(arg.substr(flag.size() + 1));
+      } else if (arg.size() == flag.size() && i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        continue;
+      }
+      if (flag == "--api") api_name = value;
+      if (flag == "--rounds") rounds = std::max(1, std::atoi(value.c_str()));
+      arg = {};
+      break;
+    }
+    if (!arg.empty()) args.push_back(argv[i]);
+  }
+  const Options options =
+      ParseOptionsOrDie(static_cast<int>(args.size()), args.data());
+  ConfigureMalloc();
+
+  if (api_name == "compare") {
+    std::vector<double> raw, method;
+    for (int r = 0; r < rounds; ++r) {
+      raw.push_back(RunOnce(options, Api::kCapnpRaw));
+      method.push_back(RunOnce(options, Api::kCapnpMethod));
+    }
+    const double raw_median = Median(raw);
+    const double method_median = Median(method);
+    std::printf(
+        "{\"compare\": \"capnp_method / capnp_raw\", \"workload\": \"%s\", "
+        "\"rounds\": %d, \"raw_median_rps\": %.1f, "
+        "\"method_median_rps\": %.1f, \"ratio\": %.4f}\n",
+        std::string(options.workload.name).c_str(), rounds, raw_median,
+        method_median, raw_median > 0 ? method_median / raw_median : 0.0);
+    return 0;
+  }
+  Api api = Api::kBytes;
+  if (api_name == "capnp_raw") {
+    api = Api::kCapnpRaw;
+  } else if (api_name == "capnp_method") {
+    api = Api::kCapnpMethod;
+  } else if (api_name != "bytes") {
+    Die("unknown --api '" + api_name +
+        "' (bytes, capnp_raw, capnp_method, compare)");
+  }
+  RunOnce(options, api);
   return 0;
 }
