@@ -307,5 +307,22 @@ TEST(FaultyLoop, TimersAndPostsAreTheInnerLoops) {
       loop.RunUntil([&] { return fired == 2; }, loop.Now() + kPatience));
 }
 
+TEST(FaultyLoop, ResolveIsTheInnerLoopsUntouchedByThePlan) {
+  driver::UvLoop uv(driver::UvLoopOptions{.seed = 1});
+  ChaosConfig storm;
+  storm.resolve_failed_probability = 1;  // not applied on real sockets
+  storm.connect_refused_probability = 1;
+  FaultyLoop loop(uv, {.seed = 1, .chaos = storm});
+  std::optional<absl::StatusOr<std::vector<driver::Address>>> answer;
+  auto r = loop.Resolve("localhost", 80, [&](auto a) { answer = a; });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(answer.has_value());
+  ASSERT_TRUE(loop.RunUntil([&] { return answer.has_value(); },
+                            loop.Now() + kPatience));
+  ASSERT_TRUE(answer->ok()) << answer->status();
+  EXPECT_FALSE((*answer)->empty());
+  EXPECT_EQ((*answer)->front().port(), 80);
+}
+
 }  // namespace
 }  // namespace moonpool::chaos

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "moonpool/chaos/sometimes.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
@@ -158,6 +159,10 @@ struct ServerProcess {
 struct ServerSlot {
   SimHost* host = nullptr;
   std::string ip;
+  // What clients call it: a name ("server0.sim:4500") the simulated
+  // resolver maps to `ip`, so every connect looks it up (and the resolver's
+  // faults apply).
+  driver::HostPort target;
   uint64_t incarnation = 0;
   std::unique_ptr<ServerProcess> process;
 };
@@ -377,7 +382,7 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
   ro.idempotent = idempotent;
   absl::StatusOr<std::string> reply =
       co_await client.transport->Request<std::string>(
-          servers_[server].host->Addr(kPort),
+          servers_[server].target,
           absl::StrCat("q|", c, "|", seq, "|", idempotent ? 1 : 0, "|",
                        static_cast<int>(error)),
           ro);
@@ -519,7 +524,7 @@ void PingPongRun::SendOneWay(int c, int server, bool quiet) {
   ClientSlot& client = clients_[c];
   const uint64_t seq = client.next_one_way++;
   absl::Status s = client.transport->SendEncoded(
-      servers_[server].host->Addr(kPort), absl::StrCat("o|", c, "|", seq));
+      servers_[server].target, absl::StrCat("o|", c, "|", seq));
   sim_.TraceUser(4, Key(c, seq), static_cast<uint64_t>(s.code()));
   if (s.ok()) {
     one_ways_[Key(c, seq)] =
@@ -574,7 +579,7 @@ void PingPongRun::CheckBounds() {
     if (clients_[c].transport == nullptr) continue;
     for (size_t i = 0; i < servers_.size(); ++i) {
       const ServerSlot& s = servers_[i];
-      const driver::Peer* p = clients_[c].transport->peer(s.host->Addr(kPort));
+      const driver::Peer* p = clients_[c].transport->peer(s.target);
       const size_t bound = lanes + clients_[c].one_ways_unreceived[i];
       if (p != nullptr && p->pending_requests() > bound) {
         Fail(absl::InternalError(absl::StrCat(
@@ -647,6 +652,14 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
     absl::StatusOr<SimHost*> h = sim_.AddHost(slot.ip);
     if (!h.ok()) return h.status();
     slot.host = *h;
+    const std::string name = absl::StrCat("server", s, ".sim");
+    if (absl::Status st = sim_.SetHostName(name, {slot.ip}); !st.ok()) {
+      return st;
+    }
+    absl::StatusOr<driver::HostPort> target =
+        driver::HostPort::FromParts(name, kPort);
+    if (!target.ok()) return target.status();
+    slot.target = *target;
     servers_.push_back(std::move(slot));
   }
   for (int c = 0; c < o_.clients; ++c) {
@@ -734,7 +747,7 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   CheckBounds();
   for (size_t c = 0; c < clients_.size(); ++c) {
     for (const ServerSlot& s : servers_) {
-      const driver::Peer* p = clients_[c].transport->peer(s.host->Addr(kPort));
+      const driver::Peer* p = clients_[c].transport->peer(s.target);
       if (p != nullptr && p->pending_requests() != 0) {
         Fail(absl::InternalError(absl::StrCat(
             "invariant memory.peer_drained: client ", c, " still has ",
@@ -762,7 +775,7 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   }
   for (const ClientSlot& c : clients_) {
     for (const ServerSlot& s : servers_) {
-      const driver::Peer* p = c.transport->peer(s.host->Addr(kPort));
+      const driver::Peer* p = c.transport->peer(s.target);
       if (p != nullptr) {
         keepalive += p->stats().keepalive_timeouts;
         protocol_errors += p->stats().protocol_errors;
