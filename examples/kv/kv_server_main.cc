@@ -9,14 +9,15 @@
 // starts a graceful close (transport::GracefulShutdown: Goodbye on every
 // connection, what was received is answered) and the process exits 0 when it
 // ends; a second signal closes at once. On exit it writes one line per
-// method to stderr, its counters (transport::MethodStats) as key=value pairs:
+// method to stderr, its counters (transport::MethodStats) as key=value pairs,
+// one line each, latencies in absl's duration format:
 //
 //   moonpool-kv-server: method kv.KeyValue/Get requests=3 replies=2 errors=1
-//       cancelled=1 rejected=0 p50=1.2ms p90=... p99=... max=...
+//       cancelled=1 rejected=0 expired=0 orphaned=0 running=0 queued=0
+//       p50=1.2ms p90=... p99=... max=...
 //
-// (one line each; latencies in absl's duration format). Exit status: 0 after
-// a close; 1 when it cannot listen or cannot register the service; 2 for a flag
-// value out of range (absl's own flag errors, and
+// Exit status: 0 after a close; 1 when it cannot listen or cannot register
+// the service; 2 for a flag value out of range (absl's own flag errors, and
 // --help, exit 1).
 #include <signal.h>
 
@@ -105,6 +106,7 @@ std::string FormatMethodStats(const MethodStats& m) {
   return absl::StrCat("method ", m.name, " requests=", m.requests,
                       " replies=", m.replies, " errors=", m.errors,
                       " cancelled=", m.cancelled, " rejected=", m.rejected,
+                      " expired=", m.expired, " orphaned=", m.orphaned,
                       " running=", m.running, " queued=", m.queued,
                       " p50=", absl::FormatDuration(m.latency_p50),
                       " p90=", absl::FormatDuration(m.latency_p90),
