@@ -60,6 +60,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <future>
 #include <memory>
 #include <optional>
@@ -132,6 +133,15 @@ const char* ApiName(Api api) {
   return "?";
 }
 
+// CPU time of the calling thread, in nanoseconds: on a shared machine a
+// thread's CPU per request varies far less than requests per second.
+uint64_t ThreadCpuNanos() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000u +
+         static_cast<uint64_t>(t.tv_nsec);
+}
+
 // The method of --api capnp_method.
 const Method<schema::Ping, schema::Pong> kPingMethod{"bench.Echo/Ping"};
 
@@ -173,10 +183,16 @@ class Server {
 
   // Thread-safe: the server loop reads its thread's allocation count.
   void RequestBeginSnapshot() {
-    loop_->PostFromAnyThread([this] { allocs_begin_ = ThreadAllocations(); });
+    loop_->PostFromAnyThread([this] {
+      allocs_begin_ = ThreadAllocations();
+      cpu_begin_ = ThreadCpuNanos();
+    });
   }
   void RequestEndSnapshot() {
-    loop_->PostFromAnyThread([this] { allocs_end_ = ThreadAllocations(); });
+    loop_->PostFromAnyThread([this] {
+      allocs_end_ = ThreadAllocations();
+      cpu_end_ = ThreadCpuNanos();
+    });
   }
 
   // Closes the server (its handlers end, its loop runs out) and joins.
@@ -187,6 +203,7 @@ class Server {
 
   // Valid after StopAndJoin.
   uint64_t measured_allocations() const { return allocs_end_ - allocs_begin_; }
+  uint64_t measured_cpu_nanos() const { return cpu_end_ - cpu_begin_; }
 
  private:
   static Task<void> Echo(ServerTransport& server) {
@@ -253,6 +270,8 @@ class Server {
   // Written and read on the server thread; read by main after the join.
   uint64_t allocs_begin_ = 0;
   uint64_t allocs_end_ = 0;
+  uint64_t cpu_begin_ = 0;
+  uint64_t cpu_end_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -315,6 +334,7 @@ class Client {
   uint64_t measured_allocations() const {
     return allocs_end_ - allocs_begin_ - latencies_.growth_allocations();
   }
+  uint64_t measured_cpu_nanos() const { return cpu_end_ - cpu_begin_; }
   LatencyRecorder& latencies() { return latencies_; }
 
  private:
@@ -412,6 +432,7 @@ class Client {
         warmup_requests_, Clock::now() - warmup_begin, options_.duration));
     server_.RequestBeginSnapshot();
     allocs_begin_ = ThreadAllocations();
+    cpu_begin_ = ThreadCpuNanos();
     measuring_ = true;
     measure_begin_ = Clock::now();
     co_await SleepUntil(measure_begin_ + options_.duration);
@@ -419,6 +440,7 @@ class Client {
     measuring_ = false;
     stopping_ = true;
     allocs_end_ = ThreadAllocations();
+    cpu_end_ = ThreadCpuNanos();
     server_.RequestEndSnapshot();
   }
 
@@ -438,6 +460,8 @@ class Client {
   Clock::time_point measure_end_;
   uint64_t allocs_begin_ = 0;
   uint64_t allocs_end_ = 0;
+  uint64_t cpu_begin_ = 0;
+  uint64_t cpu_end_ = 0;
   LatencyRecorder latencies_;
 };
 
@@ -456,7 +480,8 @@ std::string Number(double value, int digits) {
 // ci/bench's output is unchanged.
 void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
                           std::optional<double> client_allocs,
-                          std::optional<double> server_allocs, Api api) {
+                          std::optional<double> server_allocs, Api api,
+                          double cpu_us_per_request) {
   const double rps = report.seconds > 0
                          ? static_cast<double>(report.requests) / report.seconds
                          : 0;
@@ -479,8 +504,10 @@ void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
       ", \"allocs_per_request\": " + optional_number(report.allocs_per_request);
   json += ", \"client_allocs_per_request\": " + optional_number(client_allocs);
   json += ", \"server_allocs_per_request\": " + optional_number(server_allocs);
-  if (api != Api::kBytes)
+  if (api != Api::kBytes) {
     json += ", \"api\": \"" + std::string(ApiName(api)) + "\"";
+    json += ", \"cpu_us_per_request\": " + Number(cpu_us_per_request, 3);
+  }
   json += "}\n";
   std::fputs(json.c_str(), stdout);
   std::fflush(stdout);
@@ -492,9 +519,15 @@ void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
 namespace moonpool::bench::transport_benchmark {
 namespace {
 
+struct RunResult {
+  double requests_per_second = 0;
+  // CPU of the client and server loop threads in the window, per request.
+  double cpu_us_per_request = 0;
+};
+
 // One run of the workload with a fresh server and client; prints its JSON
-// object and returns its requests per second.
-double RunOnce(const Options& options, Api api) {
+// object.
+RunResult RunOnce(const Options& options, Api api) {
   Server server(api);
   Client client(options, api, server);
   std::thread client_thread([&client] { client.Run(); });
@@ -514,11 +547,20 @@ double RunOnce(const Options& options, Api api) {
     server_allocs = static_cast<double>(server.measured_allocations()) / n;
     report.allocs_per_request = *client_allocs + *server_allocs;
   }
+  RunResult result;
+  if (report.seconds > 0) {
+    result.requests_per_second =
+        static_cast<double>(report.requests) / report.seconds;
+  }
+  if (report.requests > 0) {
+    result.cpu_us_per_request =
+        static_cast<double>(client.measured_cpu_nanos() +
+                            server.measured_cpu_nanos()) /
+        1000.0 / static_cast<double>(report.requests);
+  }
   PrintReportWithSplit(report, client.latencies(), client_allocs, server_allocs,
-                       api);
-  return report.seconds > 0
-             ? static_cast<double>(report.requests) / report.seconds
-             : 0;
+                       api, result.cpu_us_per_request);
+  return result;
 }
 
 double Median(std::vector<double> v) {
@@ -561,19 +603,32 @@ int main(int argc, char** argv) {
   ConfigureMalloc();
 
   if (api_name == "compare") {
-    std::vector<double> raw, method;
+    std::vector<double> raw, method, raw_cpu, method_cpu;
     for (int r = 0; r < rounds; ++r) {
-      raw.push_back(RunOnce(options, Api::kCapnpRaw));
-      method.push_back(RunOnce(options, Api::kCapnpMethod));
+      const RunResult a = RunOnce(options, Api::kCapnpRaw);
+      const RunResult b = RunOnce(options, Api::kCapnpMethod);
+      raw.push_back(a.requests_per_second);
+      raw_cpu.push_back(a.cpu_us_per_request);
+      method.push_back(b.requests_per_second);
+      method_cpu.push_back(b.cpu_us_per_request);
     }
     const double raw_median = Median(raw);
     const double method_median = Median(method);
+    const double raw_cpu_median = Median(raw_cpu);
+    const double method_cpu_median = Median(method_cpu);
+    // "ratio": method / raw requests per second (1 = as fast); "cpu_ratio":
+    // raw / method CPU per request, the same sense, and the steadier figure
+    // on a loaded machine.
     std::printf(
         "{\"compare\": \"capnp_method / capnp_raw\", \"workload\": \"%s\", "
         "\"rounds\": %d, \"raw_median_rps\": %.1f, "
-        "\"method_median_rps\": %.1f, \"ratio\": %.4f}\n",
+        "\"method_median_rps\": %.1f, \"ratio\": %.4f, "
+        "\"raw_median_cpu_us\": %.3f, \"method_median_cpu_us\": %.3f, "
+        "\"cpu_ratio\": %.4f}\n",
         std::string(options.workload.name).c_str(), rounds, raw_median,
-        method_median, raw_median > 0 ? method_median / raw_median : 0.0);
+        method_median, raw_median > 0 ? method_median / raw_median : 0.0,
+        raw_cpu_median, method_cpu_median,
+        method_cpu_median > 0 ? raw_cpu_median / method_cpu_median : 0.0);
     return 0;
   }
   Api api = Api::kBytes;
