@@ -591,7 +591,7 @@ class KvWorkload final : public moonpool::chaos::Workload {
   absl::Status Simulate(WorkloadContext& ctx) override {
     if (clients_ < 1 || ops_ < 0 || keys_ < 1) {
       return absl::InvalidArgumentError(
-          "--kv-clients and --kv-keys must be positive, --kv-ops not negative");
+          "--kv_clients and --kv_keys must be positive, --kv_ops not negative");
     }
     KvRun run(ctx.sim(), clients_, ops_, keys_);
     return run.Execute(ctx);

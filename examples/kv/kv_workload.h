@@ -13,7 +13,7 @@
 namespace kv {
 
 // Registers "kv" in moonpool::chaos::WorkloadRegistry::Global(). Its flags
-// (--kv-clients, --kv-ops, --kv-keys) are read when each seed's workload is
+// (--kv_clients, --kv_ops, --kv_keys) are read when each seed's workload is
 // made.
 void RegisterKvWorkload();
 
