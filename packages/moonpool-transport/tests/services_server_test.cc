@@ -793,5 +793,43 @@ TEST_F(ServicesServerTest, AnswersWaitForOutputRoomInsteadOfBeingLost) {
   EXPECT_EQ(server->stats().requests_in_flight, 0u);
 }
 
+TEST_F(ServicesServerTest, DeadlinesFireInDeadlineOrderWhateverTheArrival) {
+  auto server = BindOrDie(loop_);
+  ClientTransport client(loop_, FastClient());
+  TaskScope scope(loop_, FailOnError());
+  std::vector<std::string> fired;
+  ASSERT_TRUE(server
+                  ->Handle(kUpper,
+                           [&](RequestContext& ctx, std::string s)
+                               -> Task<absl::StatusOr<std::string>> {
+                             // "now" calls answer at once: they leave the
+                             // deadline heap from its middle.
+                             if (s != "now") {
+                               co_await ctx.cancellation().WhenCancelled();
+                               fired.push_back(s);
+                             }
+                             co_return s;
+                           })
+                  .ok());
+  const int order[] = {3, 1, 4, 2, 5};
+  std::vector<Outcome<std::string>> out(10);
+  for (int i = 0; i < 5; ++i) {
+    const int k = order[i];
+    scope.Spawn(
+        Store(client.Call(server->address(), kUpper, absl::StrCat(k),
+                          RequestOptions::Timeout(absl::Milliseconds(40 * k))),
+              &out[i]));
+    scope.Spawn(
+        Store(client.Call(server->address(), kUpper, std::string("now"),
+                          RequestOptions::Timeout(absl::Milliseconds(30 * k))),
+              &out[5 + i]));
+  }
+  ASSERT_TRUE(RunUntil(loop_, [&] { return fired.size() == 5; }));
+  EXPECT_EQ(fired, (std::vector<std::string>{"1", "2", "3", "4", "5"}));
+  for (int i = 5; i < 10; ++i) {
+    ASSERT_TRUE(out[i].has_value() && out[i]->ok()) << i;
+  }
+}
+
 }  // namespace
 }  // namespace moonpool::transport::testing

@@ -3,9 +3,11 @@
 // grow, gauges (marked) are the value now. A snapshot, not a live view.
 //
 // Latencies run from the request's receipt (so time waiting behind the
-// method's concurrency limit counts) to its answer being queued on the
-// connection; they cover answered requests only (replies and error replies,
-// not rejections, drops or one-way messages). Percentiles come from a
+// method's concurrency limit counts) to its answer being handed to the
+// connection (an answer that then waits for output room, as
+// ReplyWhenWritable does, is counted when handed over); they cover answered
+// requests only (replies and error replies, not rejections, drops or one-way
+// messages). Percentiles come from a
 // fixed-size log-linear histogram: within 1/16 (6.25%) of the true value,
 // and never above latency_max, which is exact.
 #ifndef MOONPOOL_TRANSPORT_METHOD_STATS_H_

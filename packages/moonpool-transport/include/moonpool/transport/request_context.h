@@ -2,10 +2,12 @@
 // about the call it serves, besides the request itself: until when the
 // client waits, whether it has given up, and who it is.
 //
-//   server.Handle(kGet, [&](RequestContext& ctx, GetRequest::In req)
-//                           -> Task<absl::StatusOr<GetReply::Out>> {
+//   server.Handle(kGet,
+//       [&](RequestContext& ctx, CapnpReader<kv::GetRequest> r)
+//           -> Task<absl::StatusOr<CapnpMessage<kv::GetReply>>> {
+//     // store.Read returns Task<absl::StatusOr<Row>>.
 //     absl::StatusOr<Row> row = co_await driver::WithCancellation(
-//         ctx.cancellation(), store.Read(req.get().getKey()));
+//         ctx.cancellation(), store.Read(r.get().getKey()));
 //     if (!row.ok()) co_return row.status();   // Cancelled when it fired
 //     co_return MakeReply(*row);
 //   });
