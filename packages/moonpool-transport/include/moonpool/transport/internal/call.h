@@ -1,10 +1,11 @@
-// internal::Call is the one await of a request's outcome, shared by
-// ClientTransport::Request and Call (to a server) and ServerTransport::Request
-// (to a client on one of its connections): the payload encoded up front,
-// sent when the task starts, and the reply decoded through Codec<Reply>.
-// Destroying the task before its outcome cancels the request, where the
-// sender gives a way to (ClientTransport: Peer::Cancel, which sends `cancel`
-// on a version 2 connection).
+// internal::CancellableCall is the one await of a request's outcome, shared
+// by ClientTransport::Request and Call (to a server) and
+// ServerTransport::Request (to a client on one of its connections): the
+// payload encoded up front, sent when the task starts, and the reply decoded
+// through Codec<Reply>. Destroying the task after it sent and before its
+// outcome cancels the request (ClientTransport: Peer::Cancel; the server: its
+// connection's CancelRequest), which sends `cancel` on a version 2
+// connection.
 //
 // Not API: the transports' Request templates are.
 #ifndef MOONPOOL_TRANSPORT_INTERNAL_CALL_H_
@@ -50,21 +51,6 @@ driver::ReplyCallback Fulfil(driver::Promise<Reply> promise) {
       });
 }
 
-// `send(payload, done)` hands the request to a Peer or a connection and
-// returns its up-front failure; `done` then gets the outcome exactly once.
-template <typename Reply, typename Send>
-driver::Task<absl::StatusOr<Reply>> Call(driver::Loop& loop,
-                                         absl::StatusOr<std::string> payload,
-                                         Send send) {
-  if (!payload.ok()) co_return payload.status();
-  std::pair<driver::Promise<Reply>, driver::Future<Reply>> channel =
-      driver::MakePromise<Reply>(loop);
-  absl::Status sent =
-      send(std::move(*payload), Fulfil<Reply>(std::move(channel.first)));
-  if (!sent.ok()) co_return sent;
-  co_return co_await std::move(channel.second);
-}
-
 // Cancels a sent request when the task that awaits it is destroyed first.
 template <typename Handle>
 class CancelOnDestroy {
@@ -82,8 +68,9 @@ class CancelOnDestroy {
   bool armed_ = true;
 };
 
-// The same with a cancellable send: `send(payload, done)` returns
-// absl::StatusOr<Handle>, and `handle.Cancel()` gives the request up. It is
+// `send(payload, done)` hands the request to a Peer or a connection and
+// returns its up-front failure, or a handle; `done` then gets the outcome
+// exactly once, unless `handle.Cancel()` gives the request up. Cancel is
 // called when the task is destroyed after sending and before resuming with
 // the outcome; it must then destroy `done` uncalled, or do nothing if the
 // outcome was delivered already (the task may be destroyed between the
