@@ -130,15 +130,16 @@ void ServerTransport::Services::FreeCall(ServerCall* call) {
 void ServerTransport::Services::Refuse(IncomingMessage message,
                                        absl::Status status) {
   absl::Status s = server_.ReplyError(message, status);
-  if (s.code() != absl::StatusCode::kResourceExhausted) return;
+  // OK, or the connection is gone or the server closed: nobody to tell.
+  if (s.ok() || absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) return;
   Connection* c = server_.Find(message.connection_id);
   if (c == nullptr) return;
-  if (c->HasOutput()) {
+  if (absl::IsResourceExhausted(s) && c->HasOutput()) {
     scope_.Spawn(
         server_.AnswerWhenWritable(std::move(message), {}, std::move(status)));
-  } else {
-    c->Abandon(message);  // cannot fit at all: forgotten, not leaked
+    return;
   }
+  c->Abandon(message);  // cannot be sent at all: forgotten, not leaked
 }
 
 void ServerTransport::Services::Dispatch(Connection& c,
@@ -214,24 +215,39 @@ void ServerTransport::Services::Finish(ServerCall& call, absl::Status outcome) {
     absl::Status s = outcome.ok()
                          ? server_.Reply(message, absl::string_view(call.reply))
                          : server_.ReplyError(message, outcome);
-    if (s.code() == absl::StatusCode::kResourceExhausted) {
+    if (!s.ok() && !absl::IsNotFound(s) && !absl::IsFailedPrecondition(s)) {
       Connection* c = server_.Find(message.connection_id);
-      if (c != nullptr && c->HasOutput()) {
+      if (c != nullptr && absl::IsResourceExhausted(s) && c->HasOutput()) {
         // ReplyWhenWritable's wait: the answer goes once the client has
         // read enough, or is forgotten at the deadline.
-        scope_.Spawn(server_.AnswerWhenWritable(message, std::move(call.reply),
-                                                std::move(outcome)));
+        scope_.Spawn(
+            AnswerLater(message, std::move(call.reply), std::move(outcome)));
       } else if (c != nullptr) {
-        // Nothing waits to be written, so this answer alone is larger than
-        // the output bound: the client hears why instead of waiting.
-        Refuse(message, absl::ResourceExhaustedError(absl::StrCat(
-                            "the answer of ", m.name, " (", call.reply.size(),
-                            " bytes) does not fit the connection's output "
-                            "bound")));
+        // The answer can never be sent (larger than the output bound or a
+        // frame): the client hears why instead of waiting for its deadline.
+        Refuse(message,
+               absl::Status(s.code(),
+                            absl::StrCat("the answer of ", m.name,
+                                         " could not be sent: ", s.message())));
       }
     }
   }
   End(&call);
+}
+
+driver::Task<void> ServerTransport::Services::AnswerLater(
+    IncomingMessage message, std::string reply, absl::Status outcome) {
+  const bool is_reply = outcome.ok();
+  absl::Status s = co_await server_.AnswerWhenWritable(
+      message, std::move(reply), std::move(outcome));
+  // Full with nothing left to write: this reply alone is larger than the
+  // output bound. (Other failures: the connection went, or the deadline
+  // passed and the request was forgotten.)
+  if (is_reply && absl::IsResourceExhausted(s)) {
+    Refuse(std::move(message),
+           absl::ResourceExhaustedError(
+               absl::StrCat("the answer could not be sent: ", s.message())));
+  }
 }
 
 void ServerTransport::Services::End(ServerCall* call) {

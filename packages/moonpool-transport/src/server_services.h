@@ -109,8 +109,6 @@ class ServerTransport::Services {
   size_t live() const { return live_; }
   std::optional<MethodStats> Stats(Endpoint token) const;
   std::vector<MethodStats> AllStats() const;
-  // Spawns a task in the server's scope (answers that wait for room).
-  void Spawn(driver::Task<absl::Status> task) { scope_.Spawn(std::move(task)); }
 
  private:
   using CallKey = std::pair<uint64_t, uint64_t>;  // connection, correlation
@@ -124,6 +122,10 @@ class ServerTransport::Services {
   // Answers a request of `c` at once with `status` (Unimplemented,
   // ResourceExhausted), waiting for output room if need be.
   void Refuse(IncomingMessage message, absl::Status status);
+  // An answer that found the output full: sent once there is room
+  // (ReplyWhenWritable), or refused if it can never fit.
+  driver::Task<void> AnswerLater(IncomingMessage message, std::string reply,
+                                 absl::Status outcome);
 
   // The deadline heap of running requests (a min-heap on deadline, each
   // call knowing its index, so an ended call leaves in O(log n)).

@@ -831,5 +831,29 @@ TEST_F(ServicesServerTest, DeadlinesFireInDeadlineOrderWhateverTheArrival) {
   }
 }
 
+TEST_F(ServicesServerTest, AnAnswerThatCanNeverFitIsReplacedByAnError) {
+  ServerOptions options;
+  options.connection.max_output_bytes = size_t{64} << 10;
+  auto server = BindOrDie(loop_, options);
+  ClientTransport client(loop_, FastClient());
+  TaskScope scope(loop_, FailOnError());
+  ASSERT_TRUE(server
+                  ->Handle(kUpper,
+                           [](RequestContext&, std::string)
+                               -> Task<absl::StatusOr<std::string>> {
+                             co_return std::string(size_t{128} << 10, 'x');
+                           })
+                  .ok());
+  Outcome<std::string> out;
+  scope.Spawn(
+      Store(client.Call(server->address(), kUpper, std::string("big")), &out));
+  ASSERT_TRUE(RunUntil(loop_, [&] { return out.has_value(); }));
+  EXPECT_EQ(out->status().code(), absl::StatusCode::kResourceExhausted)
+      << out->status();
+  EXPECT_TRUE(absl::StrContains(out->status().message(), "test.Text/Upper"))
+      << out->status();
+  EXPECT_EQ(server->stats().requests_in_flight, 0u);
+}
+
 }  // namespace
 }  // namespace moonpool::transport::testing
