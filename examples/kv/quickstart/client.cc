@@ -16,19 +16,16 @@ moonpool::driver::Task<void> PutThenGet(ClientTransport& client, HostPort to) {
   CapnpMessage<kv::GetRequest> get;
   get.builder().setKey("greeting");
   auto got = co_await client.Call(to, kv::kGet, get);  // a kv::GetReply
-  auto value = got.ok() ? got->get().getValue().asChars() : nullptr;
-  std::printf("put %s, get %s: %.*s\n", done.status().ToString().c_str(),
-              got.status().ToString().c_str(), int(value.size()),
-              value.begin());
+  std::printf("put %s, get %s: %s\n", done.status().ToString().c_str(),
+              got.status().ToString().c_str(),
+              got.ok() ? kj::str(got->get().getValue().asChars()).cStr() : "");
   client.Close();  // nothing left to wait for: loop.Run() returns
 }
 
 int main(int argc, char** argv) {
-  absl::StatusOr<HostPort> to = HostPort::Parse(argc > 1 ? argv[1] : "");
-  if (!to.ok()) return 2;
   moonpool::driver::UvLoop loop;
   ClientTransport client(loop);
   moonpool::driver::TaskScope tasks(loop, [](absl::Status) {});
-  tasks.Spawn(PutThenGet(client, *to));
+  tasks.Spawn(PutThenGet(client, HostPort::Parse(argv[argc - 1]).value()));
   loop.Run();
 }

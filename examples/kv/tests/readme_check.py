@@ -3,9 +3,8 @@
 
 1. Each file of quickstart/ is quoted exactly in README.md, as the fenced
    code block right after a line `<!-- kv quickstart: <file> -->`, and the
-   README quotes no other file that way; together they stay under 60 lines
-   of code (not counting blank lines, #include lines and `using` lines,
-   the way the README counts them).
+   README quotes no other file that way; together they stay under 60
+   lines, not counting blank lines (the way the README counts them).
 2. The built quick-start server (from exactly those files) starts and says
    where it listens; the built client puts "greeting" and reads it back
    from it ("put OK, get OK: hello"); a second client run reads it again.
@@ -44,10 +43,8 @@ def quoted_blocks(text):
 
 
 def code_lines(text):
-    """Lines that are not blank, #include or using-declarations."""
-    return sum(1 for line in text.splitlines()
-               if line.strip() and not line.startswith("#include")
-               and not line.startswith("using "))
+    """Lines that are not blank."""
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 def check_quotes(readme, directory):
@@ -66,10 +63,10 @@ def check_quotes(readme, directory):
     code = sum(code_lines(blocks.get(name, "")) for name in files)
     total = sum(blocks.get(name, "").count("\n") for name in files)
     if code >= 60:
-        print(f"FAIL: the quick start has {code} lines of code (60 at most)")
+        print(f"FAIL: the quick start has {code} non-blank lines (59 at most)")
         problems += 1
     else:
-        print(f"ok: the quick start has {code} lines of code ({total} lines)")
+        print(f"ok: the quick start has {code} non-blank lines ({total} lines)")
     for name in sorted(set(blocks) - set(files)):
         print(f"FAIL: README.md quotes {name}, which is not in quickstart/")
         problems += 1

@@ -37,10 +37,16 @@
 
 namespace moonpool::transport {
 
+// What a handler of a method whose reply type is Rep returns: a task that
+// yields the reply or the Status to answer with. Spell a handler lambda's
+// return type with it: `[&](RequestContext&, auto req) -> HandlerTask<Rep>`.
+template <MethodMessage Rep>
+using HandlerTask =
+    driver::Task<absl::StatusOr<typename MethodTypes<Rep>::Out>>;
+
 template <MethodMessage Req, MethodMessage Rep>
-using MethodHandler = absl::AnyInvocable<
-    driver::Task<absl::StatusOr<typename Method<Req, Rep>::ReplyOut>>(
-        RequestContext&, typename Method<Req, Rep>::RequestIn)>;
+using MethodHandler = absl::AnyInvocable<HandlerTask<Rep>(
+    RequestContext&, typename Method<Req, Rep>::RequestIn)>;
 
 struct HandlerOptions {
   // Handlers of this method running at once; more calls wait, first come
