@@ -298,6 +298,28 @@ TEST(CallCancel, ServerRequestTaskDestroyedForgetsItsCall) {
   ASSERT_TRUE(RunUntil(loop, [&] { return hello.has_value(); }));
 }
 
+TEST(CallCancel, TaskDestroyedAfterItsTransportTouchesNothing) {
+  UvLoop loop(UvLoopOptions{.seed = 11});
+  auto server = testing::BindOrDie(loop);
+  TaskScope scope(loop, testing::FailOnError());
+  std::vector<IncomingMessage> held;
+  scope.Spawn(Hold(*server, &held));
+  auto client = std::make_unique<ClientTransport>(loop, FastClient());
+  // Not spawned: a task that has started and waits, owned here, outlives
+  // the transport that its request went through.
+  std::optional<absl::StatusOr<std::string>> reply;
+  TaskScope own(loop, testing::FailOnError());
+  own.Spawn(
+      Store(client->Request<std::string>(server->address(), std::string("x")),
+            &reply));
+  ASSERT_TRUE(RunUntil(loop, [&] { return held.size() == 1; }));
+  client.reset();  // Cancelled to the request, delivered on a later turn
+  own.Clear();     // the task goes before hearing it: no cancel to send
+  EXPECT_FALSE(reply.has_value());
+  loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(20));
+  EXPECT_EQ(server->stats().cancels_received, 0u);
+}
+
 TEST(CallFailFast, UnavailableAtOnceAfterTheFirstFailedConnect) {
   UvLoop loop(UvLoopOptions{.seed = 9});
   const driver::Address closed = ClosedPort(loop);

@@ -35,14 +35,18 @@ template <Payload T>
 
 namespace internal {
 
-// The callback that fulfils `promise` with the decoded reply. It holds one
-// pointer (the promise): AnyInvocable keeps it inline, so a request
-// allocates nothing beyond its payload.
+// The callback that fulfils `promise` with the decoded reply and sets
+// `*delivered`. It holds two pointers (the promise's state and the flag):
+// AnyInvocable keeps that inline, so a request allocates nothing beyond its
+// payload. `delivered` lives in the awaiting coroutine's frame; the frame
+// outlives the callback or cancels it (CancelOnDestroy), which destroys it
+// uncalled.
 template <typename Reply>
-driver::ReplyCallback Fulfil(driver::Promise<Reply> promise) {
+driver::ReplyCallback Fulfil(driver::Promise<Reply> promise, bool* delivered) {
   return driver::ReplyCallback(
-      [promise = std::move(promise)](
-          absl::StatusOr<absl::string_view> reply) mutable {
+      [promise = std::move(promise),
+       delivered](absl::StatusOr<absl::string_view> reply) mutable {
+        *delivered = true;
         if (!reply.ok()) {
           promise.Set(reply.status());
         } else {
@@ -51,44 +55,45 @@ driver::ReplyCallback Fulfil(driver::Promise<Reply> promise) {
       });
 }
 
-// Cancels a sent request when the task that awaits it is destroyed first.
+// Cancels a sent request when the task that awaits it is destroyed before
+// its outcome was delivered. Once it was (the reply, or any failure,
+// Cancelled from a closing transport included), the sender is not touched
+// again: so a task destroyed after its transport closed and went does not
+// reach into it.
 template <typename Handle>
 class CancelOnDestroy {
  public:
-  explicit CancelOnDestroy(Handle handle) : handle_(std::move(handle)) {}
+  CancelOnDestroy(Handle handle, const bool& delivered)
+      : handle_(std::move(handle)), delivered_(delivered) {}
   CancelOnDestroy(const CancelOnDestroy&) = delete;
   CancelOnDestroy& operator=(const CancelOnDestroy&) = delete;
   ~CancelOnDestroy() {
-    if (armed_) handle_.Cancel();
+    if (!delivered_) handle_.Cancel();
   }
-  void Disarm() { armed_ = false; }
 
  private:
   Handle handle_;
-  bool armed_ = true;
+  const bool& delivered_;
 };
 
 // `send(payload, done)` hands the request to a Peer or a connection and
 // returns its up-front failure, or a handle; `done` then gets the outcome
 // exactly once, unless `handle.Cancel()` gives the request up. Cancel is
-// called when the task is destroyed after sending and before resuming with
-// the outcome; it must then destroy `done` uncalled, or do nothing if the
-// outcome was delivered already (the task may be destroyed between the
-// outcome and its resumption).
+// called when the task is destroyed after sending and before `done` was
+// called; it must then destroy `done` uncalled.
 template <typename Reply, typename Send>
 driver::Task<absl::StatusOr<Reply>> CancellableCall(
     driver::Loop& loop, absl::StatusOr<std::string> payload, Send send) {
   if (!payload.ok()) co_return payload.status();
   std::pair<driver::Promise<Reply>, driver::Future<Reply>> channel =
       driver::MakePromise<Reply>(loop);
-  auto handle =
-      send(std::move(*payload), Fulfil<Reply>(std::move(channel.first)));
+  bool delivered = false;
+  auto handle = send(std::move(*payload),
+                     Fulfil<Reply>(std::move(channel.first), &delivered));
   if (!handle.ok()) co_return handle.status();
-  CancelOnDestroy<typename decltype(handle)::value_type> cancel(
-      std::move(*handle));
-  absl::StatusOr<Reply> outcome = co_await std::move(channel.second);
-  cancel.Disarm();
-  co_return outcome;
+  const CancelOnDestroy<typename decltype(handle)::value_type> cancel(
+      std::move(*handle), delivered);
+  co_return co_await std::move(channel.second);
 }
 
 }  // namespace internal
