@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "port_number.h"
 
 namespace moonpool::driver {
 namespace {
@@ -23,26 +24,9 @@ absl::Status Invalid(absl::string_view input, absl::string_view why) {
       absl::StrCat("bad address \"", input, "\": ", why));
 }
 
-// Digits only, 0..65535. Leading zeros are accepted ("080" is 80), signs and
-// spaces are not.
 absl::StatusOr<uint16_t> ParsePort(absl::string_view input,
                                    absl::string_view port) {
-  if (port.empty()) {
-    return Invalid(input, "missing port after ':' (expected HOST:PORT)");
-  }
-  uint32_t value = 0;
-  for (char c : port) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
-      return Invalid(
-          input, absl::StrCat("port \"", port, "\" is not a decimal number"));
-    }
-    value = value * 10 + static_cast<uint32_t>(c - '0');
-    if (value > 65535) {
-      return Invalid(input,
-                     absl::StrCat("port ", port, " is out of range 0..65535"));
-    }
-  }
-  return static_cast<uint16_t>(value);
+  return internal::ParsePortNumber("address", input, port);
 }
 
 // True when `host` can only have been meant as a dotted IPv4 literal, so the
@@ -154,5 +138,33 @@ std::string Address::ToString() const {
   if (family_ == Family::kIpv4) return absl::StrCat(HostString(), ":", port_);
   return absl::StrCat("[", HostString(), "]:", port_);
 }
+
+namespace internal {
+
+absl::StatusOr<uint16_t> ParsePortNumber(absl::string_view what,
+                                         absl::string_view input,
+                                         absl::string_view port) {
+  auto invalid = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad ", what, " \"", input, "\": ", why));
+  };
+  if (port.empty()) {
+    return invalid("missing port after ':' (expected HOST:PORT)");
+  }
+  uint32_t value = 0;
+  for (char c : port) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
+      return invalid(
+          absl::StrCat("port \"", port, "\" is not a decimal number"));
+    }
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+    if (value > 65535) {
+      return invalid(absl::StrCat("port ", port, " is out of range 0..65535"));
+    }
+  }
+  return static_cast<uint16_t>(value);
+}
+
+}  // namespace internal
 
 }  // namespace moonpool::driver

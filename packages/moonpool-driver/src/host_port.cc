@@ -11,6 +11,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "port_number.h"
 
 namespace moonpool::driver {
 namespace {
@@ -22,22 +23,7 @@ absl::Status Invalid(absl::string_view input, absl::string_view why) {
 
 absl::StatusOr<uint16_t> ParsePort(absl::string_view input,
                                    absl::string_view port) {
-  if (port.empty()) {
-    return Invalid(input, "missing port after ':' (expected HOST:PORT)");
-  }
-  uint32_t value = 0;
-  for (char c : port) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
-      return Invalid(
-          input, absl::StrCat("port \"", port, "\" is not a decimal number"));
-    }
-    value = value * 10 + static_cast<uint32_t>(c - '0');
-    if (value > 65535) {
-      return Invalid(input,
-                     absl::StrCat("port ", port, " is out of range 0..65535"));
-    }
-  }
-  return static_cast<uint16_t>(value);
+  return internal::ParsePortNumber("host:port", input, port);
 }
 
 // Why `host` is not a host name, or empty if it is one.
