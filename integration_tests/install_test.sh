@@ -220,6 +220,21 @@ if [[ " ${installed_layers[*]} " == *" chaos "* ]]; then
   step sim-consumer-run bash \
     "${MOONPOOL_SOURCE_DIR}/integration_tests/sim_consumer_check.sh" "${sim_build}"
   sed 's/^/  | /' "${tmp}/sim-consumer-run.log"
+
+  # The key-value example is written as a user would write it: it builds
+  # alone against the installed packages too (its programs and simulation).
+  kv_build=${tmp}/examples_kv
+  step kv-example-configure "${cmake_cmd}" \
+    -S "${MOONPOOL_SOURCE_DIR}/examples/kv" -B "${kv_build}" \
+    "${configure_args[@]}" -DBUILD_TESTING=OFF
+  dir=$(cache_value "${kv_build}" moonpool-transport_DIR)
+  if [[ ${dir} != "${prefix}"/* ]]; then
+    fail "examples/kv found moonpool-transport in '${dir}', not in ${prefix}"
+  fi
+  step kv-example-build "${cmake_cmd}" --build "${kv_build}"
+  for program in moonpool-kv-server moonpool-kv moonpool-kv-sim; do
+    [[ -x ${kv_build}/${program} ]] || fail "examples/kv built no ${program}"
+  done
 fi
 
 echo "install_test: PASSED (standalone: ${built[*]})"
