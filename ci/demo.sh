@@ -42,4 +42,4 @@ echo "== moonpool-kv-sim: kv workload, 200 seeds, random fault plans, server res
 cmake --build --preset release --target moonpool-kv-sim >/dev/null
 build/release/examples/kv/moonpool-kv-sim --workload kv \
   --seeds 1..200 --config random --check-determinism 20 --failures-only \
-  --require-coverage kv. --json build/release/kv-sim-sweep.json
+  --require-coverage kv.,fault.resolve --json build/release/kv-sim-sweep.json

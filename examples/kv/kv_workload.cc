@@ -63,6 +63,7 @@
 #include "moonpool/chaos/sometimes.h"
 #include "moonpool/chaos/workload.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/select.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
@@ -87,6 +88,7 @@ using moonpool::chaos::SimRandom;
 using moonpool::chaos::Sometimes;
 using moonpool::chaos::WorkloadContext;
 using moonpool::driver::Address;
+using moonpool::driver::HostPort;
 using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::transport::CapnpMessage;
@@ -98,6 +100,9 @@ using moonpool::transport::ServerTransport;
 
 constexpr uint16_t kPort = 4500;
 constexpr char kServerIp[] = "10.0.5.1";
+// The clients call the server by name, as a deployment would: every
+// connect is a lookup through the simulated resolver, with its faults.
+constexpr char kServerName[] = "kv.sim";
 // Long enough for every stall drawn in the chaos phase to release and for
 // keepalive (4 s) to end connections the chaos left silent, so nothing sent
 // in the chaos phase reaches the server in the quiet one.
@@ -185,7 +190,8 @@ class KvRun {
   const int clients_n_, ops_, keys_;
   absl::Status failure_;
   SimHost* server_host_ = nullptr;
-  Address server_address_;
+  Address server_address_;  // where the server binds
+  HostPort server_target_;  // what the clients call
   std::unique_ptr<ServerProcess> server_;
   uint64_t incarnation_ = 0;
   std::vector<ClientSlot> clients_;
@@ -291,7 +297,7 @@ Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
       CapnpMessage<GetRequest> request;
       request.builder().setKey(key);
       auto r = co_await moonpool::driver::Select(
-          client.Call(server_address_, kGet, request, options),
+          client.Call(server_target_, kGet, request, options),
           moonpool::driver::Sleep(host, abandon_after));
       if (r.index() == 1) {
         out.abandoned = true;
@@ -309,7 +315,7 @@ Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
       request.builder().setKey(key);
       request.builder().setValue(AsBytes(value));
       auto r = co_await moonpool::driver::Select(
-          client.Call(server_address_, kPut, request, options),
+          client.Call(server_target_, kPut, request, options),
           moonpool::driver::Sleep(host, abandon_after));
       if (r.index() == 1) {
         out.abandoned = true;
@@ -322,7 +328,7 @@ Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
       CapnpMessage<DeleteRequest> request;
       request.builder().setKey(key);
       auto r = co_await moonpool::driver::Select(
-          client.Call(server_address_, kDelete, request, options),
+          client.Call(server_target_, kDelete, request, options),
           moonpool::driver::Sleep(host, abandon_after));
       if (r.index() == 1) {
         out.abandoned = true;
@@ -501,6 +507,12 @@ absl::Status KvRun::Execute(WorkloadContext& ctx) {
   if (!h.ok()) return h.status();
   server_host_ = *h;
   server_address_ = server_host_->Addr(kPort);
+  if (absl::Status st = sim_.SetHostName(kServerName, {kServerIp}); !st.ok()) {
+    return st;
+  }
+  absl::StatusOr<HostPort> target = HostPort::FromParts(kServerName, kPort);
+  if (!target.ok()) return target.status();
+  server_target_ = *target;
   for (int c = 0; c < clients_n_; ++c) {
     absl::StatusOr<SimHost*> ch = sim_.AddHost(absl::StrCat("10.0.6.", c + 1));
     if (!ch.ok()) return ch.status();
