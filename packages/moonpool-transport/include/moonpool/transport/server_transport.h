@@ -5,7 +5,7 @@
 //   auto server = ServerTransport::Bind(loop, Address::Loopback(0), {});
 //   while (std::optional<IncomingMessage> msg = co_await
 //   (*server)->NextMessage()) {
-//     (void)(*server)->Reply(*msg, Handle(msg->envelope.payload));
+//     (void)(*server)->Reply(*msg, Answer(msg->envelope.payload));
 //   }
 //
 // Replies go back on the connection the request came on. The queue is
