@@ -122,17 +122,6 @@ absl::StatusOr<driver::Peer*> ClientTransport::PeerFor(
   return it->second.get();
 }
 
-absl::StatusOr<std::string> ClientTransport::CheckMethod(absl::string_view name,
-                                                         Endpoint token) {
-  if (absl::Status s = CheckMethodName(name); !s.ok()) return s;
-  if (token == kDefaultEndpoint) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "method name \"", name,
-        "\" hashes to token 0, the default queue's; rename the method"));
-  }
-  return std::string();
-}
-
 driver::PeerRequestOptions ClientTransport::ToPeerOptions(
     const RequestOptions& o) const {
   driver::PeerRequestOptions p;

@@ -31,4 +31,15 @@ absl::Status CheckMethodName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+absl::Status CheckMethod(absl::string_view name, Endpoint token) {
+  if (absl::Status s = CheckMethodName(name); !s.ok()) return s;
+  if (token == kDefaultEndpoint) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("method name \"", name,
+                     "\" hashes to token 0, the default queue's; rename the "
+                     "method"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moonpool::transport

@@ -64,12 +64,6 @@ absl::Status ServerTransport::Services::Register(absl::string_view name,
                                                  Endpoint token,
                                                  HandlerOptions options,
                                                  CallRunner runner) {
-  if (absl::Status s = CheckMethodName(name); !s.ok()) return s;
-  if (token == kDefaultEndpoint) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "method \"", name,
-        "\" hashes to token 0, the default queue's; choose another name"));
-  }
   if (options.max_concurrent == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "HandlerOptions for \"", name, "\": max_concurrent must be positive"));

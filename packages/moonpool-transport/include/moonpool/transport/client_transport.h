@@ -109,8 +109,8 @@ class ClientTransport {
     options.endpoint = method.token();
     options.idempotent = options.idempotent || method.options().idempotent;
     absl::StatusOr<std::string> payload =
-        CheckMethod(method.name(), method.token());
-    if (payload.ok()) payload = EncodeToString(request);
+        method.status().ok() ? EncodeToString(request)
+                             : absl::StatusOr<std::string>(method.status());
     return internal::CancellableCall<ReplyIn>(loop_, std::move(payload),
                                               Sender{this, to, options});
   }
@@ -180,10 +180,6 @@ class ClientTransport {
     }
   };
 
-  // OK (an empty payload), or InvalidArgument when `name` is no method
-  // name or its token is the default queue's.
-  [[nodiscard]] static absl::StatusOr<std::string> CheckMethod(
-      absl::string_view name, Endpoint token);
   [[nodiscard]] absl::StatusOr<driver::Peer*> PeerFor(
       const driver::HostPort& address);
   driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;

@@ -40,6 +40,9 @@ inline constexpr size_t kMaxMethodNameBytes = 256;
 // OK, or InvalidArgument saying what is wrong with `name` as a method name
 // (see the file comment). Does not look at the token.
 [[nodiscard]] absl::Status CheckMethodName(absl::string_view name);
+// CheckMethodName, and InvalidArgument for a name whose token is 0 (the
+// default queue's).
+[[nodiscard]] absl::Status CheckMethod(absl::string_view name, Endpoint token);
 
 // How a method's request or reply type travels: `Out` is what the sending
 // side passes, `In` what the receiving side gets.
@@ -87,20 +90,26 @@ class Method {
   using ReplyOut = typename MethodTypes<Rep>::Out;
   using ReplyIn = typename MethodTypes<Rep>::In;
 
-  // `name` is checked where the method is registered or called (a bad name
-  // fails there with InvalidArgument), not here, so that a Method can be a
-  // namespace-scope constant.
+  // `name` is checked once, here (CheckMethod), but a bad one fails only
+  // where the method is registered or called, with that InvalidArgument, so
+  // that a Method can be a namespace-scope constant.
   explicit Method(absl::string_view name, MethodOptions options = {})
-      : name_(name), token_(wire::EndpointToken(name)), options_(options) {}
+      : name_(name),
+        token_(wire::EndpointToken(name)),
+        options_(options),
+        status_(CheckMethod(name_, token_)) {}
 
   absl::string_view name() const { return name_; }
   Endpoint token() const { return token_; }
   const MethodOptions& options() const { return options_; }
+  // OK, or why this method can be neither served nor called.
+  const absl::Status& status() const { return status_; }
 
  private:
   std::string name_;
   Endpoint token_;
   MethodOptions options_;
+  absl::Status status_;
 };
 
 }  // namespace moonpool::transport

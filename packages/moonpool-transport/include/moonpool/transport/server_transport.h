@@ -166,6 +166,7 @@ class ServerTransport {
   [[nodiscard]] absl::Status Handle(const Method<Req, Rep>& method,
                                     MethodHandler<Req, Rep> handler,
                                     HandlerOptions options = {}) {
+    if (!method.status().ok()) return method.status();
     if (!handler) {
       return absl::InvalidArgumentError("Handle needs a handler");
     }
@@ -274,6 +275,7 @@ class ServerTransport {
   };
   void CancelRequestOn(uint64_t connection_id, CorrelationId id);
   void CloseNow();
+  // REQUIRES: a valid method (Method::status() OK).
   [[nodiscard]] absl::Status Register(absl::string_view name, Endpoint token,
                                       HandlerOptions options,
                                       CallRunner runner);
