@@ -17,6 +17,10 @@ absl::string_view EnvelopeKindName(EnvelopeKind kind) {
       return "error";
     case EnvelopeKind::kOneWay:
       return "one-way";
+    case EnvelopeKind::kStreamItem:
+      return "stream-item";
+    case EnvelopeKind::kStreamEnd:
+      return "stream-end";
   }
   return "unknown";
 }

@@ -25,8 +25,22 @@ struct AppRecord {
   absl::Duration timeout;
   absl::StatusCode error_code = absl::StatusCode::kOk;
   std::string error_message;
+  bool stream_credit_is_absent = false;
 };
 static_assert(EnvelopeLike<AppRecord>);
+
+// A record without stream_credit (written for protocol version 1) still
+// plugs in, and reads as asking for one reply.
+TEST(Envelope, RecordWithoutStreamCreditCopiesAsOneReply) {
+  AppRecord r;
+  r.stream_credit_is_absent = true;
+  EXPECT_EQ(StreamCreditOf(r), 0u);
+  Envelope e = Envelope::CopyOf(r);
+  EXPECT_EQ(e.stream_credit, 0u);
+  Envelope s;
+  s.stream_credit = 4096;
+  EXPECT_EQ(Envelope::CopyOf(EnvelopeView::Of(s)).stream_credit, 4096u);
+}
 
 // A bare integer is not an endpoint: a record must say Endpoint to plug in.
 struct RecordWithBareEndpoint {
@@ -108,6 +122,10 @@ TEST(EnvelopeKind, NamesEveryKind) {
   EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kReply), "reply");
   EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kError), "error");
   EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kOneWay), "one-way");
+  EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kStreamItem), "stream-item");
+  EXPECT_EQ(EnvelopeKindName(EnvelopeKind::kStreamEnd), "stream-end");
+  EXPECT_TRUE(IsResponseKind(EnvelopeKind::kStreamEnd));
+  EXPECT_FALSE(IsResponseKind(EnvelopeKind::kStreamItem));
   EXPECT_EQ(EnvelopeKindName(static_cast<EnvelopeKind>(77)), "unknown");
   EXPECT_TRUE(IsResponseKind(EnvelopeKind::kError));
   EXPECT_FALSE(IsResponseKind(EnvelopeKind::kOneWay));

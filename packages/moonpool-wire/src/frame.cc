@@ -6,8 +6,8 @@
 namespace moonpool::wire {
 
 absl::string_view FrameKindName(const FrameValue& frame) {
-  static constexpr absl::string_view kNames[] = {"hello", "envelope", "ping",
-                                                 "pong",  "goodbye",  "cancel"};
+  static constexpr absl::string_view kNames[] = {
+      "hello", "envelope", "ping", "pong", "goodbye", "cancel", "credit"};
   static_assert(std::variant_size_v<FrameValue> == std::size(kNames));
   return kNames[frame.index()];
 }

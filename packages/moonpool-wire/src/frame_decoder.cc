@@ -154,7 +154,7 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
       case schema::Frame::ENVELOPE: {
         schema::Envelope::Reader e = root.getEnvelope();
         const auto kind = static_cast<uint16_t>(e.getKind());
-        if (kind > static_cast<uint16_t>(EnvelopeKind::kOneWay)) {
+        if (kind > static_cast<uint16_t>(kLastEnvelopeKind)) {
           return absl::InvalidArgumentError(
               absl::StrCat("envelope has unknown kind ", kind));
         }
@@ -164,7 +164,8 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
                               ViewOf(e.getPayload()),
                               TimeoutFromMicros(e.getTimeoutMicros()),
                               StatusCodeFromWire(e.getErrorCode()),
-                              ViewOf(e.getErrorMessage())};
+                              ViewOf(e.getErrorMessage()),
+                              e.getStreamCredit()};
         break;
       }
       case schema::Frame::PING:
@@ -182,6 +183,11 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
       case schema::Frame::CANCEL:
         frame_ = Cancel{CorrelationId(root.getCancel())};
         break;
+      case schema::Frame::CREDIT: {
+        schema::Credit::Reader c = root.getCredit();
+        frame_ = Credit{CorrelationId(c.getCorrelationId()), c.getBytes()};
+        break;
+      }
       default:
         return absl::InvalidArgumentError(absl::StrCat(
             "frame has unknown kind ", static_cast<int>(root.which())));

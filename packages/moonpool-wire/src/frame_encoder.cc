@@ -132,7 +132,7 @@ absl::Status FrameEncoder::Encode(const FrameValue& frame, ByteBuffer& out) {
 
 absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
   const auto kind = static_cast<uint16_t>(e.kind);
-  if (kind > static_cast<uint16_t>(EnvelopeKind::kOneWay)) {
+  if (kind > static_cast<uint16_t>(kLastEnvelopeKind)) {
     return absl::InvalidArgumentError(
         absl::StrCat("envelope kind ", kind, " has no wire value"));
   }
@@ -156,6 +156,7 @@ absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
         b.setEndpoint(e.endpoint.value());
         b.setTimeoutMicros(TimeoutMicros(e.timeout));
         b.setErrorCode(static_cast<uint32_t>(code));
+        b.setStreamCredit(e.stream_credit);
         // The blobs land on words that were not zeroed: the copy and the
         // padding after it (the text's NUL included) cover every byte.
         if (!e.payload.empty()) {
@@ -206,6 +207,15 @@ absl::Status FrameEncoder::Encode(const Cancel& cancel, ByteBuffer& out) {
   return EncodeFrame(
       kOverheadWords, kOverheadWords, options_.max_frame_bytes, out,
       [&](schema::Frame::Builder f) { f.setCancel(cancel.id.value()); });
+}
+
+absl::Status FrameEncoder::Encode(const Credit& credit, ByteBuffer& out) {
+  return EncodeFrame(kOverheadWords, kOverheadWords, options_.max_frame_bytes,
+                     out, [&](schema::Frame::Builder f) {
+                       schema::Credit::Builder b = f.initCredit();
+                       b.setCorrelationId(credit.id.value());
+                       b.setBytes(credit.bytes);
+                     });
 }
 
 absl::Status FrameEncoder::Encode(const Goodbye& goodbye, ByteBuffer& out) {

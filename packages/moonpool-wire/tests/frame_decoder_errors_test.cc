@@ -153,9 +153,13 @@ TEST(FrameDecoderErrors, PointerOutOfBoundsIsNotAFrame) {
   auto e = message.initRoot<schema::Frame>().initEnvelope();
   e.initPayload(16);
   std::string body = BodyOf(message);
-  // Words: [segment table][root ptr][Frame data x2][Frame ptr][Envelope data
-  // x4][payload ptr]... Make the payload pointer's offset huge.
-  const size_t payload_ptr = 8 + 8 * (1 + 2 + 1 + 4);
+  // Words: [segment table][root ptr][Frame data x2][Frame ptr][Envelope
+  // data][payload ptr]... Make the payload pointer's offset huge.
+  const size_t envelope_data_words = capnp::Schema::from<schema::Envelope>()
+                                         .getProto()
+                                         .getStruct()
+                                         .getDataWordCount();
+  const size_t payload_ptr = 8 + 8 * (1 + 2 + 1 + envelope_data_words);
   uint32_t lo;
   std::memcpy(&lo, body.data() + payload_ptr, 4);
   lo |= 0x7FFF0000u;  // offset field (bits 2..31), keep the kind bits
@@ -181,8 +185,9 @@ TEST(FrameDecoderErrors, UnknownFrameKindIsNotAFrame) {
 
 TEST(FrameDecoderErrors, UnknownEnvelopeKindIsNotAFrame) {
   capnp::MallocMessageBuilder message;
+  // One past the last kind the schema knows (streamEnd, version 2).
   message.initRoot<schema::Frame>().initEnvelope().setKind(
-      static_cast<schema::Envelope::Kind>(4));
+      static_cast<schema::Envelope::Kind>(6));
   EXPECT_EQ(DecodeStatus(FrameAround(BodyOf(message))).code(),
             absl::StatusCode::kInvalidArgument);
 }

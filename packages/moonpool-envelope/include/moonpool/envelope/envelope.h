@@ -24,6 +24,7 @@
 #ifndef MOONPOOL_ENVELOPE_ENVELOPE_H_
 #define MOONPOOL_ENVELOPE_ENVELOPE_H_
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -53,6 +54,9 @@ struct Envelope {
   // Error replies only: the handler's status code and message.
   absl::StatusCode error_code = absl::StatusCode::kOk;
   std::string error_message;
+  // Requests only (protocol version 2): 0 asks for one reply; more asks for
+  // a reply stream with this many bytes of credit (DESIGN.md section 5).
+  uint64_t stream_credit = 0;
 
   // A request with the given id, endpoint, payload and budget.
   static Envelope Request(CorrelationId id, Endpoint endpoint,
@@ -72,6 +76,7 @@ struct Envelope {
     out.timeout = e.timeout;
     out.error_code = e.error_code;
     out.error_message = std::string(absl::string_view(e.error_message));
+    out.stream_credit = StreamCreditOf(e);
     return out;
   }
 

@@ -13,6 +13,7 @@
 #define MOONPOOL_ENVELOPE_ENVELOPE_CONCEPTS_H_
 
 #include <concepts>
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -34,6 +35,20 @@ concept EnvelopeLike = requires(const E& e) {
   { e.error_code } -> std::convertible_to<absl::StatusCode>;
   { e.error_message } -> std::convertible_to<absl::string_view>;
 };
+
+// A record's stream credit (protocol version 2): its `stream_credit` field
+// when it has one, else 0 (one reply). Optional, so that a record written
+// for version 1 still plugs in.
+template <EnvelopeLike E>
+constexpr uint64_t StreamCreditOf(const E& e) {
+  if constexpr (requires {
+                  { e.stream_credit } -> std::convertible_to<uint64_t>;
+                }) {
+    return e.stream_credit;
+  } else {
+    return 0;
+  }
+}
 
 // An EnvelopeLike that owns its bytes and can be made from any EnvelopeLike
 // (through a static CopyOf), so a layer can keep it past a borrowed view.

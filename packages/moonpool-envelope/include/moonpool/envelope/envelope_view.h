@@ -8,6 +8,8 @@
 #ifndef MOONPOOL_ENVELOPE_ENVELOPE_VIEW_H_
 #define MOONPOOL_ENVELOPE_ENVELOPE_VIEW_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -26,12 +28,14 @@ struct EnvelopeView {
   absl::Duration timeout = absl::ZeroDuration();
   absl::StatusCode error_code = absl::StatusCode::kOk;
   absl::string_view error_message;
+  // Requests only: 0 = one reply; > 0 = a reply stream with this credit.
+  uint64_t stream_credit = 0;
 
   // A view of `e`, valid while `e` is alive and unchanged.
   static EnvelopeView Of(const Envelope& e) {
-    return EnvelopeView{e.correlation_id, e.kind,    e.endpoint,
-                        e.payload,        e.timeout, e.error_code,
-                        e.error_message};
+    return EnvelopeView{e.correlation_id, e.kind,         e.endpoint,
+                        e.payload,        e.timeout,      e.error_code,
+                        e.error_message,  e.stream_credit};
   }
 
   friend bool operator==(const EnvelopeView&, const EnvelopeView&) = default;

@@ -2,8 +2,8 @@
 // FrameEncoder writes and FrameDecoder reads; and the protocol constants.
 //
 // Version 1 has five kinds (hello, envelope, ping, pong, goodbye); version 2
-// adds cancel and the Hello's max_protocol_version (DESIGN.md section 5,
-// "Version 2"). These records carry values only: which version a connection
+// adds cancel, credit, the Hello's max_protocol_version, the envelope's
+// stream kinds and stream_credit (DESIGN.md section 5, "Version 2"). These records carry values only: which version a connection
 // speaks, and what a frame new in version 2 means on it, is the protocol
 // layer's business (moonpool-protocol's Connection).
 //
@@ -68,12 +68,20 @@ struct Cancel {
   friend bool operator==(const Cancel&, const Cancel&) = default;
 };
 
+// Version 2: the requester of reply stream `id` consumed `bytes` of its
+// items' payloads; the sender may send that many more.
+struct Credit {
+  CorrelationId id;
+  uint64_t bytes = 0;
+  friend bool operator==(const Credit&, const Credit&) = default;
+};
+
 // One decoded frame: exactly one of the kinds. The alternatives are in the
 // order of the schema's union, so index() is the union's discriminant.
 using FrameValue =
-    std::variant<Hello, EnvelopeView, Ping, Pong, Goodbye, Cancel>;
+    std::variant<Hello, EnvelopeView, Ping, Pong, Goodbye, Cancel, Credit>;
 
-// "hello", "envelope", "ping", "pong", "goodbye" or "cancel".
+// "hello", "envelope", "ping", "pong", "goodbye", "cancel" or "credit".
 absl::string_view FrameKindName(const FrameValue& frame);
 
 }  // namespace moonpool::wire

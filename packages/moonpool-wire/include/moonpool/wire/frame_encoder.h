@@ -52,6 +52,7 @@ class FrameEncoder {
   [[nodiscard]] absl::Status Encode(const Pong& pong, ByteBuffer& out);
   [[nodiscard]] absl::Status Encode(const Goodbye& goodbye, ByteBuffer& out);
   [[nodiscard]] absl::Status Encode(const Cancel& cancel, ByteBuffer& out);
+  [[nodiscard]] absl::Status Encode(const Credit& credit, ByteBuffer& out);
 
   // Any envelope-like record (an Envelope, an application's own type).
   template <EnvelopeLike E>
@@ -59,7 +60,7 @@ class FrameEncoder {
     return Encode(
         EnvelopeView{e.correlation_id, e.kind, e.endpoint,
                      absl::string_view(e.payload), e.timeout, e.error_code,
-                     absl::string_view(e.error_message)},
+                     absl::string_view(e.error_message), StreamCreditOf(e)},
         out);
   }
 
