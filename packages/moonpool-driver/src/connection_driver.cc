@@ -26,7 +26,8 @@ ConnectionDriverOptions WithLoop(ConnectionDriverOptions o, Loop& loop) {
 
 uint64_t TotalProtocolErrors(const protocol::ProtocolErrors& e) {
   return e.corrupt_frames + e.malformed_frames + e.oversized_frames +
-         e.handshake_failures + e.unexpected_frames + e.ping_floods;
+         e.handshake_failures + e.unexpected_frames + e.ping_floods +
+         e.credit_overruns;
 }
 
 ConnectionDriver::ConnectionDriver(Loop& loop, std::unique_ptr<Stream> stream,

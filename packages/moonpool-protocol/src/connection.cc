@@ -264,6 +264,13 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
     now = std::min(now, last_receive_);
   }
 #endif
+  // Stream credit is new in version 2: sent on a version 2 connection, and
+  // before the handshake, where a version 1 server ignores it (its plain
+  // reply is a stream of one); never on a known version 1 connection.
+  const uint64_t stream_credit = state_ == ConnectionState::kHandshaking ||
+                                         version_ >= wire::kProtocolVersion2
+                                     ? options.stream_credit
+                                     : 0;
   const CorrelationId id = ids_->Next();
   if (absl::Status s = EncodeEnvelope(EnvelopeView{id,
                                                    EnvelopeKind::kRequest,
@@ -271,12 +278,14 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
                                                    payload,
                                                    deadline - now,
                                                    absl::StatusCode::kOk,
-                                                   {}});
+                                                   {},
+                                                   stream_credit});
       !s.ok()) {
     return s;
   }
   ++stats_.requests_sent;
-  pending_.Add({id, deadline, encoded_bytes_, options.idempotent});
+  pending_.Add(
+      {id, deadline, encoded_bytes_, options.idempotent, stream_credit, 0});
   return id;
 }
 
@@ -358,6 +367,106 @@ absl::Status Connection::SendErrorReply(CorrelationId id,
                              absl::ZeroDuration(),
                              status.code(),
                              status.message()});
+}
+
+Connection::AwaitingReply* Connection::FindAwaiting(CorrelationId id) {
+  auto it = awaiting_reply_.find(id.value());
+  return it == awaiting_reply_.end() ? nullptr : &it->second;
+}
+
+const Connection::AwaitingReply* Connection::FindAwaiting(
+    CorrelationId id) const {
+  auto it = awaiting_reply_.find(id.value());
+  return it == awaiting_reply_.end() ? nullptr : &it->second;
+}
+
+bool Connection::StreamWritable(CorrelationId id) const {
+  const AwaitingReply* a = FindAwaiting(id);
+  return a != nullptr && a->stream_credit > 0 &&
+         a->outstanding < a->stream_credit;
+}
+
+absl::Status Connection::SendStreamItem(CorrelationId id,
+                                        absl::string_view payload) {
+  if (state_ == ConnectionState::kClosed) {
+    return PrefixStatus(absl::StatusCode::kFailedPrecondition,
+                        "connection is closed", close_status_);
+  }
+  AwaitingReply* a = FindAwaiting(id);
+  if (a == nullptr) {
+    return absl::NotFoundError(absl::StrCat(
+        "no request ", id.ToString(), " awaits a reply on this connection"));
+  }
+  if (a->stream_credit == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("request ", id.ToString(),
+                     " asked for one reply, not a stream: answer it with "
+                     "SendReply"));
+  }
+  bool within_credit = a->outstanding < a->stream_credit;
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (flow control): the sender ignores the stream's credit.
+  if (moonpool_planted::Active("stream_ignores_credit")) within_credit = true;
+#endif
+  if (!within_credit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "reply stream ", id.ToString(), " is out of credit: ", a->outstanding,
+        " bytes sent and not granted back, credit ", a->stream_credit,
+        " (wait for CreditReceived)"));
+  }
+  if (absl::Status s = EncodeEnvelope(EnvelopeView{id,
+                                                   EnvelopeKind::kStreamItem,
+                                                   kDefaultEndpoint,
+                                                   payload,
+                                                   absl::ZeroDuration(),
+                                                   absl::StatusCode::kOk,
+                                                   {}});
+      !s.ok()) {
+    return s;
+  }
+  a->outstanding += payload.size();
+  ++stats_.stream_items_sent;
+  return absl::OkStatus();
+}
+
+absl::Status Connection::SendStreamEnd(CorrelationId id) {
+  const AwaitingReply* a = FindAwaiting(id);
+  if (a != nullptr && a->stream_credit == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("request ", id.ToString(),
+                     " asked for one reply, not a stream: answer it with "
+                     "SendReply"));
+  }
+  return Answer(EnvelopeView{id,
+                             EnvelopeKind::kStreamEnd,
+                             kDefaultEndpoint,
+                             {},
+                             absl::ZeroDuration(),
+                             absl::StatusCode::kOk,
+                             {}});
+}
+
+absl::Status Connection::GrantCredit(CorrelationId id, uint64_t bytes) {
+  internal::PendingRequest* r = pending_.Find(id);
+  if (r == nullptr || r->stream_credit == 0) {
+    return absl::NotFoundError(absl::StrCat("no reply stream ", id.ToString(),
+                                            " is pending on this connection"));
+  }
+  if (bytes > r->outstanding) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot grant ", bytes, " bytes of credit to stream ", id.ToString(),
+        ": only ", r->outstanding, " were received and not granted back"));
+  }
+  if (bytes == 0) return absl::OkStatus();
+  r->outstanding -= bytes;
+  // Nothing more is written once the transport has closed; on version 1 no
+  // item ever arrives, so there is nothing to grant.
+  if (version_ >= wire::kProtocolVersion2 && !transport_closed_.has_value() &&
+      state_ != ConnectionState::kClosed) {
+    EncodeControl(wire::Credit{id, bytes});
+    ++stats_.credits_sent;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Connection::AbandonRequest(CorrelationId id) {
@@ -543,8 +652,10 @@ std::optional<Event> Connection::HandleFrame(const wire::FrameValue& frame) {
       return std::nullopt;
     case 4:
       return HandleGoodbye(std::get<wire::Goodbye>(frame));
-    default:
+    case 5:
       return HandleCancel(std::get<wire::Cancel>(frame));
+    default:
+      return HandleCredit(std::get<wire::Credit>(frame));
   }
 }
 
@@ -610,29 +721,75 @@ std::optional<Event> Connection::HandleEnvelope(const EnvelopeView& e) {
         return std::nullopt;
       }
       ++stats_.requests_received;
-      awaiting_reply_.emplace(e.correlation_id.value(), false);
+      // New in version 2: a version 1 connection reads it as version 1 does
+      // (the field does not exist there).
+      const uint64_t stream_credit =
+          version_ >= wire::kProtocolVersion2 ? e.stream_credit : 0;
+      awaiting_reply_.emplace(e.correlation_id.value(),
+                              AwaitingReply{false, stream_credit, 0});
       const absl::Time deadline = e.timeout > absl::ZeroDuration()
                                       ? last_receive_ + e.timeout
                                       : absl::InfiniteFuture();
-      return RequestReceived{e, deadline};
+      return RequestReceived{e, deadline, stream_credit};
     }
     case EnvelopeKind::kReply:
-    case EnvelopeKind::kError: {
-      std::optional<internal::PendingRequest> r =
-          pending_.Remove(e.correlation_id);
-      if (!r.has_value()) {
-        // Late (after its deadline) or never sent: never the wrong request,
-        // since ids are not reused.
-        ++stats_.replies_dropped;
-        return std::nullopt;
-      }
-      ++stats_.replies_received;
-      return ReplyReceived{e.correlation_id, ErrorStatus(e), e.payload};
-    }
+    case EnvelopeKind::kError:
+    case EnvelopeKind::kStreamItem:
+    case EnvelopeKind::kStreamEnd:
+      return HandleAnswer(e);
     case EnvelopeKind::kOneWay:
       return OneWayReceived{e};
   }
   return std::nullopt;  // the decoder admits no other kind
+}
+
+std::optional<Event> Connection::HandleAnswer(const EnvelopeView& e) {
+  const bool stream_kind =
+      e.kind == EnvelopeKind::kStreamItem || e.kind == EnvelopeKind::kStreamEnd;
+  if (stream_kind && version_ < wire::kProtocolVersion2) {
+    ++stats_.protocol_errors.unexpected_frames;
+    Close(absl::InvalidArgumentError(
+        absl::StrCat("received a ", EnvelopeKindName(e.kind),
+                     " envelope on a version 1 connection")));
+    return std::nullopt;
+  }
+  internal::PendingRequest* r = pending_.Find(e.correlation_id);
+  if (r == nullptr) {
+    // Late (after its deadline or cancel) or never sent: never the wrong
+    // request, since ids are not reused.
+    ++stats_.replies_dropped;
+    return std::nullopt;
+  }
+  if (stream_kind && r->stream_credit == 0) {
+    ++stats_.protocol_errors.unexpected_frames;
+    Close(absl::InvalidArgumentError(absl::StrCat(
+        "received a ", EnvelopeKindName(e.kind), " for request ",
+        e.correlation_id.ToString(), ", which asked for one reply")));
+    return std::nullopt;
+  }
+  if (e.kind == EnvelopeKind::kStreamItem) {
+    // What this side received minus what it granted back never exceeds what
+    // the sender sent minus what it was granted, so a sender within its
+    // credit is within it here too.
+    const bool within_credit = r->outstanding < r->stream_credit;
+    if (!Always(options_.always, within_credit,
+                always_points::kStreamWithinCredit,
+                "a stream item arrived past the stream's credit")) {
+      ++stats_.protocol_errors.credit_overruns;
+      Close(absl::ResourceExhaustedError(absl::StrCat(
+          "the peer sent an item of stream ", e.correlation_id.ToString(),
+          " past its credit: ", r->outstanding,
+          " bytes received and not granted back, credit ", r->stream_credit)));
+      return std::nullopt;
+    }
+    r->outstanding += e.payload.size();
+    ++stats_.stream_items_received;
+    return StreamItemReceived{e.correlation_id, e.payload};
+  }
+  pending_.Remove(e.correlation_id);
+  ++stats_.replies_received;
+  return ReplyReceived{e.correlation_id, ErrorStatus(e), e.payload,
+                       e.kind == EnvelopeKind::kStreamEnd};
 }
 
 std::optional<Event> Connection::HandleGoodbye(const wire::Goodbye& goodbye) {
@@ -657,16 +814,45 @@ std::optional<Event> Connection::HandleCancel(const wire::Cancel& cancel) {
     ++stats_.cancels_ignored;
     return std::nullopt;
   }
-  auto it = awaiting_reply_.find(cancel.id.value());
+  AwaitingReply* a = FindAwaiting(cancel.id);
   // Unknown or answered: the cancel crossed the reply, or the request was
   // abandoned or refused. Already cancelled: one event is enough.
-  if (it == awaiting_reply_.end() || it->second) {
+  if (a == nullptr || a->cancelled) {
     ++stats_.cancels_ignored;
     return std::nullopt;
   }
-  it->second = true;
+  a->cancelled = true;
   ++stats_.cancels_received;
   return CancelReceived{cancel.id};
+}
+
+std::optional<Event> Connection::HandleCredit(const wire::Credit& credit) {
+  if (version_ < wire::kProtocolVersion2) {
+    ++stats_.credits_ignored;
+    return std::nullopt;
+  }
+  AwaitingReply* a = FindAwaiting(credit.id);
+  // Unknown or answered: the credit crossed the stream's end (or its
+  // abandon). Nothing to give it to.
+  if (a == nullptr) {
+    ++stats_.credits_ignored;
+    return std::nullopt;
+  }
+  if (a->stream_credit == 0 || credit.bytes > a->outstanding) {
+    ++stats_.protocol_errors.unexpected_frames;
+    Close(absl::InvalidArgumentError(
+        a->stream_credit == 0
+            ? absl::StrCat("received credit for request ", credit.id.ToString(),
+                           ", which asked for one reply")
+            : absl::StrCat("received credit of ", credit.bytes,
+                           " bytes for stream ", credit.id.ToString(),
+                           ", but only ", a->outstanding,
+                           " bytes of it are outstanding")));
+    return std::nullopt;
+  }
+  a->outstanding -= credit.bytes;
+  ++stats_.credits_received;
+  return CreditReceived{credit.id, credit.bytes};
 }
 
 // ---- Closing ----

@@ -40,6 +40,12 @@ void PendingRequests::SiftDown(size_t i) {
   }
 }
 
+PendingRequest* PendingRequests::Find(CorrelationId id) {
+  auto it = by_id_.find(id.value());
+  if (it == by_id_.end()) return nullptr;
+  return &slots_[it->second].request;
+}
+
 void PendingRequests::Add(const PendingRequest& r) {
   size_t slot;
   if (!free_slots_.empty()) {

@@ -23,6 +23,7 @@ Recorded Record(const Event& e) {
           r.payload = std::string(ev.request.payload);
           r.deadline = ev.deadline;
           r.endpoint = ev.request.endpoint;
+          r.stream_credit = ev.stream_credit;
         } else if constexpr (std::is_same_v<T, OneWayReceived>) {
           r.kind = Recorded::kOneWayReceived;
           r.payload = std::string(ev.message.payload);
@@ -32,6 +33,7 @@ Recorded Record(const Event& e) {
           r.id = ev.id;
           r.status = ev.status;
           r.payload = std::string(ev.payload);
+          r.stream_end = ev.stream_end;
         } else if constexpr (std::is_same_v<T, RequestFailed>) {
           r.kind = Recorded::kRequestFailed;
           r.id = ev.id;
@@ -45,6 +47,14 @@ Recorded Record(const Event& e) {
         } else if constexpr (std::is_same_v<T, CancelReceived>) {
           r.kind = Recorded::kCancelReceived;
           r.id = ev.id;
+        } else if constexpr (std::is_same_v<T, StreamItemReceived>) {
+          r.kind = Recorded::kStreamItemReceived;
+          r.id = ev.id;
+          r.payload = std::string(ev.payload);
+        } else if constexpr (std::is_same_v<T, CreditReceived>) {
+          r.kind = Recorded::kCreditReceived;
+          r.id = ev.id;
+          r.credit_bytes = ev.bytes;
         } else {
           static_assert(std::is_same_v<T, Closed>);
           r.kind = Recorded::kClosed;
@@ -58,7 +68,8 @@ Recorded Record(const Event& e) {
 const char* KindName(Recorded::Kind kind) {
   static const char* const kNames[] = {
       "HandshakeDone", "RequestReceived", "OneWayReceived", "ReplyReceived",
-      "RequestFailed", "GoodbyeReceived", "Closed",         "CancelReceived"};
+      "RequestFailed", "GoodbyeReceived", "Closed",         "CancelReceived",
+      "StreamItemReceived", "CreditReceived"};
   return kNames[kind];
 }
 

@@ -28,6 +28,8 @@ struct Recorded {
     kGoodbyeReceived,
     kClosed,
     kCancelReceived,
+    kStreamItemReceived,
+    kCreditReceived,
   };
   Kind kind;
   CorrelationId id;     // request, reply, failure; goodbye's last id
@@ -38,6 +40,11 @@ struct Recorded {
   Delivery delivery = Delivery::kNotSent;
   bool idempotent = false;
   uint32_t version = 0;  // handshake
+  // Request: its stream credit; reply: whether it was a streamEnd; credit:
+  // the bytes granted.
+  uint64_t stream_credit = 0;
+  bool stream_end = false;
+  uint64_t credit_bytes = 0;
 };
 
 Recorded Record(const Event& e);

@@ -42,8 +42,23 @@
 // same kind of Status ("incompatible protocol versions: this side speaks
 // 2..2, the peer 1..1"). A side whose max is 1 is a version 1 side, exactly:
 // it writes maxProtocolVersion 0 (so its Hello is a version 1 Hello, byte
-// for byte) and never reads the peer's. What is new in version 2 (cancel) is
-// sent, and has effect, only on a version 2 connection.
+// for byte) and never reads the peer's. What is new in version 2 (cancel,
+// reply streams) is sent, and has effect, only on a version 2 connection;
+// the one exception is a stream request a client pipelines before the
+// server's Hello: it carries its streamCredit, which a version 1 server
+// ignores, answering with a plain reply, a stream of one.
+//
+// Reply streams (DESIGN.md section 5). A request sent with
+// RequestOptions::stream_credit C > 0 may be answered by any number of
+// StreamItemReceived events, then its one ReplyReceived (the end) or
+// RequestFailed. The requester grants item bytes back with GrantCredit as
+// its application consumes them. The responder sends items with
+// SendStreamItem only while StreamWritable (the payload bytes sent minus
+// those granted back are below C; CreditReceived says when that may have
+// changed) and ends with SendStreamEnd, SendReply or SendErrorReply. A peer
+// that sends an item past its credit is closed with ResourceExhausted; the
+// invariant is reported at every item, both ends, as the Always point
+// "protocol.stream_within_credit" (always.h).
 //
 // Errors split by who is at fault (the h11 way): the peer breaking the
 // protocol closes the connection with the Status of the check it failed
@@ -155,6 +170,33 @@ class Connection {
   // anyway, the cancel behind it. NotFound when `id` is not pending (never
   // sent, already answered, failed or cancelled). Works in every state.
   [[nodiscard]] absl::Status CancelRequest(CorrelationId id);
+  // ---- Reply streams (version 2) ----
+
+  // Sends one item of the reply stream answering request `id`.
+  //   NotFound: no such request awaits an answer;
+  //   FailedPrecondition: it is not a stream request (or the connection is
+  //     closed);
+  //   ResourceExhausted: the stream is out of credit (check StreamWritable
+  //     first), or the output or frame bound; nothing was sent.
+  [[nodiscard]] absl::Status SendStreamItem(CorrelationId id,
+                                            absl::string_view payload);
+  // Whether request `id` awaits its answer as a stream with credit left:
+  // the payload bytes of items sent, minus the bytes granted back, are
+  // below its credit (so an item larger than the credit still goes when
+  // nothing is outstanding).
+  bool StreamWritable(CorrelationId id) const;
+  // Ends the reply stream answering `id`, OK, with no last item.
+  // NotFound, FailedPrecondition and ResourceExhausted as SendStreamItem
+  // (credit aside). SendReply ends a stream with a last item, SendErrorReply
+  // with a Status.
+  [[nodiscard]] absl::Status SendStreamEnd(CorrelationId id);
+  // The requester's application consumed `bytes` of the items of stream
+  // `id`: they are granted back, in one credit frame (version 2; a control
+  // frame: the output bounds do not apply). 0 does nothing.
+  //   NotFound: `id` is not a pending stream request;
+  //   InvalidArgument: more bytes than were received and not granted back.
+  [[nodiscard]] absl::Status GrantCredit(CorrelationId id, uint64_t bytes);
+
   // A message that expects no answer. FailedPrecondition when closed or
   // before the handshake on a server; ResourceExhausted on a bound.
   [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint,
@@ -223,6 +265,13 @@ class Connection {
   std::optional<Event> HandleEnvelope(const EnvelopeView& envelope);
   std::optional<Event> HandleGoodbye(const wire::Goodbye& goodbye);
   std::optional<Event> HandleCancel(const wire::Cancel& cancel);
+  std::optional<Event> HandleCredit(const wire::Credit& credit);
+  // A reply, error reply, stream item or stream end for request `e`'s id.
+  std::optional<Event> HandleAnswer(const EnvelopeView& e);
+  // The record of a request received and awaiting its answer, or null.
+  struct AwaitingReply;
+  AwaitingReply* FindAwaiting(CorrelationId id);
+  const AwaitingReply* FindAwaiting(CorrelationId id) const;
   // This side's Hello: as a client, its range; as a server, `version` chosen
   // (or its min, refusing).
   wire::Hello OwnHello(uint32_t version) const;
@@ -261,9 +310,16 @@ class Connection {
   // Requests cancelled before the handshake, while the version was unknown:
   // their cancel frames are sent once it says version 2.
   std::vector<CorrelationId> cancels_before_handshake_;
-  // Requests received and not yet answered (by id: whether the peer has
-  // cancelled it), and the highest id received.
-  absl::flat_hash_map<uint64_t, bool> awaiting_reply_;
+  // Requests received and not yet answered, by id, and the highest id
+  // received.
+  struct AwaitingReply {
+    bool cancelled = false;  // the peer sent `cancel` for it
+    // A reply stream's credit (0: one reply), and the payload bytes of
+    // items sent and not yet granted back.
+    uint64_t stream_credit = 0;
+    uint64_t outstanding = 0;
+  };
+  absl::flat_hash_map<uint64_t, AwaitingReply> awaiting_reply_;
   CorrelationId last_request_received_;
   // The Goodbye we sent: requests above this are refused.
   CorrelationId goodbye_last_;

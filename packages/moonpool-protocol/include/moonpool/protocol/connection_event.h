@@ -8,9 +8,11 @@
 // Order of events on one connection, as a numbered chart:
 //   1. HandshakeDone, once, before any event that carries a peer's envelope;
 //   2. any number of RequestReceived, OneWayReceived, ReplyReceived,
-//      RequestFailed and CancelReceived, in the order their causes happened;
-//      a CancelReceived for an id comes after that id's RequestReceived, at
-//      most once, and only while the request awaits its answer;
+//      RequestFailed, CancelReceived, StreamItemReceived and CreditReceived,
+//      in the order their causes happened; a CancelReceived for an id comes
+//      after that id's RequestReceived, at most once, and only while the
+//      request awaits its answer; StreamItemReceived for a request comes
+//      only before its ReplyReceived or RequestFailed, in the order sent;
 //   3. at most one GoodbyeReceived;
 //   4. exactly one Closed, last. Every request sent on the connection has had
 //      exactly one ReplyReceived or RequestFailed before it, except those
@@ -37,12 +39,17 @@ struct HandshakeDone {
   uint32_t version = 0;
 };
 
-// The peer asks for an answer: call SendReply or SendErrorReply with its id.
+// The peer asks for an answer: call SendReply or SendErrorReply with its id
+// (or, for a stream, SendStreamItem while StreamWritable, then
+// SendStreamEnd or SendErrorReply).
 struct RequestReceived {
   EnvelopeView request;
   // The peer's budget as a deadline on this side's clock; InfiniteFuture()
   // when the peer sent none.
   absl::Time deadline;
+  // Version 2: > 0 when the peer accepts a reply stream with this many
+  // bytes of credit; 0 for one reply (always 0 on a version 1 connection).
+  uint64_t stream_credit = 0;
 };
 
 struct OneWayReceived {
@@ -50,11 +57,16 @@ struct OneWayReceived {
 };
 
 // The answer to a request this side sent: OK with the payload for a reply,
-// or the handler's status (code and message) for an error reply.
+// or the handler's status (code and message) for an error reply. For a
+// stream request it is the stream's end: a plain reply is its last item
+// (a stream of one), a streamEnd (stream_end true) carries a last item only
+// when its payload is not empty, and an error reply ends it with the
+// handler's status.
 struct ReplyReceived {
   CorrelationId id;
   absl::Status status;
   absl::string_view payload;
+  bool stream_end = false;
 };
 
 // How far a failed request got: what decides whether sending it again is
@@ -105,6 +117,22 @@ struct CancelReceived {
   CorrelationId id;
 };
 
+// Version 2: an item of the reply stream of request `id`, which this side
+// sent with stream credit and which is still pending. Grant its bytes back
+// (Connection::GrantCredit) as the application consumes it.
+struct StreamItemReceived {
+  CorrelationId id;
+  absl::string_view payload;
+};
+
+// Version 2: the peer granted `bytes` of credit back to the reply stream of
+// its request `id`, which this side is answering: it may be writable again
+// (Connection::StreamWritable).
+struct CreditReceived {
+  CorrelationId id;
+  uint64_t bytes = 0;
+};
+
 // The connection is over: OK after a graceful goodbye, else why. The driver
 // closes the socket if it has not.
 struct Closed {
@@ -113,7 +141,8 @@ struct Closed {
 
 using Event =
     std::variant<HandshakeDone, RequestReceived, OneWayReceived, ReplyReceived,
-                 RequestFailed, GoodbyeReceived, Closed, CancelReceived>;
+                 RequestFailed, GoodbyeReceived, Closed, CancelReceived,
+                 StreamItemReceived, CreditReceived>;
 
 }  // namespace moonpool::protocol
 

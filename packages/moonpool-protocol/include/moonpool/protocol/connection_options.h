@@ -12,6 +12,7 @@
 #include "moonpool/envelope/correlation_id.h"
 #include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope.h"
+#include "moonpool/protocol/always.h"
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/wire/frame_header.h"
 
@@ -67,6 +68,9 @@ struct ConnectionOptions {
   // decision (driver::BuggifyFunction(loop)), which fires only in a
   // simulation that asks for it.
   BuggifyFn buggify;
+  // Where the connection reports its run-time invariants (always.h). Empty:
+  // nowhere. The driver passes its Loop's (driver::AlwaysFunction(loop)).
+  AlwaysFn always;
 };
 
 struct RequestOptions {
@@ -77,6 +81,12 @@ struct RequestOptions {
   // can send it again when the connection died after writing it.
   bool idempotent = false;
   Endpoint endpoint = kDefaultEndpoint;
+  // 0: one reply. More: a reply stream (DESIGN.md section 5, "Reply
+  // streams") with this many bytes of credit: the peer may send items while
+  // the payload bytes received and not granted back (GrantCredit) are below
+  // it. A plain reply is a stream of one, so a version 1 peer, which ignores
+  // the field, still answers correctly.
+  uint64_t stream_credit = 0;
 };
 
 }  // namespace moonpool::protocol

@@ -17,6 +17,7 @@ struct ProtocolErrors {
   uint64_t handshake_failures = 0;  // not a Hello first, magic, version
   uint64_t unexpected_frames = 0;   // e.g. a request id that went backwards
   uint64_t ping_floods = 0;         // pinged faster than it read pongs
+  uint64_t credit_overruns = 0;     // sent a stream item past its credit
 };
 
 struct ConnectionStats {
@@ -38,6 +39,14 @@ struct ConnectionStats {
   // Cancel frames with no effect: on a version 1 connection, or for an id
   // that is unknown, answered, or already cancelled.
   uint64_t cancels_ignored = 0;
+  // Reply streams (protocol version 2).
+  uint64_t stream_items_sent = 0;
+  uint64_t stream_items_received = 0;  // for a pending stream (not dropped)
+  uint64_t credits_sent = 0;           // credit frames encoded
+  uint64_t credits_received = 0;       // credit frames applied to a stream
+  // Credit frames with no effect: on a version 1 connection, or for a
+  // stream that has ended (the credit crossed its end).
+  uint64_t credits_ignored = 0;
   uint64_t pings_sent = 0;
   uint64_t pings_received = 0;
   uint64_t keepalive_timeouts = 0;

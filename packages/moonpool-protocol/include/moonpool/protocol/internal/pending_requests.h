@@ -31,6 +31,10 @@ struct PendingRequest {
   // the driver has consumed this many bytes.
   uint64_t end_offset = 0;
   bool idempotent = false;
+  // A reply stream's credit (0: one reply), and the payload bytes of items
+  // received and not yet granted back (GrantCredit).
+  uint64_t stream_credit = 0;
+  uint64_t outstanding = 0;
 };
 
 class PendingRequests {
@@ -40,6 +44,9 @@ class PendingRequests {
 
   // REQUIRES: no pending request has r.id.
   void Add(const PendingRequest& r);
+  // The request with `id`, if pending; valid until the next change. Only
+  // the stream fields may be changed through it.
+  PendingRequest* Find(CorrelationId id);
   // Removes and returns the request with `id`, if pending.
   std::optional<PendingRequest> Remove(CorrelationId id);
   // The earliest deadline; InfiniteFuture() when empty.
