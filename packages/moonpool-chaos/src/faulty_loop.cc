@@ -25,6 +25,11 @@ FaultyLoop::~FaultyLoop() { DestroyTasks(); }
 absl::Time FaultyLoop::Now() const { return inner_.Now(); }
 uint64_t FaultyLoop::Random() { return inner_.Random(); }
 
+void FaultyLoop::Always(bool held, absl::string_view name,
+                        absl::string_view detail) {
+  inner_.Always(held, name, detail);
+}
+
 bool FaultyLoop::Buggify(absl::string_view site) {
   return inner_.Buggify(site);
 }

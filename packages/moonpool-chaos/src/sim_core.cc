@@ -314,6 +314,10 @@ uint32_t SimHost::id() const { return state_->id; }
 absl::Time SimHost::Now() const { return core_->Now(); }
 uint64_t SimHost::Random() { return core_->LoopRandom(); }
 bool SimHost::Buggify(absl::string_view site) { return core_->Buggify(site); }
+void SimHost::Always(bool held, absl::string_view name,
+                     absl::string_view detail) {
+  core_->Always(held, name, detail);
+}
 std::unique_ptr<driver::Timer> SimHost::CreateTimer(
     absl::AnyInvocable<void()> on_fire) {
   return core_->CreateTimer(state_, std::move(on_fire));
@@ -395,6 +399,10 @@ SimRandom& SimLoop::random_source() { return core_->rng(); }
 absl::Time SimLoop::Now() const { return core_->Now(); }
 uint64_t SimLoop::Random() { return core_->LoopRandom(); }
 bool SimLoop::Buggify(absl::string_view site) { return core_->Buggify(site); }
+void SimLoop::Always(bool held, absl::string_view name,
+                     absl::string_view detail) {
+  core_->Always(held, name, detail);
+}
 std::unique_ptr<driver::Timer> SimLoop::CreateTimer(
     absl::AnyInvocable<void()> on_fire) {
   return core_->CreateTimer(core_->default_host(), std::move(on_fire));

@@ -155,6 +155,10 @@ class SimCore final {
   uint64_t LoopRandom();
   // driver::Loop::Buggify for every host (buggify.h has the model).
   bool Buggify(absl::string_view site);
+  // Records an Always point of the layers below (driver::Loop::Always).
+  void Always(bool held, absl::string_view name, absl::string_view detail) {
+    assertions_.RecordAlways(name, held, detail);
+  }
   EventKey Schedule(int64_t t_ns, absl::AnyInvocable<void()> fn);
   void Cancel(const EventKey& key);
   void Post(absl::AnyInvocable<void()> fn);

@@ -16,6 +16,7 @@ namespace {
 // owner gave its own), and a Buggify site's slice bound.
 ConnectionDriverOptions WithLoop(ConnectionDriverOptions o, Loop& loop) {
   if (!o.connection.buggify) o.connection.buggify = BuggifyFunction(loop);
+  if (!o.connection.always) o.connection.always = AlwaysFunction(loop);
   if (loop.Buggify(buggify_sites::kSmallSlices)) {
     o.stream_high_water_bytes = 64;
   }
@@ -95,6 +96,23 @@ absl::Status ConnectionDriver::SendReply(CorrelationId id,
 absl::Status ConnectionDriver::SendErrorReply(CorrelationId id,
                                               const absl::Status& status) {
   return Answered(connection_.SendErrorReply(id, status));
+}
+
+absl::Status ConnectionDriver::SendStreamItem(CorrelationId id,
+                                              absl::string_view payload) {
+  absl::Status s = connection_.SendStreamItem(id, payload);
+  if (s.ok()) Sent();
+  return s;
+}
+
+absl::Status ConnectionDriver::SendStreamEnd(CorrelationId id) {
+  return Answered(connection_.SendStreamEnd(id));
+}
+
+absl::Status ConnectionDriver::GrantCredit(CorrelationId id, uint64_t bytes) {
+  absl::Status s = connection_.GrantCredit(id, bytes);
+  if (s.ok() && bytes > 0) Sent();
+  return s;
 }
 
 absl::Status ConnectionDriver::AbandonRequest(CorrelationId id) {

@@ -14,6 +14,12 @@ protocol::BuggifyFn BuggifyFunction(Loop& loop) {
   return [&loop](absl::string_view site) { return loop.Buggify(site); };
 }
 
+protocol::AlwaysFn AlwaysFunction(Loop& loop) {
+  return [&loop](bool held, absl::string_view name, absl::string_view detail) {
+    loop.Always(held, name, detail);
+  };
+}
+
 void Loop::DestroyTasks() {
   // Detach before clearing: destroying a task may create or destroy other
   // scopes (a task can own one), which edits this list; taking the head

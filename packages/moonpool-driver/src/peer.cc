@@ -65,6 +65,26 @@ absl::Time Peer::ResolveDeadline(absl::Time deadline) const {
 absl::StatusOr<PeerRequestId> Peer::Request(std::string payload,
                                             const PeerRequestOptions& options,
                                             ReplyCallback done) {
+  PeerRequestOptions unary = options;
+  unary.stream_credit = 0;
+  return Enqueue(
+      Pending{std::move(payload), unary, std::move(done), false, 0, {}, false});
+}
+
+absl::StatusOr<PeerRequestId> Peer::RequestStream(
+    std::string payload, const PeerRequestOptions& options,
+    StreamItemCallback on_item, ReplyCallback done) {
+  if (options.stream_credit == 0) {
+    return absl::InvalidArgumentError(
+        "a reply stream needs a positive stream_credit (its window)");
+  }
+  return Enqueue(Pending{std::move(payload), options, std::move(done), false, 0,
+                         std::move(on_item), false});
+}
+
+absl::StatusOr<PeerRequestId> Peer::Enqueue(Pending p) {
+  const PeerRequestOptions& options = p.options;
+  const std::string& payload = p.payload;
   if (state_ == PeerState::kClosed) {
     return absl::FailedPreconditionError(
         absl::StrCat("peer ", address_.ToString(), " is closed"));
@@ -75,9 +95,8 @@ absl::StatusOr<PeerRequestId> Peer::Request(std::string payload,
         absl::StrCat("request queue to ", address_.ToString(), " is full (",
                      queue_.size(), " requests, ", queued_bytes_, " bytes)"));
   }
-  PeerRequestOptions resolved = options;
-  resolved.deadline = ResolveDeadline(options.deadline);
-  if (resolved.deadline <= loop_.Now()) {
+  const absl::Time deadline = ResolveDeadline(options.deadline);
+  if (deadline <= loop_.Now()) {
     return absl::DeadlineExceededError("request deadline has already passed");
   }
   if (unreachable_ && !options.wait_for_ready) {
@@ -89,7 +108,8 @@ absl::StatusOr<PeerRequestId> Peer::Request(std::string payload,
   }
   ++stats_.requests;
   const PeerRequestId id(++last_request_id_);
-  Pending p{std::move(payload), resolved, std::move(done), false, id.value()};
+  p.options.deadline = deadline;
+  p.id = id.value();
   // The fast path: straight onto an open connection with nothing ahead of
   // it. Events are not processed here, so no callback runs inside Request.
   if (queue_.empty() && driver_ != nullptr &&
@@ -158,6 +178,7 @@ absl::Status Peer::Submit(Pending& p) {
   options.deadline = p.options.deadline;
   options.idempotent = p.options.idempotent;
   options.endpoint = p.options.endpoint;
+  options.stream_credit = p.options.stream_credit;
   absl::StatusOr<CorrelationId> id = driver_->SendRequest(p.payload, options);
   if (!id.ok()) return id.status();
   in_flight_ids_.emplace(p.id, id->value());
@@ -334,6 +355,8 @@ void Peer::OnEvent(protocol::Event& event) {
     ++stats_.handshakes;
     handshaken_ = true;
     unreachable_ = false;
+  } else if (auto* item = std::get_if<protocol::StreamItemReceived>(&event)) {
+    OnStreamItem(*item);
   } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {
     OnReply(*reply);
   } else if (auto* failed = std::get_if<protocol::RequestFailed>(&event)) {
@@ -347,6 +370,22 @@ void Peer::OnEvent(protocol::Event& event) {
   // after a Goodbye, and they wait for the next one.
 }
 
+void Peer::OnStreamItem(const protocol::StreamItemReceived& item) {
+  auto it = in_flight_.find(item.id.value());
+  if (it == in_flight_.end() || !it->second.on_item) return;
+  it->second.item_received = true;
+  ++stats_.stream_items;
+  // Moved out for the call: the callback may Cancel this very stream (which
+  // erases its record) or start others (which may rehash the table).
+  StreamItemCallback on_item = std::move(it->second.on_item);
+  const uint64_t request_id = it->second.id;
+  on_item(item.payload);
+  auto again = in_flight_.find(item.id.value());
+  if (again != in_flight_.end() && again->second.id == request_id) {
+    again->second.on_item = std::move(on_item);
+  }
+}
+
 void Peer::OnReply(protocol::ReplyReceived& reply) {
   auto it = in_flight_.find(reply.id.value());
   if (it == in_flight_.end()) return;
@@ -354,11 +393,31 @@ void Peer::OnReply(protocol::ReplyReceived& reply) {
   in_flight_.erase(it);
   in_flight_ids_.erase(p.id);
   ++stats_.replies;
-  if (reply.status.ok()) {
-    Complete(p, reply.payload);
-  } else {
+  if (!reply.status.ok()) {
     Complete(p, reply.status);
+    return;
   }
+  // A stream's end: a plain reply is its last item, a streamEnd's payload
+  // only when there is one. The item's callback may Cancel (nothing left
+  // to cancel: the record is gone) or destroy what `done` would fill; done
+  // is called only if the item callback did not give the stream up.
+  if (p.on_item && (!reply.stream_end || !reply.payload.empty())) {
+    ++stats_.stream_items;
+    StreamItemCallback on_item = std::move(p.on_item);
+    on_item(reply.payload);
+    Complete(p, absl::string_view());
+    return;
+  }
+  Complete(p, p.on_item ? absl::string_view() : reply.payload);
+}
+
+void Peer::GrantCredit(PeerRequestId id, uint64_t bytes) {
+  auto ids = in_flight_ids_.find(id.value());
+  if (ids == in_flight_ids_.end() || driver_ == nullptr) return;
+  // NotFound: the protocol already ended it, through an event not yet
+  // taken; InvalidArgument would be a caller's bug, granting what it never
+  // received: neither can be fixed here.
+  (void)driver_->GrantCredit(CorrelationId(ids->second), bytes);
 }
 
 void Peer::OnFailed(protocol::RequestFailed& failed) {
@@ -370,7 +429,8 @@ void Peer::OnFailed(protocol::RequestFailed& failed) {
   const absl::StatusCode code = failed.status.code();
   if (code == absl::StatusCode::kDeadlineExceeded ||
       code == absl::StatusCode::kFailedPrecondition ||
-      !protocol::SafeToRetry(failed) || p.options.deadline <= loop_.Now()) {
+      !protocol::SafeToRetry(failed) || p.item_received ||
+      p.options.deadline <= loop_.Now()) {
     ++stats_.failures;
     Complete(p, failed.status);
     return;

@@ -108,6 +108,8 @@ class FaultyLoop final : public driver::Loop {
   absl::Time Now() const override;
   uint64_t Random() override;
   bool Buggify(absl::string_view site) override;
+  void Always(bool held, absl::string_view name,
+              absl::string_view detail) override;
   std::unique_ptr<driver::Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;

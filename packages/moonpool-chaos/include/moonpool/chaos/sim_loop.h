@@ -170,6 +170,10 @@ class SimLoop final : public driver::Loop {
   absl::Time Now() const override;
   uint64_t Random() override;
   bool Buggify(absl::string_view site) override;
+  // Recorded in this simulation's assertion registry: a false one fails the
+  // run (the runner's invariants list it as "always.<name>").
+  void Always(bool held, absl::string_view name,
+              absl::string_view detail) override;
   std::unique_ptr<driver::Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) override;
   void Post(absl::AnyInvocable<void()> fn) override;

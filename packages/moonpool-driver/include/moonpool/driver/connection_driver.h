@@ -133,6 +133,18 @@ class ConnectionDriver final : private StreamHandler, private TurnEndHandler {
                                        absl::string_view payload);
   [[nodiscard]] absl::Status SendErrorReply(CorrelationId id,
                                             const absl::Status& status);
+  // Reply streams (protocol version 2; protocol::Connection's contracts).
+  // An item of the stream answering `id`; ResourceExhausted when it is out
+  // of credit (check StreamWritable; CreditReceived says when to look again).
+  [[nodiscard]] absl::Status SendStreamItem(CorrelationId id,
+                                            absl::string_view payload);
+  bool StreamWritable(CorrelationId id) const {
+    return connection_.StreamWritable(id);
+  }
+  // Ends the stream answering `id`, OK: one request fewer is being served.
+  [[nodiscard]] absl::Status SendStreamEnd(CorrelationId id);
+  // Gives `bytes` of the stream `id` this side requested back to its sender.
+  [[nodiscard]] absl::Status GrantCredit(CorrelationId id, uint64_t bytes);
   // Forgets a received request unanswered (its deadline passed unserved).
   [[nodiscard]] absl::Status AbandonRequest(CorrelationId id);
   // Gives up on a request sent here: forgotten, and `cancel` is written on

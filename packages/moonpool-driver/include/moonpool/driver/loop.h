@@ -42,6 +42,7 @@
 #include "moonpool/driver/listener.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
+#include "moonpool/protocol/always.h"
 #include "moonpool/protocol/buggify.h"
 
 namespace moonpool::driver {
@@ -105,6 +106,17 @@ class Loop {
   // recorded for the coverage report. Code must be correct whatever the
   // answer: a site only picks among paths that are all legal.
   virtual bool Buggify(absl::string_view site) = 0;
+
+  // Records whether the run-time invariant `name` held this time (an
+  // Always point, after FoundationDB's and Antithesis's: names and rules in
+  // moonpool/protocol/always.h). A false one changes nothing here; the
+  // simulated loop records it and fails the run. UvLoop records nothing.
+  virtual void Always(bool held, absl::string_view name,
+                      absl::string_view detail) {
+    (void)held;
+    (void)name;
+    (void)detail;
+  }
 
   virtual std::unique_ptr<Timer> CreateTimer(
       absl::AnyInvocable<void()> on_fire) = 0;
@@ -173,6 +185,9 @@ class Loop {
 // protocol::ConnectionOptions::buggify where a Connection is made. REQUIRES:
 // `loop` outlives every copy of the result.
 protocol::BuggifyFn BuggifyFunction(Loop& loop);
+// `loop`'s Always as the pure layers take it (protocol::ConnectionOptions::
+// always). REQUIRES: `loop` outlives every copy of the result.
+protocol::AlwaysFn AlwaysFunction(Loop& loop);
 
 }  // namespace moonpool::driver
 

@@ -115,6 +115,9 @@ struct PeerRequestOptions {
   // false: fail fast (Unavailable) while the peer is unreachable instead of
   // waiting for its deadline; see Peer::Request.
   bool wait_for_ready = true;
+  // RequestStream only: the stream's credit in bytes (its window). Must be
+  // positive there; ignored by Request.
+  uint64_t stream_credit = 0;
 };
 
 // Names one request accepted by Peer::Request, for Peer::Cancel. A Peer
@@ -135,6 +138,10 @@ class PeerRequestId {
 // call) or why there is none.
 using ReplyCallback =
     absl::AnyInvocable<void(absl::StatusOr<absl::string_view>)>;
+
+// One item of a reply stream (Peer::RequestStream), valid only during the
+// call.
+using StreamItemCallback = absl::AnyInvocable<void(absl::string_view)>;
 
 // Requests and one-way messages that the server side sends on a Peer's
 // connection. Calls come from the Peer's pump on the loop's thread; views
@@ -169,6 +176,7 @@ struct PeerStats {
   uint64_t keepalive_timeouts = 0;
   uint64_t protocol_errors = 0;  // connections closed for the peer's fault
   uint64_t requests_served = 0;  // the server's requests answered here
+  uint64_t stream_items = 0;     // reply stream items delivered (on_item)
 };
 
 enum class PeerState { kConnecting, kConnected, kBackingOff, kClosed };
@@ -204,6 +212,26 @@ class Peer final : private ConnectionHandler {
   // when the request has had its outcome (or is not this Peer's), so it is
   // safe to call whenever the waiter goes away. Never calls back.
   void Cancel(PeerRequestId id);
+  // Sends a request that accepts a reply stream (protocol version 2, DESIGN.md
+  // section 5) with `options.stream_credit` bytes of credit: `on_item` gets
+  // each item in order (a plain reply's payload, and a streamEnd's when not
+  // empty, are items too), then `done` gets the end: OK (with an empty
+  // view) or the Status that ended it; both on the loop's thread, never
+  // inside this call. Grant consumed bytes back with GrantCredit. Outcomes
+  // and up-front failures as Request's, but once an item has arrived the
+  // stream is never sent again: a connection lost after that ends it
+  // (Aborted). Before its first item it is sent again as a request is
+  // (idempotent, or not delivered). Cancel gives it up like a request
+  // (`cancel` on version 2); neither callback is called afterwards.
+  // InvalidArgument when stream_credit is 0.
+  [[nodiscard]] absl::StatusOr<PeerRequestId> RequestStream(
+      std::string payload, const PeerRequestOptions& options,
+      StreamItemCallback on_item, ReplyCallback done);
+  // The application consumed `bytes` of the items of stream `id`: credit
+  // for the server, on the connection the stream is on. Does nothing when
+  // the stream has ended or is waiting to be sent again (its credit starts
+  // afresh there).
+  void GrantCredit(PeerRequestId id, uint64_t bytes);
   // Sends a message that expects no answer, queued like a request. It is
   // sent at most once: lost if the connection dies before it is written.
   [[nodiscard]] absl::Status SendOneWay(Endpoint endpoint, std::string payload);
@@ -242,9 +270,11 @@ class Peer final : private ConnectionHandler {
   struct Pending {
     std::string payload;
     PeerRequestOptions options;
-    ReplyCallback done;    // empty for one-way messages
-    bool written = false;  // was written on some connection
-    uint64_t id = 0;       // the PeerRequestId's value; 0 for one-way
+    ReplyCallback done;          // empty for one-way messages
+    bool written = false;        // was written on some connection
+    uint64_t id = 0;             // the PeerRequestId's value; 0 for one-way
+    StreamItemCallback on_item;  // reply streams only
+    bool item_received = false;  // a stream item arrived: never resent
   };
 
   // ConnectionHandler.
@@ -261,6 +291,9 @@ class Peer final : private ConnectionHandler {
   void OnConnected(absl::Status status);
   void ScheduleReconnect(const absl::Status& why);
   void OnReply(protocol::ReplyReceived& reply);
+  void OnStreamItem(const protocol::StreamItemReceived& item);
+  // Request and RequestStream: checks, then queues or sends `p`.
+  [[nodiscard]] absl::StatusOr<PeerRequestId> Enqueue(Pending p);
   void OnFailed(protocol::RequestFailed& failed);
   void OnRequest(const protocol::RequestReceived& request);
   void SubmitQueued();
