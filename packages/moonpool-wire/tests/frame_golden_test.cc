@@ -29,8 +29,10 @@ std::string ReadFile(const std::filesystem::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Runs `capnp encode` on `text` (a Frame in Cap'n Proto text format).
-std::string CapnpEncode(const std::string& text) {
+// Runs `capnp encode` on `text` (a Frame in Cap'n Proto text format), with
+// the schema at `schema` (by default the installed frame.capnp).
+std::string CapnpEncode(const std::string& text,
+                        const std::string& schema = MOONPOOL_FRAME_SCHEMA) {
   const std::filesystem::path dir = std::filesystem::temp_directory_path();
   const std::string stem =
       absl::StrCat("moonpool_golden_", ::getpid(), "_",
@@ -38,9 +40,9 @@ std::string CapnpEncode(const std::string& text) {
   const std::filesystem::path in = dir / (stem + ".txt");
   const std::filesystem::path out = dir / (stem + ".bin");
   std::ofstream(in) << text;
-  const std::string command = absl::StrCat(
-      MOONPOOL_CAPNP_TOOL, " encode -I", MOONPOOL_CAPNP_INCLUDE, " ",
-      MOONPOOL_FRAME_SCHEMA, " Frame < ", in.string(), " > ", out.string());
+  const std::string command =
+      absl::StrCat(MOONPOOL_CAPNP_TOOL, " encode -I", MOONPOOL_CAPNP_INCLUDE,
+                   " ", schema, " Frame < ", in.string(), " > ", out.string());
   const int rc = std::system(command.c_str());
   EXPECT_EQ(rc, 0) << command;
   std::string body = ReadFile(out);
@@ -108,6 +110,76 @@ TEST(FrameGolden, MatchesTheCapnpEncodeTool) {
       {"cancel", Cancel{CorrelationId(12345)}, "(cancel = 12345)"},
       {"cancel max", Cancel{CorrelationId(0xffffffffffffffff)},
        "(cancel = 18446744073709551615)"},
+      // Reply streams (version 2).
+      {"stream request",
+       EnvelopeView{CorrelationId(21),
+                    EnvelopeKind::kRequest,
+                    Endpoint(3),
+                    "scan",
+                    absl::Seconds(5),
+                    absl::StatusCode::kOk,
+                    {},
+                    /*stream_credit=*/65536},
+       R"((envelope = (correlationId = 21, kind = request, endpoint = 3,
+            payload = 0x"7363616e", timeoutMicros = 5000000,
+            streamCredit = 65536)))"},
+      {"stream request without deadline, max credit",
+       EnvelopeView{CorrelationId(22),
+                    EnvelopeKind::kRequest,
+                    kDefaultEndpoint,
+                    {},
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kOk,
+                    {},
+                    /*stream_credit=*/0xffffffffffffffff},
+       R"((envelope = (correlationId = 22, kind = request,
+            streamCredit = 18446744073709551615)))"},
+      {"stream item",
+       EnvelopeView{CorrelationId(21),
+                    EnvelopeKind::kStreamItem,
+                    Endpoint(3),
+                    "key=value",
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kOk,
+                    {}},
+       R"((envelope = (correlationId = 21, kind = streamItem, endpoint = 3,
+            payload = 0x"6b65793d76616c7565")))"},
+      {"stream end, empty",
+       EnvelopeView{CorrelationId(21),
+                    EnvelopeKind::kStreamEnd,
+                    Endpoint(3),
+                    {},
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kOk,
+                    {}},
+       R"((envelope = (correlationId = 21, kind = streamEnd, endpoint = 3)))"},
+      {"stream end with a last item",
+       EnvelopeView{CorrelationId(23),
+                    EnvelopeKind::kStreamEnd,
+                    kDefaultEndpoint,
+                    "z",
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kOk,
+                    {}},
+       R"((envelope = (correlationId = 23, kind = streamEnd,
+            payload = 0x"7a")))"},
+      {"error ending a stream",
+       EnvelopeView{CorrelationId(21),
+                    EnvelopeKind::kError,
+                    Endpoint(3),
+                    {},
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kDeadlineExceeded,
+                    "scan took too long"},
+       R"((envelope = (correlationId = 21, kind = error, endpoint = 3,
+            errorMessage = "scan took too long", errorCode = 4)))"},
+      {"credit", Credit{CorrelationId(21), 32768},
+       "(credit = (correlationId = 21, bytes = 32768))"},
+      {"credit max",
+       Credit{CorrelationId(0xffffffffffffffff), 0xffffffffffffffff},
+       R"((credit = (correlationId = 18446744073709551615,
+            bytes = 18446744073709551615)))"},
+      {"credit zero", Credit{CorrelationId(), 0}, "(credit = ())"},
       {"ping", Ping{5}, "(ping = 5)"},
       {"pong", Pong{0xffffffffffffffff}, "(pong = 18446744073709551615)"},
       {"goodbye", Goodbye{CorrelationId(41), "draining"},
@@ -143,6 +215,76 @@ TEST(FrameGolden, VersionOneHelloDecodesWithMaxProtocolVersionZero) {
   EXPECT_EQ(hello->incarnation, 99u);
   EXPECT_EQ(EncodeOne(Hello{kHelloMagic, kProtocolVersion1, "old-peer", 99}),
             v1);
+}
+
+// The version 1 schema (DESIGN.md section 5, as frame.capnp was before
+// version 2), to make what a version 1 peer sends.
+constexpr char kVersionOneSchema[] = R"(@0xad3a0e3e8bcce13d;
+struct Frame {
+  union {
+    hello    @0 :Hello;
+    envelope @1 :Envelope;
+    ping     @2 :UInt64;
+    pong     @3 :UInt64;
+    goodbye  @4 :Goodbye;
+  }
+}
+struct Hello {
+  magic           @0 :UInt64;
+  protocolVersion @1 :UInt32;
+  peerName        @2 :Text;
+  incarnation     @3 :UInt64;
+}
+struct Envelope {
+  correlationId @0 :UInt64;
+  kind          @1 :Kind;
+  endpoint      @2 :UInt64;
+  payload       @3 :Data;
+  errorMessage  @4 :Text;
+  timeoutMicros @5 :UInt64;
+  errorCode     @6 :UInt32;
+  enum Kind { request @0; reply @1; error @2; oneWay @3; }
+}
+struct Goodbye {
+  lastCorrelationId @0 :UInt64;
+  reason            @1 :Text;
+}
+)";
+
+// A version 1 peer's request, encoded by `capnp encode` from the version 1
+// schema (its Envelope has a smaller data section: no exactlyOnce,
+// answeredBelow, streamCredit), decodes with stream_credit 0, i.e. as a
+// request for one reply; and the same values encoded with the current
+// schema read the same.
+TEST(FrameGolden, VersionOneEnvelopeDecodesWithStreamCreditZero) {
+  const std::filesystem::path schema =
+      std::filesystem::temp_directory_path() /
+      absl::StrCat("moonpool_frame_v1_", ::getpid(), ".capnp");
+  std::ofstream(schema) << kVersionOneSchema;
+  const char* text =
+      R"((envelope = (correlationId = 7, kind = request, endpoint = 3,
+            payload = 0x"70696e67", timeoutMicros = 250000)))";
+  const std::string v1 = FrameAround(CapnpEncode(text, schema.string()));
+  std::filesystem::remove(schema);
+  const std::string v2 = FrameAround(CapnpEncode(text));
+  // The version 1 Envelope is the smaller struct: the new fields did grow it.
+  EXPECT_LT(v1.size(), v2.size());
+  const EnvelopeView expected{
+      CorrelationId(7),        EnvelopeKind::kRequest, Endpoint(3), "ping",
+      absl::Milliseconds(250), absl::StatusCode::kOk,  {},
+      /*stream_credit=*/0};
+  for (const std::string* bytes : {&v1, &v2}) {
+    SCOPED_TRACE(bytes == &v1 ? "version 1 schema" : "version 2 schema");
+    FrameDecoder decoder;
+    decoder.Feed(*bytes);
+    absl::StatusOr<const FrameValue*> frame = decoder.Next();
+    ASSERT_TRUE(frame.ok()) << frame.status();
+    ASSERT_NE(*frame, nullptr);
+    const auto* envelope = std::get_if<EnvelopeView>(*frame);
+    ASSERT_NE(envelope, nullptr) << FrameKindName(**frame);
+    EXPECT_EQ(envelope->stream_credit, 0u);
+    EXPECT_TRUE(*envelope == expected);
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
@@ -65,6 +66,81 @@ TEST(FrameRoundTrip, OwningEnvelopeEncodesLikeItsView) {
       DecodeOne(decoder, std::string(out.Readable().data(), out.size()));
   ASSERT_TRUE(std::holds_alternative<EnvelopeView>(back));
   EXPECT_EQ(Envelope::CopyOf(std::get<EnvelopeView>(back)), e);
+}
+
+// Version 2: an owning Envelope's stream credit reaches the wire (through
+// the EnvelopeLike path, StreamCreditOf) and comes back.
+TEST(FrameRoundTrip, OwningStreamRequestKeepsItsCredit) {
+  for (uint64_t credit : {uint64_t{1}, uint64_t{65536}, ~uint64_t{0}}) {
+    SCOPED_TRACE(credit);
+    Envelope e = Envelope::Request(CorrelationId(4), Endpoint(2), "range",
+                                   absl::ZeroDuration());
+    e.stream_credit = credit;
+    FrameEncoder encoder;
+    ByteBuffer out;
+    ASSERT_TRUE(encoder.EncodeEnvelope(e, out).ok());
+    FrameDecoder decoder;
+    FrameValue back =
+        DecodeOne(decoder, std::string(out.Readable().data(), out.size()));
+    ASSERT_TRUE(std::holds_alternative<EnvelopeView>(back));
+    EXPECT_EQ(std::get<EnvelopeView>(back).stream_credit, credit);
+    EXPECT_EQ(Envelope::CopyOf(std::get<EnvelopeView>(back)), e);
+  }
+}
+
+// Every stream kind and the credit frame, on their own and back to back in
+// one stream (the order a server writes a stream in), come back equal.
+TEST(FrameRoundTrip, AStreamOfItemsEndAndCreditsComesBackInOrder) {
+  const std::string items[] = {"", "a", std::string(1000, 'b'),
+                               std::string("\0\0", 2)};
+  std::vector<FrameValue> frames;
+  frames.push_back(EnvelopeView{CorrelationId(11),
+                                EnvelopeKind::kRequest,
+                                Endpoint(5),
+                                "from=a",
+                                absl::Seconds(1),
+                                absl::StatusCode::kOk,
+                                {},
+                                4096});
+  for (const std::string& item : items) {
+    frames.push_back(EnvelopeView{CorrelationId(11),
+                                  EnvelopeKind::kStreamItem,
+                                  Endpoint(5),
+                                  item,
+                                  absl::ZeroDuration(),
+                                  absl::StatusCode::kOk,
+                                  {}});
+    frames.push_back(Credit{CorrelationId(11), item.size()});
+  }
+  frames.push_back(EnvelopeView{CorrelationId(11),
+                                EnvelopeKind::kStreamEnd,
+                                Endpoint(5),
+                                {},
+                                absl::ZeroDuration(),
+                                absl::StatusCode::kOk,
+                                {}});
+  frames.push_back(EnvelopeView{CorrelationId(12),
+                                EnvelopeKind::kError,
+                                Endpoint(5),
+                                {},
+                                absl::ZeroDuration(),
+                                absl::StatusCode::kResourceExhausted,
+                                "out of credit"});
+  const std::string stream = ::moonpool::wire::testing::EncodeAll(frames);
+  FrameDecoder decoder;
+  decoder.Feed(stream);
+  for (const FrameValue& expected : frames) {
+    SCOPED_TRACE(FrameKindName(expected));
+    absl::StatusOr<const FrameValue*> frame = decoder.Next();
+    ASSERT_TRUE(frame.ok()) << frame.status();
+    ASSERT_NE(*frame, nullptr);
+    EXPECT_TRUE(**frame == expected);
+  }
+  absl::StatusOr<const FrameValue*> end = decoder.Next();
+  ASSERT_TRUE(end.ok());
+  EXPECT_EQ(*end, nullptr);
+  EXPECT_TRUE(decoder.Finish().ok());
+  EXPECT_EQ(decoder.frames_decoded(), frames.size());
 }
 
 TEST(FrameRoundTrip, SixteenMebibytePayloadWithARaisedLimit) {

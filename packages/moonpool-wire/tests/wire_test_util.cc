@@ -71,6 +71,48 @@ FrameSet EveryKind() {
                              set.Keep("client-v2"), 2, kProtocolVersion2});
   set.frames.push_back(Cancel{CorrelationId(5)});
   set.frames.push_back(Cancel{CorrelationId(~uint64_t{0})});
+  // Reply streams (version 2): a request with credit, an item, an empty end,
+  // an error ending a stream, and credit frames.
+  set.frames.push_back(EnvelopeView{CorrelationId(6),
+                                    EnvelopeKind::kRequest,
+                                    Endpoint(7),
+                                    set.Keep("scan a..z"),
+                                    absl::Seconds(2),
+                                    absl::StatusCode::kOk,
+                                    {},
+                                    /*stream_credit=*/65536});
+  set.frames.push_back(EnvelopeView{CorrelationId(6),
+                                    EnvelopeKind::kStreamItem,
+                                    Endpoint(7),
+                                    set.Keep(std::string("it\0em", 5)),
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(6),
+                                    EnvelopeKind::kStreamEnd,
+                                    Endpoint(7),
+                                    {},
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(8),
+                                    EnvelopeKind::kStreamEnd,
+                                    kDefaultEndpoint,
+                                    set.Keep("last"),
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {}});
+  set.frames.push_back(EnvelopeView{CorrelationId(9),
+                                    EnvelopeKind::kRequest,
+                                    kDefaultEndpoint,
+                                    {},
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {},
+                                    /*stream_credit=*/~uint64_t{0}});
+  set.frames.push_back(Credit{CorrelationId(6), 4096});
+  set.frames.push_back(Credit{CorrelationId(~uint64_t{0}), ~uint64_t{0}});
+  set.frames.push_back(Credit{CorrelationId(), 0});
   return set;
 }
 
@@ -78,7 +120,7 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
   std::mt19937_64 rng(seed);
   FrameSet set;
   for (int i = 0; i < count; ++i) {
-    switch (rng() % 6) {
+    switch (rng() % 7) {
       case 0:
         set.frames.push_back(Hello{kHelloMagic,
                                    static_cast<uint32_t>(rng() % 3),
@@ -88,7 +130,8 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
       case 1: {
         EnvelopeView e;
         e.correlation_id = CorrelationId(rng());
-        e.kind = static_cast<EnvelopeKind>(rng() % 4);
+        e.kind = static_cast<EnvelopeKind>(
+            rng() % (static_cast<int>(kLastEnvelopeKind) + 1));
         e.endpoint = Endpoint(rng() % 3);
         e.payload = set.Keep(Bytes(rng, rng() % (max_payload + 1)));
         e.timeout =
@@ -96,6 +139,9 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
         if (e.kind == EnvelopeKind::kError) {
           e.error_code = static_cast<absl::StatusCode>(1 + rng() % 16);
           e.error_message = set.Keep(Bytes(rng, rng() % 40));
+        }
+        if (e.kind == EnvelopeKind::kRequest && rng() % 2 == 0) {
+          e.stream_credit = rng() >> (rng() % 64);
         }
         set.frames.push_back(e);
         break;
@@ -110,8 +156,12 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
         set.frames.push_back(
             Goodbye{CorrelationId(rng()), set.Keep(Bytes(rng, rng() % 30))});
         break;
-      default:
+      case 5:
         set.frames.push_back(Cancel{CorrelationId(rng())});
+        break;
+      default:
+        set.frames.push_back(
+            Credit{CorrelationId(rng()), rng() >> (rng() % 64)});
     }
   }
   return set;
