@@ -135,6 +135,34 @@ driver::PeerRequestOptions ClientTransport::ToPeerOptions(
   return p;
 }
 
+absl::StatusOr<std::unique_ptr<internal::StreamState>>
+ClientTransport::StartStream(const driver::HostPort& to, std::string payload,
+                             const StreamOptions& options) {
+  if (options.window_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "a reply stream needs a positive window (StreamOptions::window_bytes)");
+  }
+  absl::StatusOr<driver::Peer*> peer = PeerFor(to);
+  if (!peer.ok()) return peer.status();
+  auto state =
+      std::make_unique<internal::StreamState>(loop_, options.window_bytes);
+  driver::PeerRequestOptions peer_options = ToPeerOptions(options);
+  peer_options.stream_credit = options.window_bytes;
+  // The callbacks borrow the state: the ReplyStream that owns it cancels the
+  // call (which destroys them uncalled) before it lets the state go, unless
+  // the end came first (after which the Peer holds them no more).
+  internal::StreamState* s = state.get();
+  absl::StatusOr<driver::PeerRequestId> id = (*peer)->RequestStream(
+      std::move(payload), peer_options,
+      [s](absl::string_view item) { s->OnItem(item); },
+      [s](absl::StatusOr<absl::string_view> end) {
+        s->OnEnd(end.ok() ? absl::OkStatus() : end.status());
+      });
+  if (!id.ok()) return id.status();
+  s->Started(*peer, *id);
+  return state;
+}
+
 absl::Status ClientTransport::SendEncoded(const driver::HostPort& address,
                                           std::string payload,
                                           Endpoint endpoint) {

@@ -61,11 +61,14 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     FailCalls();
   }
 
+  // A reply (`error` null), an error reply, or with `stream_end` the OK end
+  // of a reply stream (`payload` ignored).
   absl::Status Answer(const IncomingMessage& request, absl::string_view payload,
-                      const absl::Status* error) {
+                      const absl::Status* error, bool stream_end = false) {
     const CorrelationId id = request.envelope.correlation_id;
-    absl::Status s = error == nullptr ? driver_.SendReply(id, payload)
-                                      : driver_.SendErrorReply(id, *error);
+    absl::Status s = error != nullptr ? driver_.SendErrorReply(id, *error)
+                     : stream_end     ? driver_.SendStreamEnd(id)
+                                      : driver_.SendReply(id, payload);
     if (s.code() == absl::StatusCode::kFailedPrecondition) {
       // The protocol connection ended; the socket is on its way out.
       return absl::NotFoundError(absl::StrCat(
@@ -148,6 +151,8 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
       ++server_.in_flight_;
       IncomingMessage message{Envelope::CopyOf(r->request), id_,
                               driver_.peer_address(), r->deadline};
+      // What the connection's version lets it mean (0 on version 1).
+      message.envelope.stream_credit = r->stream_credit;
       if (r->request.endpoint == kDefaultEndpoint) {
         server_.Enqueue(std::move(message));
       } else {
@@ -165,6 +170,8 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
       }
     } else if (auto* cancel = std::get_if<protocol::CancelReceived>(&event)) {
       server_.OnCancel(*this, cancel->id);
+    } else if (auto* credit = std::get_if<protocol::CreditReceived>(&event)) {
+      server_.OnCredit(*this, credit->id);
     } else if (auto* hello = std::get_if<protocol::HandshakeDone>(&event)) {
       peer_incarnation_ = hello->peer.incarnation;
     } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {

@@ -37,6 +37,7 @@ void ServerCall::Reset(IncomingMessage message, ServedMethod& m,
 }
 
 void ServerCall::Release() {
+  credit_waiter = driver::Promise<void>();
   // Work the handler left running with the token hears that the call is
   // over; a token copy outlives the source (cancellation.h).
   context.Cancel("the call has ended");
@@ -63,7 +64,8 @@ ServerTransport::Services::~Services() { CloseAll(); }
 absl::Status ServerTransport::Services::Register(absl::string_view name,
                                                  Endpoint token,
                                                  HandlerOptions options,
-                                                 CallRunner runner) {
+                                                 CallRunner runner,
+                                                 bool streaming) {
   if (options.max_concurrent == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "HandlerOptions for \"", name, "\": max_concurrent must be positive"));
@@ -83,6 +85,7 @@ absl::Status ServerTransport::Services::Register(absl::string_view name,
   m->token = token;
   m->options = options;
   m->run = std::move(runner);
+  m->streaming = streaming;
   m->stats.name = m->name;
   in_order_.push_back(m.get());
   methods_.emplace(token, std::move(m));
@@ -157,6 +160,19 @@ void ServerTransport::Services::Dispatch(Connection& c,
   } else {
     ++m.stats.one_way;
   }
+  if (m.streaming && (!request || message.envelope.stream_credit == 0)) {
+    // Nobody could read the items: a one-way message, a version 1 client,
+    // or a client that called the name as a unary method.
+    ++m.stats.rejected;
+    if (request) {
+      Refuse(std::move(message),
+             absl::FailedPreconditionError(absl::StrCat(
+                 m.name,
+                 " answers with a reply stream, and this request does not "
+                 "accept one (protocol version 1, or a unary call)")));
+    }
+    return;
+  }
   const bool start = m.queued == 0 && m.running < m.options.max_concurrent;
   if (!start && m.queued >= m.options.max_queued) {
     ++m.stats.rejected;
@@ -206,16 +222,17 @@ void ServerTransport::Services::Finish(ServerCall& call, absl::Status outcome) {
   }
   if (message.is_request()) {
     m.latency.Record(server_.loop_.Now() - call.received);
-    absl::Status s = outcome.ok()
-                         ? server_.Reply(message, absl::string_view(call.reply))
-                         : server_.ReplyError(message, outcome);
+    absl::Status s =
+        !outcome.ok() ? server_.ReplyError(message, outcome)
+        : m.streaming ? server_.EndStream(message)
+                      : server_.Reply(message, absl::string_view(call.reply));
     if (!s.ok() && !absl::IsNotFound(s) && !absl::IsFailedPrecondition(s)) {
       Connection* c = server_.Find(message.connection_id);
       if (c != nullptr && absl::IsResourceExhausted(s) && c->HasOutput()) {
         // ReplyWhenWritable's wait: the answer goes once the client has
         // read enough, or is forgotten at the deadline.
-        scope_.Spawn(
-            AnswerLater(message, std::move(call.reply), std::move(outcome)));
+        scope_.Spawn(AnswerLater(message, std::move(call.reply),
+                                 std::move(outcome), m.streaming));
       } else if (c != nullptr) {
         // The answer can never be sent (larger than the output bound or a
         // frame): the client hears why instead of waiting for its deadline.
@@ -230,10 +247,11 @@ void ServerTransport::Services::Finish(ServerCall& call, absl::Status outcome) {
 }
 
 driver::Task<void> ServerTransport::Services::AnswerLater(
-    IncomingMessage message, std::string reply, absl::Status outcome) {
+    IncomingMessage message, std::string reply, absl::Status outcome,
+    bool stream_end) {
   const bool is_reply = outcome.ok();
   absl::Status s = co_await server_.AnswerWhenWritable(
-      message, std::move(reply), std::move(outcome));
+      message, std::move(reply), std::move(outcome), stream_end);
   // Full with nothing left to write: this reply alone is larger than the
   // output bound. (Other failures: the connection went, or the deadline
   // passed and the request was forgotten.)
@@ -396,6 +414,73 @@ std::vector<MethodStats> ServerTransport::Services::AllStats() const {
   return out;
 }
 
+// ---- Reply streams ----
+
+driver::Task<absl::Status> ServerTransport::Services::WriteItem(
+    ServerCall& call, absl::string_view payload, absl::Status encoded) {
+  if (!encoded.ok()) co_return encoded;
+  const uint64_t connection_id = call.message().connection_id;
+  const CorrelationId id = call.message().envelope.correlation_id;
+  while (true) {
+    if (call.context.cancelled()) {
+      co_return absl::CancelledError(
+          absl::StrCat("the stream of ", call.method->name,
+                       " ended: ", call.cancel_reason()));
+    }
+    Connection* c = server_.Find(connection_id);
+    if (c == nullptr || c->dead()) {
+      co_return absl::CancelledError(
+          absl::StrCat("the stream of ", call.method->name,
+                       " ended: the connection closed"));
+    }
+    if (c->driver().StreamWritable(id)) {
+      absl::Status s = c->driver().SendStreamItem(id, payload);
+      if (s.ok()) {
+        ++call.method->stats.items;
+        co_return s;
+      }
+      // Anything but a full output is final (NotFound: the call was
+      // answered or abandoned; a frame too large).
+      if (!absl::IsResourceExhausted(s) || !c->HasOutput()) co_return s;
+      std::pair<driver::Promise<void>, driver::Future<void>> room =
+          driver::MakePromise<void>(server_.loop_);
+      c->WaitForRoom(std::move(room.first));
+      (void)co_await std::move(room.second);
+      continue;
+    }
+    // Out of credit: wait for the client's grant (OnCredit), or for the call
+    // to end (ServerCall::Cancel wakes it too). While it waits it does not
+    // hold the connection's reading up (CanRead): the grant must be read.
+    std::pair<driver::Promise<void>, driver::Future<void>> credit =
+        driver::MakePromise<void>(server_.loop_);
+    call.credit_waiter = std::move(credit.first);
+    const CreditWait counted(*this, connection_id);
+    server_.ResumePaused();
+    (void)co_await std::move(credit.second);
+  }
+}
+
+ServerTransport::Services::CreditWait::CreditWait(Services& services,
+                                                  uint64_t connection_id)
+    : services_(services), connection_id_(connection_id) {
+  ++services_.credit_waits_[connection_id_];
+  ++services_.total_credit_waits_;
+}
+
+ServerTransport::Services::CreditWait::~CreditWait() {
+  auto it = services_.credit_waits_.find(connection_id_);
+  if (it != services_.credit_waits_.end() && --it->second == 0) {
+    services_.credit_waits_.erase(it);
+  }
+  --services_.total_credit_waits_;
+}
+
+void ServerTransport::Services::OnCredit(Connection& c, CorrelationId id) {
+  auto it = by_id_.find(CallKey(c.id(), id.value()));
+  if (it == by_id_.end()) return;
+  it->second->WakeWriter();
+}
+
 // ---- The deadline heap ----
 
 void ServerTransport::Services::HeapSwap(size_t a, size_t b) {
@@ -482,8 +567,9 @@ void ServerTransport::Services::OnDeadlineTimer() {
 
 absl::Status ServerTransport::Register(absl::string_view name, Endpoint token,
                                        HandlerOptions options,
-                                       CallRunner runner) {
-  return services_->Register(name, token, options, std::move(runner));
+                                       CallRunner runner, bool streaming) {
+  return services_->Register(name, token, options, std::move(runner),
+                             streaming);
 }
 
 void ServerTransport::Dispatch(Connection& c, IncomingMessage message) {
@@ -492,6 +578,16 @@ void ServerTransport::Dispatch(Connection& c, IncomingMessage message) {
 
 void ServerTransport::Finish(RequestContext& ctx, absl::Status outcome) {
   services_->Finish(*ctx.call_, std::move(outcome));
+}
+
+driver::Task<absl::Status> ServerTransport::WriteItem(RequestContext& ctx,
+                                                      absl::string_view payload,
+                                                      absl::Status encoded) {
+  return services_->WriteItem(*ctx.call_, payload, std::move(encoded));
+}
+
+void ServerTransport::OnCredit(Connection& c, CorrelationId id) {
+  services_->OnCredit(c, id);
 }
 
 std::string& ServerTransport::ReplyBufferOf(RequestContext& ctx) {

@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "latency_histogram.h"
+#include "moonpool/driver/promise.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/timer.h"
 #include "moonpool/envelope/endpoint.h"
@@ -43,6 +44,8 @@ struct ServedMethod {
   Endpoint token;
   HandlerOptions options;
   absl::AnyInvocable<driver::Task<void>(RequestContext&)> run;
+  // A reply stream (HandleStream): its calls must accept one.
+  bool streaming = false;
   // Counters; the gauges and latencies are filled in by Snapshot.
   MethodStats stats;
   LatencyHistogram latency;
@@ -69,10 +72,24 @@ class ServerCall {
   // Fires the token with "call ended" and lets go of the request.
   void Release();
   IncomingMessage& message() { return context.message_; }
-  void Cancel(absl::string_view reason) { context.Cancel(reason); }
+  absl::string_view cancel_reason() const { return context.cancel_reason_; }
+  // Fires the token, and wakes a stream writer waiting for credit (its
+  // Write then yields Cancelled).
+  void Cancel(absl::string_view reason) {
+    context.Cancel(reason);
+    WakeWriter();
+  }
+  // Wakes a stream writer waiting for credit, if one is.
+  void WakeWriter() {
+    if (credit_waiter.valid() && !credit_waiter.fulfilled()) {
+      credit_waiter.Set();
+    }
+  }
 
   RequestContext context;
   std::string reply;  // the reply, encoded
+  // A stream handler's Write waiting for the client's credit.
+  driver::Promise<void> credit_waiter;
   ServedMethod* method = nullptr;
   absl::Time received;
   size_t heap_index = kNotInHeap;
@@ -90,15 +107,29 @@ class ServerTransport::Services {
   ~Services();
 
   absl::Status Register(absl::string_view name, Endpoint token,
-                        HandlerOptions options, CallRunner runner);
+                        HandlerOptions options, CallRunner runner,
+                        bool streaming);
   // `message` is a request or a one-way message for a non-zero token,
   // received on `c`; a request already counts in the server's in_flight_.
   void Dispatch(Connection& c, IncomingMessage message);
   // A cancel for a request of `c` that awaits its answer. True if it was a
   // method's call (queued: dropped; running: its token fired).
   bool Cancel(Connection& c, CorrelationId id);
-  // The handler's outcome; ends the call.
+  // The handler's outcome; ends the call (for a stream, OK is its end).
   void Finish(internal::ServerCall& call, absl::Status outcome);
+  // A stream handler's Write (StreamWriter::Write).
+  driver::Task<absl::Status> WriteItem(internal::ServerCall& call,
+                                       absl::string_view payload,
+                                       absl::Status encoded);
+  // The client granted credit to stream `id` of `c`: its writer may go on.
+  void OnCredit(Connection& c, CorrelationId id);
+  // Stream writers of connection `id` waiting for credit: they do not count
+  // against the in-flight bounds that pause reading (CanRead).
+  size_t credit_waits(uint64_t id) const {
+    auto it = credit_waits_.find(id);
+    return it == credit_waits_.end() ? 0 : it->second;
+  }
+  size_t total_credit_waits() const { return total_credit_waits_; }
   // Connection `id` is gone: queued calls from it are dropped, running
   // ones have their token fired.
   void ConnectionGone(uint64_t id);
@@ -125,7 +156,20 @@ class ServerTransport::Services {
   // An answer that found the output full: sent once there is room
   // (ReplyWhenWritable), or refused if it can never fit.
   driver::Task<void> AnswerLater(IncomingMessage message, std::string reply,
-                                 absl::Status outcome);
+                                 absl::Status outcome, bool stream_end);
+  // Counts a stream writer waiting for credit for as long as it lives (in
+  // the writer's frame, so a destroyed handler is uncounted too).
+  class CreditWait {
+   public:
+    CreditWait(Services& services, uint64_t connection_id);
+    CreditWait(const CreditWait&) = delete;
+    CreditWait& operator=(const CreditWait&) = delete;
+    ~CreditWait();
+
+   private:
+    Services& services_;
+    uint64_t connection_id_;
+  };
 
   // The deadline heap of running requests (a min-heap on deadline, each
   // call knowing its index, so an ended call leaves in O(log n)).
@@ -151,6 +195,9 @@ class ServerTransport::Services {
   std::vector<internal::ServerCall*> heap_;
   absl::Time timer_at_ = absl::InfiniteFuture();
   std::unique_ptr<driver::Timer> deadline_timer_;
+  // Stream writers waiting for credit, by connection, and in all.
+  absl::flat_hash_map<uint64_t, size_t> credit_waits_;
+  size_t total_credit_waits_ = 0;
   // Last member: destroyed first, so no handler's frame outlives the calls
   // it borrows.
   driver::TaskScope scope_;

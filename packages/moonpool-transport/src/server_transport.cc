@@ -116,8 +116,13 @@ bool ServerTransport::CanRead(const Connection& c) const {
   // whose handlers are slow queues without limit instead of pausing.
   if (moonpool_planted::Active("server_ignores_bounds")) return true;
 #endif
-  return c.in_flight() < c.bound() &&
-         in_flight_ < options_.max_requests_in_flight &&
+  // Stream writers waiting for their client's credit are not counted: the
+  // credit arrives on this connection, behind whatever paused it. (A writer
+  // of a connection that just closed is counted until it wakes: saturate.)
+  auto minus = [](size_t a, size_t b) { return a > b ? a - b : 0; };
+  return minus(c.in_flight(), services_->credit_waits(c.id())) < c.bound() &&
+         minus(in_flight_, services_->total_credit_waits()) <
+             options_.max_requests_in_flight &&
          queued_bytes_ < options_.max_queued_bytes;
 }
 
@@ -251,6 +256,17 @@ absl::Status ServerTransport::Reply(const IncomingMessage& request,
   return s;
 }
 
+absl::Status ServerTransport::EndStream(const IncomingMessage& request) {
+  absl::StatusOr<Connection*> c = ConnectionFor(request);
+  if (!c.ok()) return c.status();
+  absl::Status s = (*c)->Answer(request, {}, nullptr, /*stream_end=*/true);
+  if (s.ok()) {
+    ++stats_.replies_sent;
+    ResumePaused();
+  }
+  return s;
+}
+
 absl::Status ServerTransport::ReplyError(const IncomingMessage& request,
                                          const absl::Status& status) {
   if (status.ok()) {
@@ -284,10 +300,12 @@ driver::Task<absl::Status> ServerTransport::ReplyErrorWhenWritable(
 }
 
 driver::Task<absl::Status> ServerTransport::AnswerWhenWritable(
-    IncomingMessage request, std::string payload, absl::Status error) {
+    IncomingMessage request, std::string payload, absl::Status error,
+    bool stream_end) {
   while (true) {
-    absl::Status s = error.ok() ? Reply(request, absl::string_view(payload))
-                                : ReplyError(request, error);
+    absl::Status s = !error.ok()  ? ReplyError(request, error)
+                     : stream_end ? EndStream(request)
+                                  : Reply(request, absl::string_view(payload));
     if (s.code() != absl::StatusCode::kResourceExhausted) co_return s;
     Connection* c = Find(request.connection_id);
     // Full though nothing waits to be written: too large to ever fit.

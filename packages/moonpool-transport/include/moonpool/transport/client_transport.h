@@ -63,7 +63,9 @@
 #include "moonpool/transport/incoming_message.h"
 #include "moonpool/transport/internal/call.h"
 #include "moonpool/transport/method.h"
+#include "moonpool/transport/reply_stream.h"
 #include "moonpool/transport/request_options.h"
+#include "moonpool/transport/stream_method.h"
 
 namespace moonpool::transport {
 
@@ -113,6 +115,33 @@ class ClientTransport {
                              : absl::StatusOr<std::string>(method.status());
     return internal::CancellableCall<ReplyIn>(loop_, std::move(payload),
                                               Sender{this, to, options});
+  }
+
+  // Calls `method`, a reply stream, at `to` (DESIGN.md section 5, "Reply
+  // streams"): sends `request` at once, with `options.window_bytes` of
+  // credit, and returns the stream to read the items and the end from
+  // (reply_stream.h has the outcomes and the flow control). Unlike Call it
+  // is not lazy: the request is on its way when this returns. Fails up
+  // front, sending nothing: InvalidArgument for a bad method or a window of
+  // 0, FailedPrecondition after Close, ResourceExhausted when the peer's
+  // queue is full, DeadlineExceeded for a deadline already past, Unavailable
+  // for a fail-fast call while the server is unreachable, and whatever the
+  // codec says. `options.endpoint` is ignored; idempotent as for Call (it
+  // matters only before the first item).
+  template <MethodMessage Req, MethodMessage Item>
+  [[nodiscard]] absl::StatusOr<ReplyStream<Item>> CallStream(
+      const driver::HostPort& to, const StreamMethod<Req, Item>& method,
+      const typename StreamMethod<Req, Item>::RequestOut& request,
+      StreamOptions options = {}) {
+    if (!method.status().ok()) return method.status();
+    absl::StatusOr<std::string> payload = EncodeToString(request);
+    if (!payload.ok()) return payload.status();
+    options.endpoint = method.token();
+    options.idempotent = options.idempotent || method.options().idempotent;
+    absl::StatusOr<std::unique_ptr<internal::StreamState>> state =
+        StartStream(to, std::move(*payload), options);
+    if (!state.ok()) return state.status();
+    return ReplyStream<Item>(std::move(*state));
   }
 
   // Sends a one-way message (no reply) to `address`'s `endpoint`, queued
@@ -182,6 +211,10 @@ class ClientTransport {
 
   [[nodiscard]] absl::StatusOr<driver::Peer*> PeerFor(
       const driver::HostPort& address);
+  // CallStream's untyped part: the stream's state, its request sent.
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<internal::StreamState>>
+  StartStream(const driver::HostPort& to, std::string payload,
+              const StreamOptions& options);
   driver::PeerRequestOptions ToPeerOptions(const RequestOptions& o) const;
 
   driver::Loop& loop_;

@@ -27,7 +27,8 @@ struct MethodStats {
   std::string name;       // "Service/Method"
   uint64_t requests = 0;  // requests received for it (rejected included)
   uint64_t one_way = 0;   // one-way messages received for it
-  uint64_t replies = 0;   // answered OK
+  uint64_t replies = 0;   // answered OK (a reply stream: ended OK)
+  uint64_t items = 0;     // reply stream items sent (HandleStream)
   uint64_t errors = 0;    // answered with an error Status (errors_by_code)
   absl::flat_hash_map<absl::StatusCode, uint64_t> errors_by_code;
   // Client cancels seen (protocol version 2), whether the request was still

@@ -48,6 +48,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -76,10 +77,12 @@
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
 #include "moonpool/transport/server_stats.h"
+#include "moonpool/transport/stream_method.h"
+#include "moonpool/transport/stream_writer.h"
 
 namespace moonpool::transport {
 
-class ServerTransport {
+class ServerTransport final : private internal::StreamSink {
  public:
   // Binds and listens on `address` (port 0: any free port; address() tells
   // which). InvalidArgument for a bad address or options, the OS error
@@ -177,11 +180,50 @@ class ServerTransport {
                     });
   }
 
+  // Serves `method`, a reply stream (DESIGN.md section 5): `handler` runs
+  // for each call as Handle's handlers do (context, decoded request, the
+  // same limits and counters), writes the items with the StreamWriter it is
+  // given (which waits while the client's credit is used up: flow control),
+  // and returns the stream's end: OK, or the Status the client receives
+  // after the items. The context's cancellation fires as for Handle (the
+  // client's cancel, the deadline, which bounds the whole stream, the
+  // connection or the server closing), and a Write then yields Cancelled.
+  // A call of the method that does not accept a stream (a version 1 client,
+  // or a unary call of this name) is answered FailedPrecondition without
+  // running the handler; a one-way message to it is dropped (counted as
+  // rejected). A handler waiting for credit does not count against the
+  // per-connection and server-wide in-flight bounds that pause reading (the
+  // client's credit frames must still be read); the method's own
+  // HandlerOptions bound how many run. Errors as Handle's.
+  template <MethodMessage Req, MethodMessage Item>
+  [[nodiscard]] absl::Status HandleStream(
+      const StreamMethod<Req, Item>& method,
+      // Not deduced from: the method fixes the types; any callable converts.
+      std::type_identity_t<StreamHandler<Req, Item>> handler,
+      HandlerOptions options = {}) {
+    if (!method.status().ok()) return method.status();
+    if (!handler) {
+      return absl::InvalidArgumentError("HandleStream needs a handler");
+    }
+    return Register(
+        method.name(), method.token(), options,
+        [this, handler = std::move(handler)](
+            RequestContext& ctx) mutable -> driver::Task<void> {
+          return RunStreamMethod<StreamMethod<Req, Item>, Item>(handler, ctx);
+        },
+        /*streaming=*/true);
+  }
+
   // The counters of the method served at `token`, or nullopt if none is.
   std::optional<MethodStats> method_stats(Endpoint token) const;
   template <MethodMessage Req, MethodMessage Rep>
   std::optional<MethodStats> method_stats(
       const Method<Req, Rep>& method) const {
+    return method_stats(method.token());
+  }
+  template <MethodMessage Req, MethodMessage Item>
+  std::optional<MethodStats> method_stats(
+      const StreamMethod<Req, Item>& method) const {
     return method_stats(method.token());
   }
   // Every served method's counters, in the order they were registered.
@@ -258,10 +300,14 @@ class ServerTransport {
   void Remove(Connection& c);
   // Adds a connection's counters to the totals as it goes.
   void AddClosed(Connection& c);
-  // ReplyWhenWritable's loop; `error` OK for a reply.
+  // ReplyWhenWritable's loop; `error` OK for a reply (or, with
+  // `stream_end`, a reply stream's OK end).
   driver::Task<absl::Status> AnswerWhenWritable(IncomingMessage request,
                                                 std::string payload,
-                                                absl::Status error);
+                                                absl::Status error,
+                                                bool stream_end = false);
+  // Ends the reply stream answering `request`, OK (as Reply, otherwise).
+  [[nodiscard]] absl::Status EndStream(const IncomingMessage& request);
   [[nodiscard]] absl::StatusOr<CorrelationId> SendRequestOn(
       uint64_t connection_id, std::string payload,
       const RequestOptions& options, driver::ReplyCallback done);
@@ -277,8 +323,14 @@ class ServerTransport {
   void CloseNow();
   // REQUIRES: a valid method (Method::status() OK).
   [[nodiscard]] absl::Status Register(absl::string_view name, Endpoint token,
-                                      HandlerOptions options,
-                                      CallRunner runner);
+                                      HandlerOptions options, CallRunner runner,
+                                      bool streaming = false);
+  // StreamSink: a stream handler's Write (server_services.cc).
+  driver::Task<absl::Status> WriteItem(RequestContext& ctx,
+                                       absl::string_view payload,
+                                       absl::Status encoded) override;
+  // The client granted credit back to stream `id` of connection `c`.
+  void OnCredit(Connection& c, CorrelationId id);
   // A request or one-way message for a non-zero token, from `c`.
   void Dispatch(Connection& c, IncomingMessage message);
   // The client gave up on request `id` of connection `c` (a cancel frame).
@@ -313,6 +365,21 @@ class ServerTransport {
       co_return;
     }
     Finish(ctx, EncodePayload(*reply, ReplyBufferOf(ctx)));
+  }
+
+  template <typename M, MethodMessage Item, typename H>
+  driver::Task<void> RunStreamMethod(H& handler, RequestContext& ctx) {
+    absl::StatusOr<typename M::RequestIn> request =
+        Codec<typename M::RequestIn>::Decode(PayloadOf(ctx));
+    if (!request.ok()) {
+      Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
+                      "the request to ", ctx.method_name(),
+                      " does not decode: ", request.status().message())));
+      co_return;
+    }
+    StreamWriter<Item> writer(*this, ctx);
+    absl::Status end = co_await handler(ctx, std::move(*request), writer);
+    Finish(ctx, std::move(end));
   }
 
   Connection* Find(uint64_t connection_id) const;
