@@ -33,6 +33,10 @@
 // drop it or signal its handler. On a version 1 connection the server may
 // still process it, and its reply is dropped.
 //
+// Reply streams: CallStream(to, stream_method, request, options) sends at
+// once and returns a ReplyStream to read the items from (reply_stream.h);
+// destroying it before its end cancels the call.
+//
 // Ownership and lifetime: the transport owns its Peers; it borrows the Loop,
 // and must be destroyed before it. Tasks returned by Request borrow the
 // transport: destroy (or finish) them before it. Loop's thread only.

@@ -23,7 +23,10 @@
 // its own concurrency limit and counters (method_stats). Token 0 (the
 // default endpoint) still goes to NextMessage; a request for a token nothing
 // serves is answered Unimplemented at once, and a one-way message for one is
-// counted and dropped (it takes no answer).
+// counted and dropped (it takes no answer). HandleStream(method, handler)
+// serves a StreamMethod the same way: the handler writes any number of
+// items through a StreamWriter, which waits for the client's credit (flow
+// control, version 2), and its returned Status ends the stream.
 //
 // The protocol is symmetric: a server may also send a request to a client on
 // the connection that client opened (Request(connection_id, ...)), and the
