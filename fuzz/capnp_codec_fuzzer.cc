@@ -58,14 +58,16 @@ void ReadAll(wire::schema::Frame::Reader f) {
   switch (f.which()) {
     case wire::schema::Frame::HELLO: {
       auto h = f.getHello();
-      sink += h.getMagic() + h.getProtocolVersion() + h.getIncarnation();
+      sink += h.getMagic() + h.getProtocolVersion() + h.getIncarnation() +
+              h.getMaxProtocolVersion();
       Touch(h.getPeerName());
       break;
     }
     case wire::schema::Frame::ENVELOPE: {
       auto e = f.getEnvelope();
       sink += e.getCorrelationId() + static_cast<uint16_t>(e.getKind()) +
-              e.getEndpoint() + e.getTimeoutMicros() + e.getErrorCode();
+              e.getEndpoint() + e.getTimeoutMicros() + e.getErrorCode() +
+              e.getExactlyOnce() + e.getAnsweredBelow() + e.getStreamCredit();
       Touch(e.getPayload());
       Touch(e.getErrorMessage());
       break;
@@ -80,6 +82,14 @@ void ReadAll(wire::schema::Frame::Reader f) {
       auto g = f.getGoodbye();
       sink += g.getLastCorrelationId();
       Touch(g.getReason());
+      break;
+    }
+    case wire::schema::Frame::CANCEL:
+      sink += f.getCancel();
+      break;
+    case wire::schema::Frame::CREDIT: {
+      auto c = f.getCredit();
+      sink += c.getCorrelationId() + c.getBytes();
       break;
     }
     default:

@@ -116,6 +116,39 @@ void WriteValid(Corpus& corpus) {
     m.initRoot<wire::schema::Frame>().setPing(42);
     corpus.Write("frame_ping", kFrame, m);
   }
+  {
+    // Version 2: a request asking for a reply stream, an item, the credit
+    // granted back, a cancel.
+    capnp::MallocMessageBuilder m;
+    auto e = m.initRoot<wire::schema::Frame>().initEnvelope();
+    e.setCorrelationId(4);
+    e.setKind(wire::schema::Envelope::Kind::REQUEST);
+    e.setEndpoint(0x1234);
+    e.setPayload(kj::arrayPtr(kPayload, sizeof(kPayload)));
+    e.setTimeoutMicros(2000000);
+    e.setStreamCredit(65536);
+    corpus.Write("frame_envelope_stream_request", kFrame, m);
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    auto e = m.initRoot<wire::schema::Frame>().initEnvelope();
+    e.setCorrelationId(4);
+    e.setKind(wire::schema::Envelope::Kind::STREAM_ITEM);
+    e.setPayload(kj::arrayPtr(kPayload, sizeof(kPayload)));
+    corpus.Write("frame_envelope_stream_item", kFrame, m);
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    auto c = m.initRoot<wire::schema::Frame>().initCredit();
+    c.setCorrelationId(4);
+    c.setBytes(32768);
+    corpus.Write("frame_credit", kFrame, m);
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    m.initRoot<wire::schema::Frame>().setCancel(4);
+    corpus.Write("frame_cancel", kFrame, m);
+  }
 }
 
 // A root struct with Ping's sections (2 data words, 1 pointer) and `extra`

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "moonpool/envelope/correlation_id.h"
@@ -175,6 +176,27 @@ EnvelopeView OneWay() {
                       absl::StatusCode::kOk,
                       ""};
 }
+// Version 2 reply streams: a request with credit, its items, its end.
+EnvelopeView StreamRequest() {
+  return EnvelopeView{CorrelationId(3),
+                      EnvelopeKind::kRequest,
+                      Endpoint(7),
+                      "scan a..z",
+                      absl::Seconds(2),
+                      absl::StatusCode::kOk,
+                      "",
+                      /*stream_credit=*/65536};
+}
+EnvelopeView StreamItem(absl::string_view payload) {
+  return EnvelopeView{
+      CorrelationId(3),     EnvelopeKind::kStreamItem, Endpoint(7), payload,
+      absl::ZeroDuration(), absl::StatusCode::kOk,     ""};
+}
+EnvelopeView StreamEnd(absl::string_view payload = "") {
+  return EnvelopeView{
+      CorrelationId(3),     EnvelopeKind::kStreamEnd, Endpoint(7), payload,
+      absl::ZeroDuration(), absl::StatusCode::kOk,    ""};
+}
 Hello ClientHello() {
   return Hello{kHelloMagic, kProtocolVersion1, "client-1", 0x5eed0001};
 }
@@ -212,6 +234,19 @@ void WriteValidFrames(Corpus& corpus) {
   corpus.Write("cancel", Whole(), Encode({Cancel{CorrelationId(7)}}));
   corpus.Write("cancel_max_id", Whole(kAllTheRoom),
                Encode({Cancel{CorrelationId(~uint64_t{0})}}));
+  corpus.Write("envelope_stream_request", Whole(), Encode({StreamRequest()}));
+  corpus.Write("envelope_stream_request_max_credit", Whole(kExact),
+               Encode({EnvelopeView{CorrelationId(4), EnvelopeKind::kRequest,
+                                    kDefaultEndpoint, "", absl::ZeroDuration(),
+                                    absl::StatusCode::kOk, "", ~uint64_t{0}}}));
+  corpus.Write("envelope_stream_item", Whole(kPartialRead),
+               Encode({StreamItem("k=v")}));
+  corpus.Write("envelope_stream_end", Whole(), Encode({StreamEnd()}));
+  corpus.Write("envelope_stream_end_last_item", Whole(kAllTheRoom),
+               Encode({StreamEnd("last")}));
+  corpus.Write("credit", Whole(), Encode({Credit{CorrelationId(3), 4096}}));
+  corpus.Write("credit_max", Whole(kExact),
+               Encode({Credit{CorrelationId(~uint64_t{0}), ~uint64_t{0}}}));
   corpus.Write("envelope_request", Whole(), Encode({Request()}));
   corpus.Write("envelope_request_no_deadline", Whole(kAllTheRoom),
                Encode({EnvelopeView{
@@ -261,6 +296,21 @@ void WriteStreams(Corpus& corpus) {
                Encode({ClientHelloV2(), ServerHelloV2(), Request(),
                        Cancel{CorrelationId(1)}, Reply(),
                        Cancel{CorrelationId(1)}, Ping{3}}));
+  // Version 2 reply streams: a stream with credit granted back and its end,
+  // one ended by an error, and a cancel crossing the items.
+  corpus.Write(
+      "stream_v2_reply_stream",
+      Split({kFeed, Bytes(11)}, {kExact, Bytes(40)}, {kAllTheRoom, Bytes(5)},
+            {kPartialRead, Blocks128(1)}),
+      Encode({ClientHelloV2(), ServerHelloV2(), StreamRequest(),
+              StreamItem("a=1"), StreamItem(""), Credit{CorrelationId(3), 3},
+              StreamItem(std::string(200, 'b')), Credit{CorrelationId(3), 200},
+              StreamEnd(),
+              EnvelopeView{CorrelationId(5), EnvelopeKind::kError, Endpoint(7),
+                           "", absl::ZeroDuration(),
+                           absl::StatusCode::kDeadlineExceeded, "too slow"},
+              StreamItem("late"), Cancel{CorrelationId(3)}, StreamItem("late"),
+              StreamEnd("z")}));
   // A larger body, read into place in 4 KiB reads, and the buffer given back
   // (retained_bytes 0) once it is drained.
   std::string big(16 << 10, 'p');
