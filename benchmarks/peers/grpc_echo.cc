@@ -1,5 +1,6 @@
 // grpc_echo: the gRPC C++ baseline of transport_benchmark, a unary echo
-// (echo.proto) over insecure HTTP/2 on loopback.
+// (echo.proto) over insecure HTTP/2 on loopback; and of stream_benchmark, a
+// server stream (Echo.Stream) of generated items consumed as they come.
 //
 // One loop thread per side maps onto gRPC's completion-queue API:
 //   - server: the async service (Echo::AsyncService) with one
@@ -13,6 +14,15 @@
 //     and one CompletionQueue drained by the client thread, with K calls in
 //     flight per channel; each completion starts the next call on the same
 //     channel.
+//   - stream workloads (peer_harness.h: Workload::is_stream): one Stream
+//     call per channel, asking for items until the client cancels. The
+//     server writes one item at a time (an async writer allows one Write in
+//     flight), each completion writing the next; the client keeps one Read
+//     in flight, each completion checking the item and reading the next. The
+//     workload's window is the client's HTTP/2 receive window: the channel's
+//     GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, with BDP probing off so that
+//     gRPC does not grow it behind the workload's back. At the end the
+//     client cancels (TryCancel) and collects the CANCELLED status.
 // gRPC core still owns a few threads of its own (timers, an executor for
 // resolution and some callbacks), so allocations cannot all be counted on
 // the two loop threads: allocs_per_request is null here.
@@ -23,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,19 +47,29 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using grpc_echo::Echo;
 using grpc_echo::EchoMessage;
+using grpc_echo::StreamRequest;
 
 constexpr int kMaxMessage = 64 << 20;
 
-// One server-side call, from RequestEcho to Finish; it posts its successor
-// when its request arrives, and deletes itself at the end.
-class ServerCall {
+// What the server's completion queue hands back: each call is its own tag.
+class ServerTag {
+ public:
+  virtual void Proceed(bool ok) = 0;
+
+ protected:
+  ~ServerTag() = default;
+};
+
+// One server-side unary call, from RequestEcho to Finish; it posts its
+// successor when its request arrives, and deletes itself at the end.
+class ServerCall final : public ServerTag {
  public:
   ServerCall(Echo::AsyncService* service, grpc::ServerCompletionQueue* cq)
       : service_(service), cq_(cq), responder_(&context_) {
     service_->RequestEcho(&context_, &request_, &responder_, cq_, cq_, this);
   }
 
-  void Proceed(bool ok) {
+  void Proceed(bool ok) override {
     if (finishing_ || !ok) {  // done, or the server is shutting down
       delete this;
       return;
@@ -70,6 +91,72 @@ class ServerCall {
   bool finishing_ = false;
 };
 
+// One server-side Stream call: RequestStream, then one Write per item (the
+// next once the previous completed), then Finish with OK after `count`
+// items; once a Write fails (the client cancelled or went away), nothing
+// more. Posts its successor when its request arrives; deletes itself at the
+// end.
+class StreamCall final : public ServerTag {
+ public:
+  StreamCall(Echo::AsyncService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), writer_(&context_) {
+    service_->RequestStream(&context_, &request_, &writer_, cq_, cq_, this);
+  }
+
+  void Proceed(bool ok) override {
+    switch (state_) {
+      case State::kRequested:
+        if (!ok) {  // the server is shutting down
+          delete this;
+          return;
+        }
+        new StreamCall(service_, cq_);
+        payload_.emplace(request_.item_size());
+        state_ = State::kWriting;
+        WriteNext();
+        return;
+      case State::kWriting:
+        if (!ok) {
+          // The call is dead (the client cancelled, or the server is
+          // shutting down): nothing more may be started on it, not even a
+          // Finish, since the queue may already be shut down.
+          delete this;
+          return;
+        }
+        WriteNext();
+        return;
+      case State::kFinishing:
+        delete this;
+        return;
+    }
+  }
+
+ private:
+  enum class State { kRequested, kWriting, kFinishing };
+
+  void WriteNext() {
+    if (request_.count() != 0 && next_ == request_.count()) {
+      state_ = State::kFinishing;
+      writer_.Finish(grpc::Status::OK, this);
+      return;
+    }
+    std::string* bytes = item_.mutable_payload();
+    bytes->resize(payload_->size());
+    payload_->Fill(next_++, bytes->data());
+    writer_.Write(item_, this);
+  }
+
+  Echo::AsyncService* service_;
+  grpc::ServerCompletionQueue* cq_;
+  grpc::ServerContext context_;
+  StreamRequest request_;
+  grpc::ServerAsyncWriter<EchoMessage> writer_;
+  State state_ = State::kRequested;
+  std::optional<Payload> payload_;  // once the request says the item size
+  EchoMessage item_;                // serialized by Write: reused after it
+  uint64_t next_ = 0;
+};
+
 class Server {
  public:
   // Listens on 127.0.0.1 on an ephemeral port.
@@ -87,13 +174,16 @@ class Server {
 
   int port() const { return port_; }
 
-  // Serves on the calling thread until Stop, with `posted` calls waiting for
-  // requests.
-  void Run(int posted) {
+  // Serves on the calling thread until Stop, with `posted` unary calls and
+  // `posted_streams` Stream calls waiting for requests.
+  void Run(int posted, int posted_streams) {
     for (int i = 0; i < posted; ++i) new ServerCall(&service_, cq_.get());
+    for (int i = 0; i < posted_streams; ++i) {
+      new StreamCall(&service_, cq_.get());
+    }
     void* tag;
     bool ok;
-    while (cq_->Next(&tag, &ok)) static_cast<ServerCall*>(tag)->Proceed(ok);
+    while (cq_->Next(&tag, &ok)) static_cast<ServerTag*>(tag)->Proceed(ok);
   }
 
   // From another thread while Run runs: ends the calls, then the queue.
@@ -123,6 +213,13 @@ class Client {
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       args.SetMaxReceiveMessageSize(kMaxMessage);
       args.SetMaxSendMessageSize(kMaxMessage);
+      if (options_.workload.is_stream()) {
+        // The workload's window is what this end lets the server send ahead
+        // of what it has consumed; BDP probing would grow it.
+        args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                    static_cast<int>(options_.workload.window_bytes));
+        args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      }
       auto channel = grpc::CreateCustomChannel(
           target, grpc::InsecureChannelCredentials(), args);
       if (!channel->WaitForConnected(std::chrono::system_clock::now() +
@@ -130,6 +227,10 @@ class Client {
         Die("client: channel " + std::to_string(i) + " did not connect");
       }
       stubs_.push_back(Echo::NewStub(channel));
+    }
+    if (options_.workload.is_stream()) {
+      RunStreams();
+      return;
     }
     for (size_t conn = 0; conn < stubs_.size(); ++conn) {
       for (int i = 0; i < options_.workload.in_flight; ++i) {
@@ -155,29 +256,78 @@ class Client {
                                   " bytes differs from the request");
       }
       const Clock::time_point now = Clock::now();
-      if (!measuring_ && !stopping_) {
-        if (now - warmup_begin_ >= options_.warmup) {
-          latencies_.Reserve(EstimateSamples(
-              warmup_requests_, now - warmup_begin_, options_.duration));
-          measuring_ = true;
-          measure_begin_ = now;
-        } else {
-          ++warmup_requests_;
-        }
-      }
-      if (measuring_) {
-        ++requests_;
-        latencies_.Record(now - call.sent_at);
-        if (now - measure_begin_ >= options_.duration) {
-          measure_end_ = now;
-          measuring_ = false;
-          stopping_ = true;
-        }
-      }
+      CountCompletion(now, now - call.sent_at);
       if (stopping_) {
         --outstanding;
       } else {
         Issue(call);
+      }
+    }
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+  // The stream workloads: one Stream call per channel, items counted and
+  // checked as they arrive, each item's "latency" the gap since the
+  // previous item on its stream; all cancelled at the end of the window.
+  void RunStreams() {
+    for (auto& stub : stubs_) {
+      streams_.push_back(std::make_unique<Stream>());
+      Stream& stream = *streams_.back();
+      StreamRequest request;
+      request.set_item_size(static_cast<uint32_t>(payload_.size()));
+      request.set_count(0);  // until cancelled
+      stream.reader = stub->PrepareAsyncStream(&stream.context, request, &cq_);
+      stream.reader->StartCall(&stream);
+    }
+    warmup_begin_ = Clock::now();
+    size_t live = streams_.size();
+    while (live > 0) {
+      void* tag;
+      bool ok;
+      if (!cq_.Next(&tag, &ok)) Die("client: completion queue shut down");
+      Stream& stream = *static_cast<Stream*>(tag);
+      switch (stream.state) {
+        case Stream::State::kStarting:
+          if (!ok) Die("client: a Stream call did not start");
+          stream.state = Stream::State::kReading;
+          stream.last_item_at = Clock::now();
+          stream.reader->Read(&stream.item, &stream);
+          break;
+        case Stream::State::kReading: {
+          if (!ok) {  // the stream ended: by our cancel, or a failure
+            if (!stopping_) Die("client: a stream ended before the window");
+            stream.state = Stream::State::kFinishing;
+            stream.reader->Finish(&stream.status, &stream);
+            break;
+          }
+          const uint64_t seq = stream.next_seq++;
+          if (!payload_.Matches(seq, stream.item.payload())) {
+            DieMismatch(seq, "stream item of " +
+                                 std::to_string(stream.item.payload().size()) +
+                                 " bytes differs from the expected one");
+          }
+          const Clock::time_point now = Clock::now();
+          CountCompletion(now, now - stream.last_item_at);
+          stream.last_item_at = now;
+          if (stopping_ && !stream.cancelled) {
+            stream.cancelled = true;
+            stream.context.TryCancel();
+          }
+          stream.reader->Read(&stream.item, &stream);
+          break;
+        }
+        case Stream::State::kFinishing:
+          if (stream.status.error_code() != grpc::StatusCode::CANCELLED) {
+            Die("client: a stream ended with " +
+                std::to_string(stream.status.error_code()) + ": " +
+                stream.status.error_message() + " rather than our cancel");
+          }
+          --live;
+          break;
       }
     }
     cq_.Shutdown();
@@ -207,6 +357,43 @@ class Client {
     std::unique_ptr<grpc::ClientAsyncResponseReader<EchoMessage>> rpc;
   };
 
+  // One Stream call of a stream workload.
+  struct Stream {
+    enum class State { kStarting, kReading, kFinishing };
+    State state = State::kStarting;
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientAsyncReader<EchoMessage>> reader;
+    EchoMessage item;
+    uint64_t next_seq = 0;  // the sequence number the next item must carry
+    Clock::time_point last_item_at;
+    bool cancelled = false;
+    grpc::Status status;
+  };
+
+  // Counts one completion (a reply, or a stream item) at `now`, with its
+  // latency, in the warm-up or the window; ends the window when it is over.
+  void CountCompletion(Clock::time_point now, Clock::duration latency) {
+    if (!measuring_ && !stopping_) {
+      if (now - warmup_begin_ >= options_.warmup) {
+        latencies_.Reserve(EstimateSamples(
+            warmup_requests_, now - warmup_begin_, options_.duration));
+        measuring_ = true;
+        measure_begin_ = now;
+      } else {
+        ++warmup_requests_;
+      }
+    }
+    if (measuring_) {
+      ++requests_;
+      latencies_.Record(latency);
+      if (now - measure_begin_ >= options_.duration) {
+        measure_end_ = now;
+        measuring_ = false;
+        stopping_ = true;
+      }
+    }
+  }
+
   void Issue(Call& call) {
     call.seq = next_seq_++;
     call.sent_at = Clock::now();
@@ -226,6 +413,7 @@ class Client {
   grpc::CompletionQueue cq_;
   std::vector<std::unique_ptr<Echo::Stub>> stubs_;
   std::vector<std::unique_ptr<Call>> calls_;
+  std::vector<std::unique_ptr<Stream>> streams_;
 
   uint64_t next_seq_ = 0;
   bool measuring_ = false;
@@ -243,13 +431,17 @@ class Client {
 
 int main(int argc, char** argv) {
   using namespace moonpool::bench::peers;
-  const Options options = ParseOptionsOrDie(argc, argv);
+  const Options options = ParseOptionsOrDie(argc, argv, WorkloadKinds::kBoth);
   ConfigureMalloc();
 
   Server server;
   const int in_flight =
       options.workload.in_flight * options.workload.connections;
-  std::thread server_thread([&] { server.Run(std::min(in_flight, 1024)); });
+  const bool stream = options.workload.is_stream();
+  std::thread server_thread([&] {
+    server.Run(stream ? 0 : std::min(in_flight, 1024),
+               stream ? options.workload.connections : 0);
+  });
   Client client(options);
   std::thread client_thread([&] { client.Run(server.port()); });
   client_thread.join();

@@ -21,12 +21,30 @@ std::string& ProgramName() {
   return *name;
 }
 
+WorkloadKinds& AcceptedKinds() {
+  static WorkloadKinds kinds = WorkloadKinds::kUnary;
+  return kinds;
+}
+
+bool Accepted(const Workload& w) {
+  switch (AcceptedKinds()) {
+    case WorkloadKinds::kUnary:
+      return !w.is_stream();
+    case WorkloadKinds::kStream:
+      return w.is_stream();
+    case WorkloadKinds::kBoth:
+      return true;
+  }
+  return false;
+}
+
 void PrintUsage(std::FILE* out) {
   std::fprintf(out,
                "usage: %s --workload NAME [--duration_ms N] [--warmup_ms N]\n"
                "  NAME: ",
                ProgramName().c_str());
   for (const Workload& w : kWorkloads) {
+    if (!Accepted(w)) continue;
     std::fprintf(out, "%.*s ", static_cast<int>(w.name.size()), w.name.data());
   }
   std::fprintf(out,
@@ -63,7 +81,8 @@ std::string Number(double value, int digits) {
 
 }  // namespace
 
-Options ParseOptionsOrDie(int argc, char** argv) {
+Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds) {
+  AcceptedKinds() = kinds;
   if (argc > 0) {
     std::string_view name = argv[0];
     if (size_t slash = name.rfind('/'); slash != std::string_view::npos) {
@@ -96,7 +115,7 @@ Options ParseOptionsOrDie(int argc, char** argv) {
     if (flag == "--workload") {
       workload.reset();
       for (const Workload& w : kWorkloads) {
-        if (w.name == *value) workload = w;
+        if (w.name == *value && Accepted(w)) workload = w;
       }
       if (!workload) {
         UsageError("unknown workload '" + std::string(*value) + "'");

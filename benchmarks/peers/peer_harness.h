@@ -42,11 +42,21 @@ namespace moonpool::bench::peers {
 // One workload: `connections` client connections, each keeping `in_flight`
 // requests of `payload_size` bytes outstanding (a closed loop: a reply lets
 // the next request go).
+//
+// A stream workload (window_bytes > 0) is instead one server stream per
+// connection (`in_flight` is 1): the client asks for items of `payload_size`
+// bytes until it cancels, consumes them as fast as they come with a receive
+// window of `window_bytes`, and each item counts as one "request" of the
+// report. Only the programs that serve streams (grpc_echo and moonpool's
+// stream_benchmark) accept these.
 struct Workload {
   std::string_view name;
   size_t payload_size;
   int in_flight;    // per connection
   int connections;  // all from the one client thread to the one server thread
+  size_t window_bytes = 0;  // > 0: a stream workload, with this window
+
+  bool is_stream() const { return window_bytes > 0; }
 };
 
 // Every workload, in the order ci/bench prints them.
@@ -59,7 +69,15 @@ inline constexpr Workload kWorkloads[] = {
     // 100 connections, one request in flight on each: what it costs to serve
     // many quiet clients, not how well one connection batches.
     {"100conn", 64, 1, 100},
+    // One server stream, items of 64 B or 64 KiB, a 64 KiB or 1 MiB window.
+    {"stream_64B_w64KiB", 64, 1, 1, 64 << 10},
+    {"stream_64B_w1MiB", 64, 1, 1, 1 << 20},
+    {"stream_64KiB_w64KiB", 64 << 10, 1, 1, 64 << 10},
+    {"stream_64KiB_w1MiB", 64 << 10, 1, 1, 1 << 20},
 };
+
+// Which workloads a program runs.
+enum class WorkloadKinds { kUnary, kStream, kBoth };
 
 // The parsed command line.
 struct Options {
@@ -69,9 +87,12 @@ struct Options {
 };
 
 // Parses `--workload NAME [--duration_ms N] [--warmup_ms N]` (also the
-// `--flag=value` form). Prints the usage on stderr and exits with status 2 on
-// anything else; `--help` prints it on stdout and exits 0.
-Options ParseOptionsOrDie(int argc, char** argv);
+// `--flag=value` form), NAME one of the workloads of `kinds`. Prints the
+// usage on stderr and exits with status 2 on anything else (a stream
+// workload given to a unary-only program is an unknown workload); `--help`
+// prints it on stdout and exits 0.
+Options ParseOptionsOrDie(int argc, char** argv,
+                          WorkloadKinds kinds = WorkloadKinds::kUnary);
 
 // Fixes glibc's mmap and trim thresholds (32 MiB, 256 MiB) so that a 1 MiB
 // message freed and allocated again stays in the heap instead of costing page
