@@ -389,6 +389,20 @@ void Peer::OnStreamItem(const protocol::StreamItemReceived& item) {
 void Peer::OnReply(protocol::ReplyReceived& reply) {
   auto it = in_flight_.find(reply.id.value());
   if (it == in_flight_.end()) return;
+  // A stream's end: a plain reply is its last item, a streamEnd's payload
+  // only when there is one. The item goes first, with the record still in
+  // place, as OnStreamItem does: its callback may Cancel the stream (and
+  // destroy what `done` would fill), and then done is not called.
+  const bool last_item = reply.status.ok() && it->second.on_item &&
+                         (!reply.stream_end || !reply.payload.empty());
+  if (last_item) {
+    ++stats_.stream_items;
+    StreamItemCallback on_item = std::move(it->second.on_item);
+    const uint64_t request_id = it->second.id;
+    on_item(reply.payload);
+    it = in_flight_.find(reply.id.value());
+    if (it == in_flight_.end() || it->second.id != request_id) return;
+  }
   Pending p = std::move(it->second);
   in_flight_.erase(it);
   in_flight_ids_.erase(p.id);
@@ -397,18 +411,7 @@ void Peer::OnReply(protocol::ReplyReceived& reply) {
     Complete(p, reply.status);
     return;
   }
-  // A stream's end: a plain reply is its last item, a streamEnd's payload
-  // only when there is one. The item's callback may Cancel (nothing left
-  // to cancel: the record is gone) or destroy what `done` would fill; done
-  // is called only if the item callback did not give the stream up.
-  if (p.on_item && (!reply.stream_end || !reply.payload.empty())) {
-    ++stats_.stream_items;
-    StreamItemCallback on_item = std::move(p.on_item);
-    on_item(reply.payload);
-    Complete(p, absl::string_view());
-    return;
-  }
-  Complete(p, p.on_item ? absl::string_view() : reply.payload);
+  Complete(p, p.on_item || last_item ? absl::string_view() : reply.payload);
 }
 
 void Peer::GrantCredit(PeerRequestId id, uint64_t bytes) {
