@@ -167,7 +167,8 @@ absl::Status Peer::SendOneWay(Endpoint endpoint, std::string payload) {
   options.endpoint = endpoint;
   options.deadline = ResolveDeadline(absl::InfiniteFuture());
   queued_bytes_ += payload.size();
-  queue_.push_back(Pending{std::move(payload), options, nullptr, false, 0});
+  queue_.push_back(
+      Pending{std::move(payload), options, nullptr, false, 0, {}, false});
   SchedulePump();
   return absl::OkStatus();
 }
