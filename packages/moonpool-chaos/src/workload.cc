@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "workloads/ping_pong_workload.h"
+#include "workloads/stream_workload.h"
 
 namespace moonpool::chaos {
 
@@ -17,6 +18,7 @@ WorkloadRegistry& WorkloadRegistry::Global() {
   static WorkloadRegistry* registry = [] {
     auto* r = new WorkloadRegistry();
     r->Register<PingPongWorkload>("pingpong");
+    r->Register<StreamWorkload>("stream");
     return r;
   }();
   return *registry;
