@@ -6,6 +6,7 @@
 //
 // Usage: make_protocol_connection_seeds <output directory>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -60,7 +61,10 @@ enum Kind : uint8_t {
   kWrite = 4,  // arg/31 of the pending output
   kAnswerLater = 5,
   kCommand = 6,  // arg & 3: 0-1 request, 2 one-way (arg & 4: cancel one of
-                 // the server's requests, arg >> 3 picks which), 3 goodbye
+                 // the server's requests, arg >> 3 picks which), 3: by
+                 // arg >> 2, 0 and 7 goodbye, 1-3 a stream request (credit
+                 // 1, 300, 64 KiB), 4-5 grant credit (all, half), 6 check
+                 // the stream calls' refusals
   kDrain = 7,    // arg: the answering policy (0 reply, 1 error, 2 later,
                  // 3 abandon), advancing per event
 };
@@ -124,6 +128,32 @@ EnvelopeView Request(uint64_t id, absl::string_view payload = "ping?",
   return EnvelopeView{
       CorrelationId(id), EnvelopeKind::kRequest, Endpoint(7), payload,
       timeout,           absl::StatusCode::kOk,  ""};
+}
+// Version 2 reply streams: the client's stream request, and the client's
+// answers to the server's own stream requests.
+EnvelopeView StreamRequest(uint64_t id, uint64_t credit,
+                           absl::string_view payload = "scan") {
+  return EnvelopeView{
+      CorrelationId(id),        EnvelopeKind::kRequest, Endpoint(7), payload,
+      absl::Milliseconds(4000), absl::StatusCode::kOk,  "",          credit};
+}
+EnvelopeView Item(uint64_t id, absl::string_view payload) {
+  return EnvelopeView{CorrelationId(id),
+                      EnvelopeKind::kStreamItem,
+                      kDefaultEndpoint,
+                      payload,
+                      absl::ZeroDuration(),
+                      absl::StatusCode::kOk,
+                      ""};
+}
+EnvelopeView End(uint64_t id, absl::string_view payload = "") {
+  return EnvelopeView{CorrelationId(id),
+                      EnvelopeKind::kStreamEnd,
+                      kDefaultEndpoint,
+                      payload,
+                      absl::ZeroDuration(),
+                      absl::StatusCode::kOk,
+                      ""};
 }
 EnvelopeView Reply(uint64_t id) {
   return EnvelopeView{CorrelationId(id),
@@ -279,6 +309,177 @@ void WriteVersionTwo(Corpus& corpus) {
                Encode({Cancel{CorrelationId(1)}, ClientHello()}));
 }
 
+// A session in steps: the client's frames, each batch received exactly (the
+// connection decodes a frame only when its events are pulled, so a batch's
+// frames are read by the next drain, and nothing later is), and the
+// driver's ops in between. The fuzzer stops running ops once the stream is
+// used up, so a script ends with a batch. Starts after the fuzzer's
+// generated client Hello (kHelloFirst), received exactly too.
+class Script {
+ public:
+  explicit Script(bool v2) : control_(v2 ? V2(Control()) : Control()) {
+    control_.ops.clear();
+    Receive(Encode({Hello{kHelloMagic, kProtocolVersion1, "fuzz-client",
+                          0x5eed0001, v2 ? kProtocolVersion2 : 0}})
+                .size());
+  }
+  Script& Frames(std::initializer_list<FrameValue> frames) {
+    const std::string bytes = Encode(frames);
+    stream_ += bytes;
+    Receive(bytes.size());
+    return *this;
+  }
+  Script& Ops(std::initializer_list<uint8_t> ops) {
+    control_.ops.insert(control_.ops.end(), ops.begin(), ops.end());
+    return *this;
+  }
+  void WriteTo(Corpus& corpus, const std::string& name) {
+    corpus.Write(name, control_, stream_);
+  }
+
+ private:
+  // Receive ops for exactly `n` bytes (a multiple of 8): 64-byte blocks,
+  // then up to 16 bytes at a time.
+  void Receive(size_t n) {
+    while (n >= 64) {
+      const size_t blocks = std::min<size_t>(n / 64, 15);
+      control_.ops.push_back(Op(kReceive, static_cast<int>(16 + blocks)));
+      n -= blocks * 64;
+    }
+    while (n > 0) {
+      const size_t chunk = std::min<size_t>(n, 16);
+      control_.ops.push_back(Op(kReceive, static_cast<int>(chunk)));
+      n -= chunk;
+    }
+  }
+
+  Control control_;
+  std::string stream_;
+};
+
+// Command args (kCommand): the server's own stream requests and credit.
+constexpr int kStreamRequest1 = 3 | (1 << 2);      // credit 1, 250 ms
+constexpr int kStreamRequest300 = 3 | (2 << 2);    // credit 300, 1001 ms
+constexpr int kStreamRequest64KiB = 3 | (3 << 2);  // credit 64 KiB, none
+constexpr int kGrantAll = 3 | (4 << 2);
+constexpr int kGrantHalf = 3 | (5 << 2);
+constexpr int kStreamRefusals = 3 | (6 << 2);
+constexpr int kCancelFirst = 2 | 4;  // the first of the server's pending
+// kAnswerLater args for a stream request: an item of arg * 37 bytes
+// (arg < 8), SendReply with a last item (24), SendStreamEnd (25).
+constexpr int kLaterItem37 = 1;
+constexpr int kLaterItem259 = 7;
+constexpr int kLaterReply = 24;
+constexpr int kLaterEnd = 25;
+// kDrain args: the answering policy of the first event pulled.
+constexpr int kReplyNow = 0;
+constexpr int kLater = 2;
+
+// Version 2 reply streams, both ways: the client asks the server for
+// streams (the server writes items within the credit the client grants
+// back), and the server asks the client (items, grants, cancels crossing
+// items, ends, deadlines); and the client breaking the stream rules.
+void WriteStreams(Corpus& corpus) {
+  // The client's stream, credit 100: items while writable (37 + 259 bytes,
+  // then refused), the client's credit, an item and the end; a credit that
+  // crossed the end.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames({StreamRequest(1, 100)})
+      .Ops({Op(kDrain, kLater), Op(kAnswerLater, kLaterItem37),
+            Op(kAnswerLater, kLaterItem259), Op(kAnswerLater, kLaterItem37),
+            Op(kWrite, 31)})
+      .Frames({Credit{CorrelationId(1), 37}, Credit{CorrelationId(1), 259}})
+      .Ops({Op(kDrain, kReplyNow), Op(kAnswerLater, kLaterItem37),
+            Op(kAnswerLater, kLaterEnd), Op(kWrite, 31)})
+      .Frames({Credit{CorrelationId(1), 37}, Goodbye{CorrelationId(), "bye"}})
+      .WriteTo(corpus, "v2_stream_server_writes_within_credit");
+  // The client cancels its stream while the server writes: an item after
+  // the cancel, then the end as a plain reply with a last item.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames({StreamRequest(1, 65536, "big")})
+      .Ops({Op(kDrain, kLater), Op(kAnswerLater, kLaterItem259)})
+      .Frames({Cancel{CorrelationId(1)}})
+      .Ops({Op(kDrain, kReplyNow), Op(kAnswerLater, kLaterItem37),
+            Op(kAnswerLater, kLaterReply), Op(kWrite, 31)})
+      .Frames({Ping{1}})
+      .WriteTo(corpus, "v2_stream_cancelled_while_written");
+  // Answered at once: a plain reply (a stream of one), an error reply.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames({StreamRequest(1, 10), StreamRequest(2, 1)})
+      .Ops({Op(kDrain, kReplyNow), Op(kWrite, 31)})
+      .Frames({Credit{CorrelationId(1), 1}, Ping{1}})
+      .WriteTo(corpus, "v2_stream_answered_at_once");
+  // On a version 1 connection the credit is not read: a plain request (the
+  // stream calls refuse it), and the client's credit frame is ignored.
+  Script(false)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames({StreamRequest(1, 100), Credit{CorrelationId(1), 5}})
+      .Ops({Op(kDrain, kLater), Op(kCommand, kStreamRefusals),
+            Op(kAnswerLater, 0), Op(kWrite, 31)})
+      .Frames({Ping{1}})
+      .WriteTo(corpus, "v1_stream_request_is_unary");
+  // The server's own streams (credit 300 and 64 KiB): an item that arrived
+  // before the request (dropped), items within the credit, the server
+  // granting half and all back, the ends, an item after the end (dropped).
+  Script(true)
+      .Frames({Item(1, "early")})
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kStreamRequest300),
+            Op(kCommand, kStreamRequest64KiB), Op(kWrite, 31)})
+      .Frames({Item(1, "a"), Item(1, std::string(150, 'b')), Item(2, "x"),
+               Item(1, std::string(200, 'c'))})
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kGrantHalf),
+            Op(kCommand, kGrantAll), Op(kCommand, kStreamRefusals),
+            Op(kWrite, 31)})
+      .Frames(
+          {Item(1, "d"), Item(2, ""), End(2, "last"), End(1), Item(1, "late")})
+      .Ops({Op(kDrain, kReplyNow), Op(kWrite, 31)})
+      .Frames({Goodbye{CorrelationId(), "bye"}})
+      .WriteTo(corpus, "v2_server_stream_items_and_grants");
+  // The server cancels one stream while its items are on the way (they are
+  // dropped); the deadline ends the other (credit 1, 250 ms).
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kStreamRequest300),
+            Op(kCommand, kStreamRequest1), Op(kWrite, 31)})
+      .Frames({Item(1, "one"), Item(2, "z")})
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kCancelFirst), Op(kAdvance, 6),
+            Op(kDrain, kReplyNow), Op(kWrite, 31)})
+      .Frames({Item(1, "two"), Item(2, "zz"), End(1), Ping{1}})
+      .WriteTo(corpus, "v2_server_cancels_stream_crossing_items");
+  // The client sends past its credit (1 byte: the second item overruns):
+  // closed with ResourceExhausted.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kStreamRequest1),
+            Op(kWrite, 31)})
+      .Frames({Item(1, "aa"), Item(1, "bb"), End(1)})
+      .WriteTo(corpus, "v2_server_stream_credit_overrun");
+  // Broken stream rules (InvalidArgument): an item for a unary request,
+  // credit beyond what was sent, credit for a unary request, stream kinds
+  // on a version 1 connection.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, 0)})
+      .Frames({Item(1, "not a stream")})
+      .WriteTo(corpus, "v2_item_for_unary_request");
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames({StreamRequest(1, 100)})
+      .Ops({Op(kDrain, kLater), Op(kAnswerLater, kLaterItem37)})
+      .Frames({Credit{CorrelationId(1), 38}})
+      .WriteTo(corpus, "v2_credit_beyond_outstanding");
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames({Request(1)})
+      .Ops({Op(kDrain, kLater)})
+      .Frames({Credit{CorrelationId(1), 1}})
+      .WriteTo(corpus, "v2_credit_for_unary_request");
+  Script(false)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kStreamRequest300)})
+      .Frames({Item(1, "v1 has no streams"), End(1)})
+      .WriteTo(corpus, "v1_stream_item_from_peer");
+}
+
 void WriteBroken(Corpus& corpus) {
   const Control raw =
       Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)}, 0);
@@ -324,6 +525,7 @@ int main(int argc, char** argv) {
   moonpool::wire::Corpus corpus(argv[1]);
   moonpool::wire::WriteSessions(corpus);
   moonpool::wire::WriteVersionTwo(corpus);
+  moonpool::wire::WriteStreams(corpus);
   moonpool::wire::WriteBroken(corpus);
   corpus.Report();
   return 0;

@@ -18,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -26,9 +27,11 @@
 #include "absl/types/span.h"
 #include "fuzz_util.h"
 #include "moonpool/envelope/correlation_id.h"
+#include "moonpool/protocol/always.h"
 #include "moonpool/protocol/connection.h"
 #include "moonpool/protocol/connection_event.h"
 #include "moonpool/protocol/connection_options.h"
+#include "moonpool/protocol/connection_stats.h"
 #include "moonpool/wire/byte_buffer.h"
 #include "moonpool/wire/frame.h"
 #include "moonpool/wire/frame_decoder.h"
@@ -68,6 +71,12 @@ constexpr std::array<int, 16> kStepsMs = {0,    1,    10,   100,  249,  250,
 // output bound is max_output_bytes plus these.
 constexpr size_t kControlFrameBytes = 128;
 constexpr char kServerName[] = "fuzz-server";
+// The server's own stream requests (command op, arg & 3 == 3, arg >> 2 in
+// 1..3): their credit and deadline (0: none).
+constexpr std::array<uint64_t, 3> kStreamCredits = {1, 300, 65536};
+constexpr std::array<int, 3> kStreamDeadlinesMs = {250, 1001, 0};
+// An id no request of either side has.
+constexpr uint64_t kUnknownId = uint64_t{1} << 40;
 constexpr char kGoodbyeReason[] = "fuzz";
 
 enum class Op : uint8_t {
@@ -77,7 +86,8 @@ enum class Op : uint8_t {
   kEvents,          // pull up to arg + 1 events
   kWrite,           // ConsumeOutput(arg/31 of the pending output)
   kAnswerLater,     // answer a request left unanswered; arg picks how
-  kCommand,         // SendRequest / SendOneWay / SendGoodbye
+  kCommand,         // SendRequest / SendOneWay / CancelRequest /
+                    // SendGoodbye / stream requests, GrantCredit
   kDrain,           // pull events until there are none
 };
 
@@ -100,13 +110,22 @@ std::string EncodeClientHello(uint32_t max_protocol_version) {
   return std::string(out.Readable().data(), out.Readable().size());
 }
 
+// MOONPOOL_FUZZ_VERBOSE=2: every event, as it is pulled.
+bool TraceEvents() {
+  static const bool trace = [] {
+    const char* v = std::getenv("MOONPOOL_FUZZ_VERBOSE");
+    return v != nullptr && std::string(v) == "2";
+  }();
+  return trace;
+}
+
 class Harness {
  public:
   Harness(uint8_t options_byte, uint8_t versions, absl::Span<const uint8_t> ops,
           absl::Span<const char> stream)
       : ops_(ops),
         stream_(stream),
-        options_(MakeOptions(options_byte, versions)),
+        options_(MakeOptions(options_byte, versions, this)),
         connection_(options_, kStart),
         reference_(
             wire::DecoderOptions{.max_frame_bytes = options_.max_frame_bytes}),
@@ -131,7 +150,8 @@ class Harness {
   }
 
  private:
-  static ConnectionOptions MakeOptions(uint8_t options_byte, uint8_t versions) {
+  static ConnectionOptions MakeOptions(uint8_t options_byte, uint8_t versions,
+                                       Harness* self) {
     ConnectionOptions o;
     o.min_protocol_version = kServerVersions[versions & 3].first;
     o.max_protocol_version = kServerVersions[versions & 3].second;
@@ -142,6 +162,15 @@ class Harness {
     o.max_output_bytes = kMaxOutputBytes[(options_byte >> 4) & 3];
     o.max_queued_pongs = kMaxQueuedPongs[(options_byte >> 6) & 3];
     o.max_pending_requests = 8;
+    // The connection's run-time invariant: an item within the stream's
+    // credit. Not held only for an item the peer sent past it, which closes
+    // the connection (counted as a credit overrun; checked in OnClosed).
+    o.always = [self](bool held, absl::string_view name,
+                      absl::string_view detail) {
+      MOONPOOL_FUZZ_CHECK(name == always_points::kStreamWithinCredit);
+      self->Touch(detail);
+      if (!held) ++self->always_broken_;
+    };
     return o;
   }
 
@@ -215,6 +244,12 @@ class Harness {
       }
       if (*f == nullptr) break;
       ++reference_frames_;
+      // The items of every stream in the order sent, for the order check
+      // (StreamItemReceived).
+      if (const auto* e = std::get_if<EnvelopeView>(*f);
+          e != nullptr && e->kind == EnvelopeKind::kStreamItem) {
+        reference_items_[e->correlation_id.value()].emplace_back(e->payload);
+      }
     }
   }
 
@@ -240,6 +275,16 @@ class Harness {
   }
 
   void Handle(const Event& e, uint8_t policy) {
+    if (TraceEvents()) {
+      static constexpr const char* kNames[] = {
+          "HandshakeDone", "RequestReceived", "OneWayReceived",
+          "ReplyReceived", "RequestFailed",   "GoodbyeReceived",
+          "Closed",        "CancelReceived",  "StreamItemReceived",
+          "CreditReceived"};
+      static_assert(std::variant_size_v<Event> == std::size(kNames));
+      std::fprintf(stderr, "event %s (policy %d)\n", kNames[e.index()],
+                   policy & 3);
+    }
     if (const auto* h = std::get_if<HandshakeDone>(&e)) {
       MOONPOOL_FUZZ_CHECK(!handshake_seen_);
       MOONPOOL_FUZZ_CHECK(h->peer.magic == wire::kHelloMagic);
@@ -263,6 +308,15 @@ class Harness {
       MOONPOOL_FUZZ_CHECK(r->request.correlation_id > last_request_);
       last_request_ = r->request.correlation_id;
       unanswered_.insert(r->request.correlation_id.value());
+      // Stream credit is read on a version 2 connection only.
+      MOONPOOL_FUZZ_CHECK(
+          r->stream_credit ==
+          (connection_.version() == 2 ? r->request.stream_credit : 0));
+      if (r->stream_credit > 0) {
+        peer_streams_[r->request.correlation_id.value()].credit =
+            r->stream_credit;
+        ever_streams_.insert(r->request.correlation_id.value());
+      }
       Answer(r->request.correlation_id, r->request.payload, policy & 3);
     } else if (const auto* o = std::get_if<OneWayReceived>(&e)) {
       MOONPOOL_FUZZ_CHECK(handshake_seen_);
@@ -271,9 +325,14 @@ class Harness {
     } else if (const auto* reply = std::get_if<ReplyReceived>(&e)) {
       MOONPOOL_FUZZ_CHECK(handshake_seen_);
       MOONPOOL_FUZZ_CHECK(sent_.erase(reply->id.value()) == 1);
+      // The end of a stream: exactly one (sent_ above), and a streamEnd
+      // only for a stream request.
+      const bool was_stream = own_streams_.erase(reply->id.value()) == 1;
+      if (reply->stream_end) MOONPOOL_FUZZ_CHECK(was_stream);
       Touch(reply->payload);
     } else if (const auto* f = std::get_if<RequestFailed>(&e)) {
       MOONPOOL_FUZZ_CHECK(sent_.erase(f->id.value()) == 1);
+      own_streams_.erase(f->id.value());
       MOONPOOL_FUZZ_CHECK(!f->status.ok());
     } else if (const auto* g = std::get_if<GoodbyeReceived>(&e)) {
       MOONPOOL_FUZZ_CHECK(handshake_seen_);
@@ -293,14 +352,62 @@ class Harness {
         MOONPOOL_FUZZ_CHECK(connection_.AbandonRequest(cancel->id).ok());
         Forget(cancel->id);
       }
+    } else if (const auto* item = std::get_if<StreamItemReceived>(&e)) {
+      OnStreamItem(*item);
+    } else if (const auto* credit = std::get_if<CreditReceived>(&e)) {
+      // Only on version 2, for a stream request received and not answered,
+      // and never more than was sent and not granted back.
+      MOONPOOL_FUZZ_CHECK(handshake_seen_);
+      MOONPOOL_FUZZ_CHECK(connection_.version() == 2);
+      auto it = peer_streams_.find(credit->id.value());
+      MOONPOOL_FUZZ_CHECK(it != peer_streams_.end());
+      MOONPOOL_FUZZ_CHECK(credit->bytes <= it->second.outstanding);
+      it->second.outstanding -= credit->bytes;
     } else if (const auto* c = std::get_if<Closed>(&e)) {
       OnClosed(c->status);
     }
   }
 
+  // An item of one of the server's own stream requests: only while it is
+  // pending (not after its end, its deadline or its cancel), only on version
+  // 2, within the credit, and in the order the peer sent the items.
+  void OnStreamItem(const StreamItemReceived& item) {
+    MOONPOOL_FUZZ_CHECK(handshake_seen_);
+    MOONPOOL_FUZZ_CHECK(connection_.version() == 2);
+    MOONPOOL_FUZZ_CHECK(sent_.contains(item.id.value()));
+    auto it = own_streams_.find(item.id.value());
+    MOONPOOL_FUZZ_CHECK(it != own_streams_.end());
+    OwnStream& stream = it->second;
+    // The receiver's outstanding bytes were below the credit when the item
+    // came (one item may take it past: DESIGN.md section 5).
+    MOONPOOL_FUZZ_CHECK(stream.outstanding < stream.credit);
+    stream.outstanding += item.payload.size();
+    Touch(item.payload);
+    // In order, none lost or duplicated: the items delivered so far are a
+    // run of consecutive items of the stream the reference decoder read
+    // (the ones before it arrived before the request was sent, and were
+    // dropped as unknown). `starts` holds every start that still fits.
+    const std::vector<std::string>& sent = reference_items_[item.id.value()];
+    std::vector<size_t> fits;
+    if (stream.delivered == 0) {
+      for (size_t j = 0; j < sent.size(); ++j) {
+        if (sent[j] == item.payload) fits.push_back(j);
+      }
+    } else {
+      for (size_t j : stream.starts) {
+        const size_t at = j + stream.delivered;
+        if (at < sent.size() && sent[at] == item.payload) fits.push_back(j);
+      }
+    }
+    MOONPOOL_FUZZ_CHECK(!fits.empty());
+    stream.starts = std::move(fits);
+    ++stream.delivered;
+  }
+
   // `id` was answered or abandoned: no longer awaits an answer.
   void Forget(CorrelationId id) {
     unanswered_.erase(id.value());
+    peer_streams_.erase(id.value());
     awaiting_.erase(std::remove(awaiting_.begin(), awaiting_.end(), id),
                     awaiting_.end());
   }
@@ -315,6 +422,8 @@ class Harness {
     MOONPOOL_FUZZ_CHECK(sent_.empty());
     awaiting_.clear();
     unanswered_.clear();
+    peer_streams_.clear();
+    MOONPOOL_FUZZ_CHECK(own_streams_.empty());
     if (status.ok()) {
       // Only a graceful close is OK: a Goodbye, the transport's clean end,
       // nothing left unanswered, and a stream that broke no rule.
@@ -333,8 +442,16 @@ class Harness {
     } else if (status.code() == absl::StatusCode::kDataLoss) {
       __builtin_trap();  // DataLoss comes only from the decoder
     } else if (status.code() == absl::StatusCode::kResourceExhausted) {
-      MOONPOOL_FUZZ_CHECK(errors.ping_floods == 1);
+      MOONPOOL_FUZZ_CHECK(errors.ping_floods + errors.credit_overruns == 1);
     }
+    // A peer past its credit closes the connection with ResourceExhausted,
+    // and is the only item the Always point saw not hold.
+    if (errors.credit_overruns > 0) {
+      MOONPOOL_FUZZ_CHECK(errors.credit_overruns == 1);
+      MOONPOOL_FUZZ_CHECK(status.code() ==
+                          absl::StatusCode::kResourceExhausted);
+    }
+    MOONPOOL_FUZZ_CHECK(always_broken_ == errors.credit_overruns);
     // After Closed, nothing: not even after more input.
     MOONPOOL_FUZZ_CHECK(!connection_.NextEvent().has_value());
     connection_.AdvanceTime(now_ + absl::Seconds(100));
@@ -345,6 +462,7 @@ class Harness {
   }
 
   void Touch(absl::string_view bytes) {
+    // (Also called by the Always function.)
     // Reading every byte of a view is how ASan sees one that dangles.
     for (char c : bytes) sink_ += static_cast<uint8_t>(c);
   }
@@ -390,6 +508,10 @@ class Harness {
     const size_t i = arg % awaiting_.size();
     const CorrelationId id = awaiting_[i];
     awaiting_.erase(awaiting_.begin() + static_cast<ptrdiff_t>(i));
+    if (peer_streams_.contains(id.value())) {
+      AnswerStreamLater(id, arg);
+      return;
+    }
     absl::Status s;
     switch ((arg >> 3) & 3) {
       case 0:
@@ -416,6 +538,70 @@ class Harness {
       return;
     }
     Forget(id);
+  }
+
+  // A reply stream the peer asked for, left for later: (arg >> 3) & 3 = 0 an
+  // item of arg * 37 bytes (when StreamWritable; else the refusal is
+  // checked), 1 an error reply, 2 abandon, 3 the end (SendStreamEnd, or
+  // SendReply with a last item when arg is even).
+  void AnswerStreamLater(CorrelationId id, uint8_t arg) {
+    PeerStream& stream = peer_streams_[id.value()];
+    absl::Status s;
+    bool ends = true;
+    switch ((arg >> 3) & 3) {
+      case 0: {
+        ends = false;
+        const std::string item(arg * size_t{37}, 'i');
+        const bool writable = connection_.StreamWritable(id);
+        // The harness's count lags the connection's (credit it applied but
+        // whose event is not pulled yet), never leads it.
+        if (stream.outstanding < stream.credit &&
+            connection_.state() != ConnectionState::kClosed) {
+          MOONPOOL_FUZZ_CHECK(writable);
+        }
+        const uint64_t items_before = connection_.stats().stream_items_sent;
+        s = connection_.SendStreamItem(id, item);
+        if (!writable && connection_.state() != ConnectionState::kClosed) {
+          // Out of credit: refused, nothing sent.
+          MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+        }
+        if (s.ok()) {
+          MOONPOOL_FUZZ_CHECK(writable);
+          MOONPOOL_FUZZ_CHECK(connection_.stats().stream_items_sent ==
+                              items_before + 1);
+          stream.outstanding += item.size();
+        }
+        break;
+      }
+      case 1:
+        s = connection_.SendErrorReply(id, absl::AbortedError("stream"));
+        break;
+      case 2:
+        s = connection_.AbandonRequest(id);
+        break;
+      case 3:
+        s = (arg & 1) != 0 ? connection_.SendStreamEnd(id)
+                           : connection_.SendReply(id, "last");
+        break;
+    }
+    if (connection_.state() == ConnectionState::kClosed) {
+      MOONPOOL_FUZZ_CHECK(!s.ok());
+      return;
+    }
+    if (!s.ok()) {
+      MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+      awaiting_.push_back(id);
+      return;
+    }
+    if (!ends) {
+      awaiting_.push_back(id);
+      return;
+    }
+    Forget(id);
+    // Ended once: nothing more goes for it.
+    MOONPOOL_FUZZ_CHECK(connection_.SendStreamItem(id, "x").code() ==
+                        absl::StatusCode::kNotFound);
+    MOONPOOL_FUZZ_CHECK(!connection_.StreamWritable(id));
   }
 
   void Command(uint8_t arg) {
@@ -447,15 +633,130 @@ class Harness {
         if (s.ok()) MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
         break;
       }
-      case 3: {
-        absl::Status s = connection_.SendGoodbye(kGoodbyeReason);
-        if (s.ok()) {
-          goodbye_sent_ = true;
-        } else {
-          MOONPOOL_FUZZ_CHECK(s.code() ==
-                              absl::StatusCode::kFailedPrecondition);
+      case 3:
+        switch (arg >> 2) {
+          case 1:
+          case 2:
+          case 3:
+            SendStreamRequest((arg >> 2) - 1);
+            break;
+          case 4:
+          case 5:
+            Grant(/*all=*/(arg >> 2) == 4);
+            break;
+          case 6:
+            CheckStreamRefusals();
+            break;
+          default: {
+            absl::Status s = connection_.SendGoodbye(kGoodbyeReason);
+            if (s.ok()) {
+              goodbye_sent_ = true;
+            } else {
+              MOONPOOL_FUZZ_CHECK(s.code() ==
+                                  absl::StatusCode::kFailedPrecondition);
+            }
+            break;
+          }
         }
         break;
+    }
+  }
+
+  // The server asks the peer for a reply stream (`which` picks the credit
+  // and deadline). On a version 1 connection it is a plain request.
+  void SendStreamRequest(int which) {
+    RequestOptions r;
+    if (kStreamDeadlinesMs[which] > 0) {
+      r.deadline = now_ + absl::Milliseconds(kStreamDeadlinesMs[which]);
+    }
+    r.stream_credit = kStreamCredits[which];
+    absl::StatusOr<CorrelationId> id =
+        connection_.SendRequest(std::string(which + 1, 's'), r, now_);
+    if (!id.ok()) {
+      const absl::StatusCode c = id.status().code();
+      MOONPOOL_FUZZ_CHECK(c == absl::StatusCode::kFailedPrecondition ||
+                          c == absl::StatusCode::kResourceExhausted);
+      return;
+    }
+    MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
+    MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+    if (connection_.version() == 2) {
+      own_streams_[id->value()].credit = kStreamCredits[which];
+    }
+  }
+
+  // The application consumed items of the server's own stream with the most
+  // bytes outstanding: all of them, or half (rounded up).
+  void Grant(bool all) {
+    uint64_t best = 0;
+    uint64_t bytes = 0;
+    for (const auto& [id, stream] : own_streams_) {
+      if (stream.outstanding > bytes ||
+          (stream.outstanding == bytes && bytes > 0 && id < best)) {
+        best = id;
+        bytes = stream.outstanding;
+      }
+    }
+    if (bytes == 0) return;
+    if (!all) bytes = (bytes + 1) / 2;
+    const uint64_t frames_before = connection_.stats().credits_sent;
+    const bool can_write =
+        connection_.state() != ConnectionState::kClosed && !transport_closed_;
+    absl::Status s = connection_.GrantCredit(CorrelationId(best), bytes);
+    if (!s.ok()) {
+      // Its outcome is already queued (a deadline, the close), not yet
+      // pulled.
+      MOONPOOL_FUZZ_CHECK(s.code() == absl::StatusCode::kNotFound);
+      return;
+    }
+    own_streams_[best].outstanding -= bytes;
+    // One credit frame, unless nothing can be written any more.
+    MOONPOOL_FUZZ_CHECK(connection_.stats().credits_sent ==
+                        frames_before + (can_write ? 1 : 0));
+  }
+
+  // What the stream calls refuse, and with what.
+  void CheckStreamRefusals() {
+    const bool closed = connection_.state() == ConnectionState::kClosed;
+    const absl::StatusCode not_found =
+        closed ? absl::StatusCode::kFailedPrecondition
+               : absl::StatusCode::kNotFound;
+    MOONPOOL_FUZZ_CHECK(
+        connection_.SendStreamItem(CorrelationId(kUnknownId), "x").code() ==
+        not_found);
+    MOONPOOL_FUZZ_CHECK(!connection_.StreamWritable(CorrelationId(kUnknownId)));
+    MOONPOOL_FUZZ_CHECK(
+        connection_.GrantCredit(CorrelationId(kUnknownId), 1).code() ==
+        absl::StatusCode::kNotFound);
+    MOONPOOL_FUZZ_CHECK(
+        connection_.GrantCredit(CorrelationId(kUnknownId), 0).code() ==
+        absl::StatusCode::kNotFound);
+    // A request received for one reply is not a stream.
+    for (uint64_t id : unanswered_) {
+      if (peer_streams_.contains(id)) continue;
+      MOONPOOL_FUZZ_CHECK(!connection_.StreamWritable(CorrelationId(id)));
+      if (closed) break;
+      MOONPOOL_FUZZ_CHECK(
+          connection_.SendStreamItem(CorrelationId(id), "x").code() ==
+          absl::StatusCode::kFailedPrecondition);
+      MOONPOOL_FUZZ_CHECK(connection_.SendStreamEnd(CorrelationId(id)).code() ==
+                          absl::StatusCode::kFailedPrecondition);
+      break;
+    }
+    // The server's own requests: no credit for a unary one, none beyond
+    // what a stream received.
+    for (uint64_t id : sent_) {
+      auto it = own_streams_.find(id);
+      const uint64_t too_much =
+          it == own_streams_.end() ? 1 : it->second.outstanding + 1;
+      const absl::StatusCode code =
+          connection_.GrantCredit(CorrelationId(id), too_much).code();
+      if (it == own_streams_.end()) {
+        MOONPOOL_FUZZ_CHECK(code == absl::StatusCode::kNotFound);
+      } else {
+        // NotFound when its outcome is queued, not yet pulled.
+        MOONPOOL_FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument ||
+                            code == absl::StatusCode::kNotFound);
       }
     }
   }
@@ -481,6 +782,11 @@ class Harness {
       return;
     }
     sent_.erase(id);
+    // Items crossing the cancel are dropped: no event may come for it now
+    // (OnStreamItem checks), and there is no credit to grant.
+    own_streams_.erase(id);
+    MOONPOOL_FUZZ_CHECK(connection_.GrantCredit(CorrelationId(id), 0).code() ==
+                        absl::StatusCode::kNotFound);
     MOONPOOL_FUZZ_CHECK(connection_.CancelRequest(CorrelationId(id)).code() ==
                         absl::StatusCode::kNotFound);
     // One cancel frame on version 2 (unless the transport closed), none on
@@ -508,8 +814,22 @@ class Harness {
           MOONPOOL_FUZZ_CHECK(std::holds_alternative<wire::Hello>(**f));
         }
         // Frames new in version 2 only on a version 2 connection.
-        if (std::holds_alternative<wire::Cancel>(**f)) {
+        if (std::holds_alternative<wire::Cancel>(**f) ||
+            std::holds_alternative<wire::Credit>(**f)) {
           MOONPOOL_FUZZ_CHECK(connection_.version() == 2);
+        }
+        if (const auto* e = std::get_if<EnvelopeView>(*f)) {
+          if (e->kind == EnvelopeKind::kStreamItem ||
+              e->kind == EnvelopeKind::kStreamEnd) {
+            // Only to a request the peer sent with stream credit.
+            MOONPOOL_FUZZ_CHECK(connection_.version() == 2);
+            MOONPOOL_FUZZ_CHECK(
+                ever_streams_.contains(e->correlation_id.value()));
+          }
+          if (e->kind == EnvelopeKind::kRequest) {
+            MOONPOOL_FUZZ_CHECK(e->stream_credit == 0 ||
+                                connection_.version() == 2);
+          }
         }
       }
     }
@@ -603,6 +923,9 @@ class Harness {
     MOONPOOL_FUZZ_CHECK(closed_seen_);
     MOONPOOL_FUZZ_CHECK(connection_.state() == ConnectionState::kClosed);
     MOONPOOL_FUZZ_CHECK(sent_.empty());
+    MOONPOOL_FUZZ_CHECK(own_streams_.empty());
+    MOONPOOL_FUZZ_CHECK(always_broken_ ==
+                        connection_.stats().protocol_errors.credit_overruns);
     if (!reference_error_.ok()) {
       MOONPOOL_FUZZ_CHECK(!connection_.close_status().ok());
     }
@@ -614,6 +937,7 @@ class Harness {
     return connection_.close_status();
   }
   uint64_t frames() const { return connection_.stats().frames_in; }
+  ConnectionStats stats() const { return connection_.stats(); }
 
  private:
   const absl::Span<const uint8_t> ops_;
@@ -648,6 +972,31 @@ class Harness {
   absl::flat_hash_set<uint64_t> unanswered_;
   absl::flat_hash_set<uint64_t> cancels_heard_;
   absl::flat_hash_set<uint64_t> sent_;
+  // Reply streams (version 2). The server's own stream requests, pending:
+  // their credit, the bytes received and not granted back, and for the
+  // order check the items delivered and where in the peer's items they may
+  // start.
+  struct OwnStream {
+    uint64_t credit = 0;
+    uint64_t outstanding = 0;
+    size_t delivered = 0;
+    std::vector<size_t> starts;
+  };
+  absl::flat_hash_map<uint64_t, OwnStream> own_streams_;
+  // Stream items in the peer's byte stream, by id, as the reference read
+  // them.
+  absl::flat_hash_map<uint64_t, std::vector<std::string>> reference_items_;
+  // Streams the peer asked for and the server has not ended: their credit
+  // and the bytes sent minus the CreditReceived pulled; and every id ever
+  // received with stream credit.
+  struct PeerStream {
+    uint64_t credit = 0;
+    uint64_t outstanding = 0;
+  };
+  absl::flat_hash_map<uint64_t, PeerStream> peer_streams_;
+  absl::flat_hash_set<uint64_t> ever_streams_;
+  // Items the Always point "protocol.stream_within_credit" saw not hold.
+  uint64_t always_broken_ = 0;
   uint64_t sink_ = 0;
 };
 
@@ -680,9 +1029,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   harness.Run();
   static const bool verbose = std::getenv("MOONPOOL_FUZZ_VERBOSE") != nullptr;
   if (verbose) {
-    std::fprintf(stderr, "frames %llu, stream %zu bytes: %s\n",
+    const ConnectionStats st = harness.stats();
+    std::fprintf(stderr,
+                 "frames %llu, stream %zu bytes, stream items sent %llu "
+                 "received %llu, credits sent %llu received %llu: %s\n",
                  static_cast<unsigned long long>(harness.frames()),
                  stream.size(),
+                 static_cast<unsigned long long>(st.stream_items_sent),
+                 static_cast<unsigned long long>(st.stream_items_received),
+                 static_cast<unsigned long long>(st.credits_sent),
+                 static_cast<unsigned long long>(st.credits_received),
                  absl::CHexEscape(harness.close_status().ToString()).c_str());
   }
   return 0;
