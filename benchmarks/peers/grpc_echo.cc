@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -183,11 +184,22 @@ class Server {
     }
     void* tag;
     bool ok;
-    while (cq_->Next(&tag, &ok)) static_cast<ServerTag*>(tag)->Proceed(ok);
+    while (cq_->Next(&tag, &ok)) {
+      // Once Stop has begun, a completion starts nothing more (ok = false
+      // makes every call delete itself): an operation started on a queue
+      // that Stop has shut down is a fatal error in gRPC, and a stream's
+      // Write may complete OK after the server's Shutdown returned.
+      std::lock_guard<std::mutex> lock(mu_);
+      static_cast<ServerTag*>(tag)->Proceed(ok && !stopping_);
+    }
   }
 
   // From another thread while Run runs: ends the calls, then the queue.
   void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
     server_->Shutdown();
     cq_->Shutdown();
   }
@@ -197,6 +209,8 @@ class Server {
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::mutex mu_;          // orders Run's Proceed calls against Stop
+  bool stopping_ = false;  // guarded by mu_
 };
 
 class Client {
