@@ -11,6 +11,14 @@
 // fail the handshake when the ranges do not meet; the server hears a cancel
 // (CancelReceived) only on a version 2 connection, only for a request the
 // client cancelled and the server has not answered, and at most once.
+// Reply streams (version 2): the client asks for some replies as streams
+// with random credit and grants bytes back as it takes items; the server
+// writes items only while StreamWritable and ends streams with streamEnd, an
+// error or a plain reply. The client's items for a stream are the server's,
+// in order, none lost or duplicated (all of them once it ended OK), each
+// arriving within the credit (the Always point "protocol.stream_within_
+// credit" holds on both sides), none after a cancel; and when a hand-made
+// frame sends past the credit, the client closes with ResourceExhausted.
 // The same properties hold with every Buggify site of the protocol firing on
 // every evaluation, and with them firing at random (buggify.h): a site only
 // picks among legal paths.
@@ -35,8 +43,11 @@
 #include "absl/strings/str_cat.h"
 #include "connection_test_util.h"
 #include "gtest/gtest.h"
+#include "moonpool/protocol/always.h"
 #include "moonpool/protocol/buggify.h"
 #include "moonpool/protocol/connection.h"
+#include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame_encoder.h"
 
 namespace moonpool::protocol::testing {
 namespace {
@@ -80,6 +91,14 @@ struct Coverage {
   int cancels = 0, cancels_received = 0, cancels_ignored = 0;
   // Runs whose client closed refusing the server's versions.
   int refused = 0;
+  // Reply streams: items the client received, streams ended by streamEnd,
+  // by an error reply and by a plain reply, credit frames the server
+  // applied, cancelled streams whose items crossed the cancel (sent by the
+  // server and never delivered), and clients closed for a hand-made item
+  // past the credit.
+  int stream_items = 0, stream_ends = 0, stream_errors = 0,
+      stream_plain_replies = 0, credits = 0, cancels_crossing_items = 0,
+      credit_overruns = 0;
   int runs_by_version[3] = {0, 0, 0};
   // Buggify evaluations and firings, by index in kBuggifySites; and any
   // site asked that the list lacks.
@@ -115,6 +134,18 @@ ConnectionOptions WithBuggify(ConnectionOptions o, BuggifyFn fn) {
   return o;
 }
 
+// Counts into `broken` every time an Always point did not hold.
+ConnectionOptions WithAlways(ConnectionOptions o, uint64_t& broken) {
+  o.always = [&broken](bool held, absl::string_view name, absl::string_view) {
+    EXPECT_EQ(name, always_points::kStreamWithinCredit);
+    broken += held ? 0 : 1;
+  };
+  return o;
+}
+
+// Stream credits the client asks for: below, at and above item sizes.
+constexpr uint64_t kStreamCredits[] = {1, 16, 64, 300, 4096};
+
 // The protocol versions of each side: [min, max].
 struct VersionMix {
   uint32_t client_min, client_max, server_min, server_max;
@@ -147,14 +178,18 @@ class RandomRun {
         seed_(seed),
         mix_(mix),
         rng_(seed),
-        client_(WithBuggify(WithVersions(ClientOptions(), mix.client_min,
-                                         mix.client_max),
-                            MakeBuggify(buggify, ~seed, coverage)),
-                now_),
-        server_(WithBuggify(WithVersions(ServerOptions(), mix.server_min,
-                                         mix.server_max),
-                            MakeBuggify(buggify, seed * 3, coverage)),
-                now_) {}
+        client_(
+            WithAlways(WithBuggify(WithVersions(ClientOptions(), mix.client_min,
+                                                mix.client_max),
+                                   MakeBuggify(buggify, ~seed, coverage)),
+                       client_always_broken_),
+            now_),
+        server_(
+            WithAlways(WithBuggify(WithVersions(ServerOptions(), mix.server_min,
+                                                mix.server_max),
+                                   MakeBuggify(buggify, seed * 3, coverage)),
+                       server_always_broken_),
+            now_) {}
 
   void Go() {
     const int steps = 100 + static_cast<int>(rng_() % 400);
@@ -164,6 +199,21 @@ class RandomRun {
   }
 
  private:
+  // Reply streams. The client's (credit sent with the request): items
+  // received, bytes not granted back, and whether forged items were sent
+  // for it. The server's (credit received), while it writes them: bytes
+  // sent minus those granted back; and every item it sent, by id.
+  struct ClientStream {
+    uint64_t credit = 0;
+    uint64_t outstanding = 0;
+    std::vector<std::string> items;
+    bool forged = false;
+  };
+  struct ServerStream {
+    uint64_t credit = 0;
+    uint64_t outstanding = 0;
+  };
+
   size_t Random(size_t n) { return rng_() % n; }
   bool Chance(double p) {
     return std::uniform_real_distribution<double>(0, 1)(rng_) < p;
@@ -199,9 +249,14 @@ class RandomRun {
       case 10:
         s2c_.DeliverTo(client_, Piece(), now_);
         DrainClient();
+        GrantCredit();
         break;
       case 11:
-        if (Chance(0.5)) Cancel();
+        if (Chance(0.5)) {
+          Cancel();
+        } else if (Chance(0.03)) {
+          ForgeItemsPastCredit();
+        }
         break;
       default:
         if (Chance(0.3)) {
@@ -228,14 +283,83 @@ class RandomRun {
     RequestOptions options;
     options.deadline = now_ + absl::Milliseconds(1 + Random(3000));
     options.idempotent = Chance(0.5);
+    // A reply stream, from a client that speaks version 2 (one that speaks
+    // only version 1 does not know them).
+    if (mix_.client_max == 2 && Chance(0.35)) {
+      options.stream_credit = kStreamCredits[Random(std::size(kStreamCredits))];
+    }
     const std::string payload =
         absl::StrCat("req:", seed_, ":", ++request_counter_, ":",
                      std::string(Random(64), 'p'));
+    // The credit travels on a version 2 connection and before the
+    // handshake (a version 1 server ignores it).
+    const bool credit_sent = client_.state() == ConnectionState::kHandshaking ||
+                             client_.version() == 2;
     absl::StatusOr<CorrelationId> id =
         client_.SendRequest(payload, options, now_);
     if (id.ok()) {
       ASSERT_EQ(sent_.count(id->value()), 0u) << "id reused: " << *id;
       sent_[id->value()] = payload;
+      if (credit_sent && options.stream_credit > 0) {
+        client_streams_[id->value()].credit = options.stream_credit;
+      }
+    }
+  }
+
+  // The client's application takes items: some streams grant back some of
+  // what they received (never a forged one, so that it overruns).
+  void GrantCredit() {
+    for (auto& [id, stream] : client_streams_) {
+      if (stream.outstanding == 0 || stream.forged || outcomes_[id] != 0 ||
+          cancelled_.count(id) != 0 || !Chance(0.5)) {
+        continue;
+      }
+      if (Chance(0.05)) {
+        EXPECT_EQ(client_.GrantCredit(CorrelationId(id), stream.outstanding + 1)
+                      .code(),
+                  absl::StatusCode::kInvalidArgument);
+      }
+      const uint64_t bytes =
+          Chance(0.5) ? stream.outstanding : 1 + Random(stream.outstanding);
+      const absl::Status s = client_.GrantCredit(CorrelationId(id), bytes);
+      ASSERT_TRUE(s.ok()) << "grant to pending stream #" << id << ": " << s;
+      stream.outstanding -= bytes;
+    }
+  }
+
+  // A broken server: two hand-made items of a pending stream, each as large
+  // as its credit, written behind everything the server wrote (at a frame
+  // boundary). The second one arrives past the credit (the client grants
+  // nothing back to a forged stream, nor cancels it) unless the stream ends
+  // first (deadline, connection loss).
+  void ForgeItemsPastCredit() {
+    if (server_closed_ || server_.state() == ConnectionState::kClosed ||
+        client_.version() != 2) {
+      return;
+    }
+    for (auto& [id, stream] : client_streams_) {
+      if (stream.forged || outcomes_[id] != 0 || cancelled_.count(id) != 0) {
+        continue;
+      }
+      stream.forged = true;
+      s2c_.TakeFrom(server_, SIZE_MAX);
+      const std::string forged(stream.credit, 'f');
+      wire::FrameEncoder encoder;
+      wire::ByteBuffer out;
+      for (int i = 0; i < 2; ++i) {
+        ASSERT_TRUE(encoder
+                        .Encode(EnvelopeView{CorrelationId(id),
+                                             EnvelopeKind::kStreamItem,
+                                             kDefaultEndpoint,
+                                             forged,
+                                             absl::ZeroDuration(),
+                                             absl::StatusCode::kOk,
+                                             {}},
+                                out)
+                        .ok());
+      }
+      s2c_.bytes.append(out.Readable().data(), out.size());
+      return;
     }
   }
 
@@ -244,6 +368,8 @@ class RandomRun {
   void Cancel() {
     std::vector<uint64_t> pending;
     for (const auto& [id, payload] : sent_) {
+      auto stream = client_streams_.find(id);
+      if (stream != client_streams_.end() && stream->second.forged) continue;
       if (outcomes_[id] == 0 && cancelled_.count(id) == 0)
         pending.push_back(id);
     }
@@ -259,12 +385,56 @@ class RandomRun {
     if (awaiting_.empty()) return;
     const size_t i = Random(awaiting_.size());
     const auto [id, payload] = awaiting_[i];
+    if (auto stream = server_streams_.find(id.value());
+        stream != server_streams_.end()) {
+      AnswerStream(i, stream->second);
+      return;
+    }
     absl::Status s =
         Chance(0.2)
             ? server_.SendErrorReply(id, absl::NotFoundError("err:" + payload))
             : server_.SendReply(id, "rep:" + payload);
     if (s.code() == absl::StatusCode::kResourceExhausted) return;  // later
     awaiting_.erase(awaiting_.begin() + i);
+  }
+
+  // One step of the server's answer to stream request awaiting_[i]: an
+  // item (only while StreamWritable, which the server's own count of credit
+  // predicts exactly), or the end: streamEnd, an error, or a plain reply (a
+  // last item and the end).
+  void AnswerStream(size_t i, ServerStream& stream) {
+    const auto [id, payload] = awaiting_[i];
+    const size_t what = Random(10);
+    absl::Status s;
+    if (what < 6) {
+      const bool writable = stream.outstanding < stream.credit;
+      ASSERT_EQ(server_.StreamWritable(id), writable && !server_closed_)
+          << "stream #" << id << ": " << stream.outstanding
+          << " bytes outstanding, credit " << stream.credit;
+      std::vector<std::string>& items = server_items_[id.value()];
+      const std::string item =
+          absl::StrCat("item:", id.value(), ":", items.size(), ":",
+                       std::string(Random(100), 'i'));
+      s = server_.SendStreamItem(id, item);
+      if (!writable && !server_closed_) {
+        ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+      }
+      if (s.ok()) {
+        items.push_back(item);
+        stream.outstanding += item.size();
+      }
+      return;  // the stream goes on
+    }
+    if (what < 8) {
+      s = server_.SendStreamEnd(id);
+    } else if (what < 9) {
+      s = server_.SendErrorReply(id, absl::NotFoundError("err:" + payload));
+    } else {
+      s = server_.SendReply(id, "rep:" + payload);
+    }
+    if (s.code() == absl::StatusCode::kResourceExhausted) return;  // later
+    awaiting_.erase(awaiting_.begin() + i);
+    server_streams_.erase(id.value());
   }
 
   void Reset() {
@@ -286,6 +456,15 @@ class RandomRun {
             << "server received the wrong payload for " << r.id;
         awaiting_.push_back({r.id, r.payload});
         processed_.insert(r.id.value());
+        // The credit the client asked for, read on version 2 only.
+        auto asked = client_streams_.find(r.id.value());
+        const uint64_t credit =
+            asked == client_streams_.end() ? 0 : asked->second.credit;
+        ASSERT_EQ(r.stream_credit, server_.version() == 2 ? credit : 0)
+            << "stream credit of " << r.id;
+        if (r.stream_credit > 0) {
+          server_streams_[r.id.value()].credit = r.stream_credit;
+        }
       } else if (r.kind == Recorded::kCancelReceived) {
         ASSERT_EQ(server_.version(), 2u) << "cancel received on a version "
                                          << server_.version() << " connection";
@@ -302,7 +481,17 @@ class RandomRun {
         if (Chance(0.5)) {
           ASSERT_TRUE(server_.AbandonRequest(r.id).ok());
           awaiting_.erase(it);
+          server_streams_.erase(r.id.value());
         }
+      } else if (r.kind == Recorded::kCreditReceived) {
+        // Only for a stream the server still writes, and never more than
+        // it sent and was not granted back.
+        auto stream = server_streams_.find(r.id.value());
+        ASSERT_NE(stream, server_streams_.end())
+            << "credit for a stream not being written: " << r.id;
+        ASSERT_LE(r.credit_bytes, stream->second.outstanding) << r.id;
+        stream->second.outstanding -= r.credit_bytes;
+        ++coverage_.credits;
       } else if (r.kind == Recorded::kHandshakeDone) {
         ASSERT_EQ(r.version, mix_.Expected()) << "server's version";
       } else if (r.kind == Recorded::kClosed) {
@@ -311,10 +500,38 @@ class RandomRun {
     }
   }
 
+  // An item of the client's stream `r.id`: only while it is pending and
+  // not cancelled, within the credit, and the next of the server's items.
+  void OnStreamItem(const Recorded& r) {
+    ASSERT_EQ(client_.version(), 2u) << "stream item on version 1";
+    ASSERT_EQ(sent_.count(r.id.value()), 1u) << "item of a request never sent";
+    ASSERT_EQ(cancelled_.count(r.id.value()), 0u)
+        << "item of a stream the client cancelled: " << r.id;
+    ASSERT_EQ(outcomes_[r.id.value()], 0) << "item after the end: " << r.id;
+    auto it = client_streams_.find(r.id.value());
+    ASSERT_NE(it, client_streams_.end()) << "item of a unary request";
+    ClientStream& stream = it->second;
+    ASSERT_LT(stream.outstanding, stream.credit)
+        << "item of stream #" << r.id << " past its credit";
+    stream.outstanding += r.payload.size();
+    stream.items.push_back(r.payload);
+    ++coverage_.stream_items;
+    if (stream.forged) return;
+    const std::vector<std::string>& sent = server_items_[r.id.value()];
+    const size_t n = stream.items.size();
+    ASSERT_LE(n, sent.size()) << "more items than the server sent: " << r.id;
+    ASSERT_EQ(stream.items.back(), sent[n - 1])
+        << "item " << n - 1 << " of stream #" << r.id << " out of order";
+  }
+
   void DrainClient() {
     for (Recorded& r : Drain(client_)) {
       ASSERT_FALSE(client_closed_)
           << "event after Closed: " << KindName(r.kind);
+      if (r.kind == Recorded::kStreamItemReceived) {
+        OnStreamItem(r);
+        continue;
+      }
       if (r.kind == Recorded::kReplyReceived ||
           r.kind == Recorded::kRequestFailed) {
         ASSERT_EQ(sent_.count(r.id.value()), 1u)
@@ -351,7 +568,21 @@ class RandomRun {
       }
       if (r.kind == Recorded::kReplyReceived) {
         const std::string& request = sent_[r.id.value()];
-        if (r.status.ok()) {
+        auto stream = client_streams_.find(r.id.value());
+        if (stream == client_streams_.end()) {
+          ASSERT_FALSE(r.stream_end) << "streamEnd for a unary request";
+        } else if (!stream->second.forged) {
+          // The end of a stream comes after all of its items.
+          EXPECT_EQ(stream->second.items, server_items_[r.id.value()])
+              << "items of stream #" << r.id;
+          ++(r.stream_end    ? coverage_.stream_ends
+             : r.status.ok() ? coverage_.stream_plain_replies
+                             : coverage_.stream_errors);
+        }
+        if (r.stream_end) {
+          ASSERT_TRUE(r.status.ok());
+          ASSERT_EQ(r.payload, "") << "streamEnd of " << r.id;
+        } else if (r.status.ok()) {
           ASSERT_EQ(r.payload, "rep:" + request) << "wrong reply for " << r.id;
         } else {
           ASSERT_EQ(r.status, absl::NotFoundError("err:" + request))
@@ -361,7 +592,16 @@ class RandomRun {
       if (r.kind == Recorded::kHandshakeDone) {
         ASSERT_EQ(r.version, mix_.Expected()) << "client's version";
       }
-      if (r.kind == Recorded::kClosed) client_closed_ = true;
+      if (r.kind == Recorded::kClosed) {
+        client_closed_ = true;
+        // A client closes for an item past the credit only when one was
+        // forged, and then with ResourceExhausted.
+        if (client_.stats().protocol_errors.credit_overruns > 0) {
+          EXPECT_EQ(r.status.code(), absl::StatusCode::kResourceExhausted)
+              << r.status;
+          ++coverage_.credit_overruns;
+        }
+      }
     }
     closed_ = client_closed_ && server_closed_;
   }
@@ -381,6 +621,7 @@ class RandomRun {
       DrainServer();
       s2c_.DeliverTo(client_, SIZE_MAX, now_);
       DrainClient();
+      GrantCredit();
     }
     client_.OnTransportClosed(absl::OkStatus(), now_);
     server_.OnTransportClosed(absl::OkStatus(), now_);
@@ -430,6 +671,25 @@ class RandomRun {
     }
     EXPECT_EQ(client_.stats().requests_in_flight, 0u);
     coverage_.pings += client_.stats().pings_sent + server_.stats().pings_sent;
+    // Flow control: the server never got ahead of the credit; only a forged
+    // item did, once, and the Always point saw exactly that.
+    bool forged = false;
+    for (const auto& [id, stream] : client_streams_) {
+      forged |= stream.forged;
+      if (cancelled_.count(id) != 0 &&
+          server_items_[id].size() > stream.items.size()) {
+        ++coverage_.cancels_crossing_items;
+      }
+    }
+    const uint64_t overruns = client_.stats().protocol_errors.credit_overruns;
+    EXPECT_LE(overruns, forged ? 1u : 0u);
+    EXPECT_EQ(client_always_broken_, overruns);
+    EXPECT_EQ(server_always_broken_, 0u);
+    EXPECT_EQ(server_.stats().protocol_errors.credit_overruns, 0u);
+    if (client_.version() != 2) {
+      EXPECT_EQ(client_.stats().stream_items_received, 0u);
+      EXPECT_EQ(client_.stats().credits_sent, 0u);
+    }
   }
 
   Coverage& coverage_;
@@ -447,6 +707,12 @@ class RandomRun {
   std::set<uint64_t> cancelled_;           // CancelRequest by the client
   std::set<uint64_t> cancels_heard_;       // CancelReceived by the server
   std::vector<std::pair<CorrelationId, std::string>> awaiting_;
+  // Reply streams (the structs are above).
+  std::map<uint64_t, ClientStream> client_streams_;
+  std::map<uint64_t, ServerStream> server_streams_;
+  std::map<uint64_t, std::vector<std::string>> server_items_;
+  uint64_t client_always_broken_ = 0;
+  uint64_t server_always_broken_ = 0;
   uint64_t request_counter_ = 0;
   bool client_closed_ = false;
   bool server_closed_ = false;
@@ -486,6 +752,13 @@ Coverage Sweep(int runs, BuggifyMode buggify,
   if (!mix.has_value() || mix->Expected() == 2) {
     EXPECT_GT(coverage.cancels_received, 0);
     EXPECT_GT(coverage.cancels_ignored, 0);
+    EXPECT_GT(coverage.stream_items, 0);
+    EXPECT_GT(coverage.stream_ends, 0);
+    EXPECT_GT(coverage.stream_errors, 0);
+    EXPECT_GT(coverage.stream_plain_replies, 0);
+    EXPECT_GT(coverage.credits, 0);
+    EXPECT_GT(coverage.cancels_crossing_items, 0);
+    EXPECT_GT(coverage.credit_overruns, 0);
   }
   if (!mix.has_value()) {
     for (int v = 0; v <= 2; ++v) {
@@ -513,7 +786,12 @@ Coverage Sweep(int runs, BuggifyMode buggify,
             << ", ignored " << coverage.cancels_ignored
             << "), runs by version 0/1/2 " << coverage.runs_by_version[0] << "/"
             << coverage.runs_by_version[1] << "/" << coverage.runs_by_version[2]
-            << "\n";
+            << "; streams: items " << coverage.stream_items << ", ends "
+            << coverage.stream_ends << ", errors " << coverage.stream_errors
+            << ", plain replies " << coverage.stream_plain_replies
+            << ", credits " << coverage.credits << ", cancels crossing items "
+            << coverage.cancels_crossing_items << ", credit overruns "
+            << coverage.credit_overruns << "\n";
   if (buggify != BuggifyMode::kOff) {
     for (size_t i = 0; i < std::size(kBuggifySites); ++i) {
       std::cout << "  buggify " << kBuggifySites[i] << ": fired "
