@@ -178,14 +178,10 @@ EnvelopeView OneWay() {
 }
 // Version 2 reply streams: a request with credit, its items, its end.
 EnvelopeView StreamRequest() {
-  return EnvelopeView{CorrelationId(3),
-                      EnvelopeKind::kRequest,
-                      Endpoint(7),
-                      "scan a..z",
-                      absl::Seconds(2),
-                      absl::StatusCode::kOk,
-                      "",
-                      /*stream_credit=*/65536};
+  return EnvelopeView{
+      CorrelationId(3),       EnvelopeKind::kRequest, Endpoint(7), "scan a..z",
+      absl::Seconds(2),       absl::StatusCode::kOk,  "",
+      /*stream_credit=*/65536};
 }
 EnvelopeView StreamItem(absl::string_view payload) {
   return EnvelopeView{
