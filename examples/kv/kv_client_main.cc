@@ -3,15 +3,22 @@
 //   moonpool-kv --server HOST:PORT get KEY
 //   moonpool-kv --server HOST:PORT put KEY VALUE
 //   moonpool-kv --server HOST:PORT delete KEY
+//   moonpool-kv --server HOST:PORT scan START [END] [--limit N]
+//               [--window-bytes N]
 //   [--timeout SECONDS] [--fail-fast]
 //
 // HOST is a name or an IP literal. It prints the result on stdout: a Get's
 // value as its bytes, or "(not found)"; "OK" for a Put; "deleted", or
-// "(not found)" when there was nothing to delete. Exit status: 0 when the
-// call succeeded, whatever it found (a missing key is an answer, not an
-// error); 1 when the call failed, with its Status on stderr (UNAVAILABLE,
-// DEADLINE_EXCEEDED, ...); 2 for a usage error (as the other moonpool
-// programs; absl's own flag errors, and --help, exit 1).
+// "(not found)" when there was nothing to delete; for a scan, one
+// "KEY=VALUE" line per key in [START, END) (END omitted or empty: to the
+// last key) as the items arrive, then "(end: N keys)" ("1 key"). Exit
+// status: 0 when the call succeeded, whatever it found (a missing key is an
+// answer, not an error); 1 when the call failed, with its Status on stderr
+// (UNAVAILABLE, DEADLINE_EXCEEDED, ...; a scan that fails midway has
+// printed the items before it, and no end line); 2 for a usage error (as
+// the other moonpool programs; absl's own flag errors, and --help, exit 1).
+// --timeout bounds a scan as a whole.
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -42,6 +49,10 @@ ABSL_FLAG(bool, fail_fast, false,
           "fail with UNAVAILABLE at once while the server is unreachable "
           "(RequestOptions::wait_for_ready = false) instead of retrying "
           "until the timeout");
+ABSL_FLAG(uint64_t, limit, 0, "scan: at most this many keys (0: no limit)");
+ABSL_FLAG(uint64_t, window_bytes, 256 << 10,
+          "scan: the stream's window, item bytes the server may send ahead "
+          "of what this program has printed (StreamOptions::window_bytes)");
 
 namespace {
 
@@ -49,7 +60,9 @@ using moonpool::driver::HostPort;
 using moonpool::driver::Task;
 using moonpool::transport::CapnpMessage;
 using moonpool::transport::ClientTransport;
+using moonpool::transport::ReplyStream;
 using moonpool::transport::RequestOptions;
+using moonpool::transport::StreamOptions;
 using moonpool::transport::UsageError;
 
 constexpr char kProgram[] = "moonpool-kv";
@@ -57,14 +70,16 @@ constexpr char kUsage[] =
     "calls the key-value example server once.\n\n"
     "  moonpool-kv --server HOST:PORT get KEY\n"
     "  moonpool-kv --server HOST:PORT put KEY VALUE\n"
-    "  moonpool-kv --server HOST:PORT delete KEY\n\n"
+    "  moonpool-kv --server HOST:PORT delete KEY\n"
+    "  moonpool-kv --server HOST:PORT scan START [END] [--limit N]\n"
+    "      [--window-bytes N]\n\n"
     "Exit status: 0 the call succeeded (a missing key included), 1 it "
     "failed,\n2 usage.";
 
 struct Command {
-  std::string verb;  // get, put or delete
-  std::string key;
-  std::string value;  // put only
+  std::string verb;   // get, put, delete or scan
+  std::string key;    // scan: START
+  std::string value;  // put: VALUE; scan: END (empty: to the last key)
 };
 
 // Parses the flags (dashes or underscores) and returns the positional
@@ -90,12 +105,22 @@ std::vector<std::string> ParseFlags(int argc, char** argv) {
 }
 
 Command ReadCommand(const std::vector<std::string>& words) {
-  if (words.empty()) UsageError(kProgram, "no command (get, put or delete)");
+  if (words.empty()) {
+    UsageError(kProgram, "no command (get, put, delete or scan)");
+  }
   Command c{.verb = words[0], .key = "", .value = ""};
+  if (c.verb == "scan") {
+    if (words.size() != 2 && words.size() != 3) {
+      UsageError(kProgram, "scan takes 1 or 2 arguments: START [END]");
+    }
+    c.key = words[1];
+    if (words.size() == 3) c.value = words[2];
+    return c;
+  }
   const size_t want = c.verb == "put" ? 3 : 2;
   if (c.verb != "get" && c.verb != "put" && c.verb != "delete") {
     UsageError(kProgram, absl::StrCat("unknown command \"", c.verb,
-                                      "\" (get, put or delete)"));
+                                      "\" (get, put, delete or scan)"));
   }
   if (words.size() != want) {
     UsageError(kProgram, absl::StrCat(c.verb, " takes ", want - 1,
@@ -111,11 +136,43 @@ kj::ArrayPtr<const kj::byte> AsBytes(const std::string& s) {
   return kj::arrayPtr(s.data(), s.size()).asBytes();
 }
 
+// Prints each item of the scan as it arrives ("KEY=VALUE"), then the end.
+// Taking an item is what grants its bytes back to the server: a slow
+// stdout slows the server down, it does not fill this process's memory.
+Task<absl::Status> Scan(ClientTransport& client, const HostPort& server,
+                        const Command& c, const StreamOptions& options) {
+  CapnpMessage<kv::ScanRequest> request;
+  request.builder().setStart(c.key);
+  request.builder().setEnd(c.value);
+  request.builder().setLimit(absl::GetFlag(FLAGS_limit));
+  absl::StatusOr<ReplyStream<kv::ScanItem>> stream =
+      client.CallStream(server, kv::kScan, request, options);
+  if (!stream.ok()) co_return stream.status();
+  uint64_t keys = 0;
+  while (true) {
+    auto next = co_await stream->Next();
+    if (!next.ok()) co_return next.status();
+    if (!next->has_value()) break;
+    kv::ScanItem::Reader item = (*next)->get();
+    kj::ArrayPtr<const char> value = item.getValue().asChars();
+    std::fwrite(item.getKey().begin(), 1, item.getKey().size(), stdout);
+    std::fputc('=', stdout);
+    std::fwrite(value.begin(), 1, value.size(), stdout);
+    std::fputc('\n', stdout);
+    ++keys;
+  }
+  std::printf("(end: %llu %s)\n", static_cast<unsigned long long>(keys),
+              keys == 1 ? "key" : "keys");
+  co_return absl::OkStatus();
+}
+
 // Prints what `c` did, or its error, and sets the exit status.
 Task<void> Run(ClientTransport& client, HostPort server, Command c,
-               RequestOptions options, int* exit_status) {
+               StreamOptions options, int* exit_status) {
   absl::Status error;
-  if (c.verb == "get") {
+  if (c.verb == "scan") {
+    error = co_await Scan(client, server, c, options);
+  } else if (c.verb == "get") {
     CapnpMessage<kv::GetRequest> request;
     request.builder().setKey(c.key);
     auto reply = co_await client.Call(server, kv::kGet, request, options);
@@ -161,8 +218,12 @@ int main(int argc, char** argv) {
   if (!server.ok()) UsageError(kProgram, server.status().ToString());
   const double timeout = absl::GetFlag(FLAGS_timeout);
   if (!(timeout > 0)) UsageError(kProgram, "--timeout is not > 0");
-  RequestOptions options = RequestOptions::Timeout(absl::Seconds(timeout));
+  // A scan's settings; the other calls use their RequestOptions part.
+  StreamOptions options;
+  options.timeout = absl::Seconds(timeout);
   options.wait_for_ready = !absl::GetFlag(FLAGS_fail_fast);
+  options.window_bytes = absl::GetFlag(FLAGS_window_bytes);
+  if (options.window_bytes == 0) UsageError(kProgram, "--window-bytes is 0");
 
   moonpool::driver::UvLoop loop;
   ClientTransport client(loop);

@@ -12,9 +12,12 @@
 // method to stderr, its counters (transport::MethodStats) as key=value pairs,
 // one line each, latencies in absl's duration format:
 //
-//   moonpool-kv-server: method kv.KeyValue/Get requests=3 replies=2 errors=1
-//       cancelled=1 rejected=0 expired=0 orphaned=0 running=0 queued=0
-//       p50=1.2ms p90=... p99=... max=...
+//   moonpool-kv-server: method kv.KeyValue/Get requests=3 replies=2 items=0
+//       errors=1 cancelled=1 rejected=0 expired=0 orphaned=0 running=0
+//       queued=0 p50=1.2ms p90=... p99=... max=...
+//
+// (items: a stream method's items sent; replies counts its streams ended
+// OK).
 //
 // Exit status: 0 after a close; 1 when it cannot listen or cannot register
 // the service; 2 for a flag value out of range (absl's own flag errors, and
@@ -68,8 +71,8 @@ using moonpool::transport::UsageError;
 
 constexpr char kProgram[] = "moonpool-kv-server";
 constexpr char kUsage[] =
-    "the key-value example server: Get, Put and Delete on an in-memory "
-    "map.\n\n"
+    "the key-value example server: Get, Put, Delete and Scan on an "
+    "in-memory map.\n\n"
     "  moonpool-kv-server --listen HOST:PORT [--get-delay SECONDS]\n"
     "      [--max-concurrent N] [--drain-timeout SECONDS]\n\n"
     "Flag names take dashes or underscores. SIGINT/SIGTERM: graceful close\n"
@@ -103,15 +106,15 @@ Flags ReadFlags(int argc, char** argv) {
 
 // "method kv.KeyValue/Get requests=3 replies=2 ..." (see the file comment).
 std::string FormatMethodStats(const MethodStats& m) {
-  return absl::StrCat("method ", m.name, " requests=", m.requests,
-                      " replies=", m.replies, " errors=", m.errors,
-                      " cancelled=", m.cancelled, " rejected=", m.rejected,
-                      " expired=", m.expired, " orphaned=", m.orphaned,
-                      " running=", m.running, " queued=", m.queued,
-                      " p50=", absl::FormatDuration(m.latency_p50),
-                      " p90=", absl::FormatDuration(m.latency_p90),
-                      " p99=", absl::FormatDuration(m.latency_p99),
-                      " max=", absl::FormatDuration(m.latency_max));
+  return absl::StrCat(
+      "method ", m.name, " requests=", m.requests, " replies=", m.replies,
+      " items=", m.items, " errors=", m.errors, " cancelled=", m.cancelled,
+      " rejected=", m.rejected, " expired=", m.expired,
+      " orphaned=", m.orphaned, " running=", m.running, " queued=", m.queued,
+      " p50=", absl::FormatDuration(m.latency_p50),
+      " p90=", absl::FormatDuration(m.latency_p90),
+      " p99=", absl::FormatDuration(m.latency_p99),
+      " max=", absl::FormatDuration(m.latency_max));
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 // "kv": one server host runs KeyValueService; several client hosts call
-// Get, Put and Delete (typed calls: ClientTransport::Call) on a few keys,
+// Get, Put and Delete (typed calls: ClientTransport::Call) and Scan (a
+// reply stream: ClientTransport::CallStream, with a window of a few hundred
+// bytes so that flow control runs in every scan of more than a few keys)
+// on a few keys,
 // under the seed's faults and server restarts (the host killed and
 // restarted, or the server closed gracefully and started again); the store
 // lives in memory, so each restart empties it. Then the faults stop and a
@@ -22,6 +25,19 @@
 //                         Delete after it finds the key, and a Get after
 //                         that finds nothing;
 //   kv.quiet_liveness     every quiet call succeeds;
+//   kv.scan_order, kv.scan_range, kv.scan_limit
+//                         every scan's keys are strictly increasing, within
+//                         [start, end), and at most `limit` of them;
+//   kv.scan_value_was_put every value a scan finds was sent by a Put of
+//                         that key;
+//   kv.scan_one_end       every scan that its caller did not abandon ends
+//                         exactly once (asked again after its end, the
+//                         stream yields the same end, never an item);
+//   kv.scan_exact         in the quiet phase, once the store is known (the
+//                         per-key checks leave it empty; then one client
+//                         puts a subset of the keys), a scan returns exactly
+//                         the keys and values the model has in its range,
+//                         cut at its limit;
 //   kv.no_hang            every phase ends within its virtual-time budget.
 //
 // Coverage (Sometimes; a sweep requires each to hold at least once): each
@@ -29,8 +45,12 @@
 // server is down (kv.outcome.unavailable_fail_fast), calls abandoned by
 // their caller (kv.call.abandoned) and the server seeing a Get's cancel
 // (kv.server.get_cancelled, from its MethodStats), Gets that find and miss,
-// Deletes that find, both restart kinds, and the quiet phase's read after a
-// restart finding the store empty.
+// Deletes that find, both restart kinds, the quiet phase's read after a
+// restart finding the store empty, and scans ended OK (kv.scan_ended_ok),
+// ended by an error (kv.scan_ended_error), ended by a lost connection
+// after their first item (kv.scan_connection_lost), abandoned by their
+// caller mid-stream (kv.scan_abandoned), and carrying more item bytes than
+// their window (kv.scan_past_window: the server waited for credit).
 //
 // Under faults a client cannot tell whether a call that failed was applied,
 // nor, with the relative deadline budget, how late a request held in a
@@ -40,6 +60,7 @@
 #include "kv_workload.h"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -71,6 +92,7 @@
 #include "moonpool/transport/capnp_message.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/method_stats.h"
+#include "moonpool/transport/reply_stream.h"
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
 #include "moonpool/transport/server_transport.h"
@@ -78,6 +100,8 @@
 ABSL_FLAG(int, kv_clients, 3, "kv workload: client hosts");
 ABSL_FLAG(int, kv_ops, 30, "kv workload: calls per client in the chaos phase");
 ABSL_FLAG(int, kv_keys, 4, "kv workload: keys the clients share");
+ABSL_FLAG(double, kv_scans, 0.15,
+          "kv workload: the fraction of chaos-phase calls that are scans");
 
 namespace kv {
 namespace {
@@ -94,9 +118,11 @@ using moonpool::driver::TaskScope;
 using moonpool::transport::CapnpMessage;
 using moonpool::transport::ClientTransport;
 using moonpool::transport::MethodStats;
+using moonpool::transport::ReplyStream;
 using moonpool::transport::RequestOptions;
 using moonpool::transport::ServerOptions;
 using moonpool::transport::ServerTransport;
+using moonpool::transport::StreamOptions;
 
 constexpr uint16_t kPort = 4500;
 constexpr char kServerIp[] = "10.0.5.1";
@@ -112,15 +138,29 @@ constexpr absl::Duration kPhaseBudget = absl::Seconds(300);
 
 // Declared up front so that one never reached shows as a coverage hole.
 constexpr absl::string_view kCoveragePoints[] = {
-    "kv.outcome.ok",          "kv.outcome.deadline_exceeded",
-    "kv.outcome.unavailable", "kv.outcome.unavailable_fail_fast",
-    "kv.outcome.aborted_put", "kv.call.abandoned",
-    "kv.get.found",           "kv.get.not_found",
-    "kv.delete.existed",      "kv.restart.abrupt",
-    "kv.restart.graceful",    "kv.quiet.read_after_restart_empty",
+    "kv.outcome.ok",
+    "kv.outcome.deadline_exceeded",
+    "kv.outcome.unavailable",
+    "kv.outcome.unavailable_fail_fast",
+    "kv.outcome.aborted_put",
+    "kv.call.abandoned",
+    "kv.get.found",
+    "kv.get.not_found",
+    "kv.delete.existed",
+    "kv.restart.abrupt",
+    "kv.restart.graceful",
+    "kv.quiet.read_after_restart_empty",
+    "kv.scan_ended_ok",
+    "kv.scan_ended_error",
+    "kv.scan_connection_lost",
+    "kv.scan_abandoned",
+    "kv.scan_past_window",
 };
+// Scans' windows: a few items' worth (an item of a short key and value is
+// about 50 bytes), so that a scan of more than a few keys waits for credit.
+constexpr int64_t kScanWindowMin = 64, kScanWindowMax = 256;
 
-enum class Op : uint8_t { kGet, kPut, kDelete };
+enum class Op : uint8_t { kGet, kPut, kDelete, kScan };
 
 absl::string_view OpName(Op op) {
   switch (op) {
@@ -130,6 +170,8 @@ absl::string_view OpName(Op op) {
       return "Put";
     case Op::kDelete:
       return "Delete";
+    case Op::kScan:
+      return "Scan";
   }
   return "?";
 }
@@ -144,6 +186,25 @@ struct Outcome {
   bool abandoned = false;  // its caller stopped waiting (destroyed the call)
   bool found = false;      // Get: found; Delete: existed
   std::string value;       // Get, when found
+};
+
+// One scan: what it asked for and what it saw.
+struct ScanSpec {
+  std::string start, end;  // [start, end); end empty: to the last key
+  uint64_t limit = 0;      // 0: none
+  uint64_t window = 0;     // StreamOptions::window_bytes
+  std::string ToString() const {
+    return absl::StrCat("Scan [", start, ", ", end.empty() ? "(end)" : end,
+                        ") limit ", limit, " window ", window);
+  }
+};
+struct ScanOutcome {
+  absl::Status status;     // the end (when ends > 0)
+  bool abandoned = false;  // its caller destroyed the stream mid-way
+  int ends = 0;            // ends Next yielded (asked once more after one)
+  bool item_after_end = false;
+  std::vector<std::pair<std::string, std::string>> items;
+  uint64_t bytes = 0;  // item payload bytes (ReplyStreamStats::bytes)
 };
 
 struct ServerProcess {
@@ -161,8 +222,8 @@ struct ClientSlot {
 
 class KvRun {
  public:
-  KvRun(SimLoop& sim, int clients, int ops, int keys)
-      : sim_(sim), clients_n_(clients), ops_(ops), keys_(keys) {}
+  KvRun(SimLoop& sim, int clients, int ops, int keys, double scans)
+      : sim_(sim), clients_n_(clients), ops_(ops), keys_(keys), scans_(scans) {}
 
   absl::Status Execute(WorkloadContext& ctx);
 
@@ -183,11 +244,21 @@ class KvRun {
   void CheckChaosOutcome(int c, Op op, const std::string& key,
                          const std::string& value, const RequestOptions& o,
                          const Outcome& out);
+  ScanSpec RandomScan();
+  // One scan by client `c`, read to its end (or until `abandon_after`).
+  Task<ScanOutcome> Scan(int c, ScanSpec spec, StreamOptions options,
+                         absl::Duration abandon_after);
+  // The invariants every scan keeps; in the chaos phase, its outcome kind.
+  void CheckScan(int c, const ScanSpec& spec, const StreamOptions& o,
+                 const ScanOutcome& out, bool quiet);
   Task<void> QuietKey(int k);
+  // After every QuietKey: puts some keys, then scans them and compares.
+  Task<void> QuietScans();
   void Teardown();
 
   SimLoop& sim_;
   const int clients_n_, ops_, keys_;
+  const double scans_;  // the fraction of chaos calls that are scans
   absl::Status failure_;
   SimHost* server_host_ = nullptr;
   Address server_address_;  // where the server binds
@@ -203,6 +274,7 @@ class KvRun {
   // over its incarnations.
   uint64_t server_get_cancels_ = 0;
   int lanes_done_ = 0, quiet_done_ = 0;
+  bool quiet_scans_done_ = false;
   bool restarts_ = false, chaos_over_ = false, controller_done_ = true;
   // The server restarted after the last chaos call ended: the quiet phase's
   // first Gets must find nothing.
@@ -221,6 +293,12 @@ absl::Status KvRun::StartServer() {
   if (rng.Bernoulli(0.5)) {
     service_options.get_delay =
         rng.UniformDuration(absl::Milliseconds(1), absl::Milliseconds(50));
+  }
+  // Sometimes slow scans, so that restarts and lost connections cut them
+  // after their first item.
+  if (rng.Bernoulli(0.5)) {
+    service_options.scan_item_delay =
+        rng.UniformDuration(absl::Milliseconds(1), absl::Milliseconds(30));
   }
   p->service =
       std::make_unique<KeyValueService>(*server_host_, service_options);
@@ -339,6 +417,9 @@ Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
       }
       break;
     }
+    case Op::kScan:  // a stream: KvRun::Scan
+      out.status = absl::InternalError("Scan is not a unary call");
+      break;
   }
   ++outcomes_;
   if (out.status.ok() && !out.abandoned) ++oks_;
@@ -396,13 +477,162 @@ void KvRun::CheckChaosOutcome(int c, Op op, const std::string& key,
   }
 }
 
+ScanSpec KvRun::RandomScan() {
+  SimRandom& rng = sim_.random_source();
+  ScanSpec spec;
+  if (!rng.Bernoulli(0.3))
+    spec.start = Key(static_cast<int>(rng.Uniform(keys_)));
+  // Key(keys_) is past every key the workload writes.
+  if (!rng.Bernoulli(0.3)) {
+    spec.end = Key(static_cast<int>(rng.Uniform(keys_ + 1)));
+  }
+  spec.limit = rng.Bernoulli(0.5) ? 0 : 1 + rng.Uniform(keys_);
+  spec.window =
+      static_cast<uint64_t>(rng.UniformInRange(kScanWindowMin, kScanWindowMax));
+  return spec;
+}
+
+// Reads `request`'s stream to its end into `out`, then asks once more (a
+// stream that ended yields the same end again, never an item). Its frame
+// owns the stream: destroying it mid-way (the caller gives up) cancels the
+// call.
+Task<void> ReadScan(ClientTransport& client, const HostPort& to,
+                    const CapnpMessage<ScanRequest>& request,
+                    const StreamOptions& options, ScanOutcome* out) {
+  absl::StatusOr<ReplyStream<ScanItem>> stream =
+      client.CallStream(to, kScan, request, options);
+  if (!stream.ok()) {
+    out->ends = 1;
+    out->status = stream.status();
+    co_return;
+  }
+  while (true) {
+    absl::StatusOr<std::optional<moonpool::transport::CapnpReader<ScanItem>>>
+        next = co_await stream->Next();
+    out->bytes = stream->stats().bytes;
+    if (next.ok() && next->has_value()) {
+      ScanItem::Reader item = (*next)->get();
+      kj::ArrayPtr<const char> v = item.getValue().asChars();
+      out->items.emplace_back(
+          std::string(item.getKey().begin(), item.getKey().size()),
+          std::string(v.begin(), v.size()));
+      continue;
+    }
+    ++out->ends;
+    out->status = next.status();
+    absl::StatusOr<std::optional<moonpool::transport::CapnpReader<ScanItem>>>
+        again = co_await stream->Next();
+    if (again.ok() && again->has_value()) {
+      out->item_after_end = true;
+    } else if (again.status() != out->status) {
+      ++out->ends;  // a second end, not the same one
+    }
+    co_return;
+  }
+}
+
+std::string Keys(const std::vector<std::pair<std::string, std::string>>& kv) {
+  std::string s = "[";
+  for (const auto& [key, value] : kv) {
+    absl::StrAppend(&s, s.size() > 1 ? " " : "", key, "(", value.size(), "B)");
+  }
+  return s + "]";
+}
+
+Task<ScanOutcome> KvRun::Scan(int c, ScanSpec spec, StreamOptions options,
+                              absl::Duration abandon_after) {
+  ClientTransport& client = *clients_[c].transport;
+  SimHost& host = *clients_[c].host;
+  options.window_bytes = spec.window;
+  CapnpMessage<ScanRequest> request;
+  request.builder().setStart(spec.start);
+  request.builder().setEnd(spec.end);
+  request.builder().setLimit(spec.limit);
+  ScanOutcome out;
+  auto r = co_await moonpool::driver::Select(
+      ReadScan(client, server_target_, request, options, &out),
+      moonpool::driver::Sleep(host, abandon_after));
+  if (r.index() == 1) out.abandoned = true;
+  ++outcomes_;
+  if (out.status.ok() && !out.abandoned) ++oks_;
+  sim_.TraceUser(
+      2, static_cast<uint64_t>(Op::kScan),
+      out.abandoned ? 100 : static_cast<uint64_t>(out.status.code()));
+  co_return out;
+}
+
+void KvRun::CheckScan(int c, const ScanSpec& spec, const StreamOptions& o,
+                      const ScanOutcome& out, bool quiet) {
+  const std::string what =
+      absl::StrCat(quiet ? "quiet " : "", "client ", c, " ", spec.ToString(),
+                   " got ", Keys(out.items));
+  auto fail = [&](absl::string_view invariant, absl::string_view detail) {
+    Fail(absl::InternalError(
+        absl::StrCat("invariant ", invariant, ": ", what, ": ", detail)));
+  };
+  for (size_t i = 0; i < out.items.size(); ++i) {
+    const std::string& key = out.items[i].first;
+    if (i > 0 && !(out.items[i - 1].first < key)) {
+      fail("kv.scan_order",
+           absl::StrCat(key, " after ", out.items[i - 1].first));
+    }
+    if (key < spec.start || (!spec.end.empty() && key >= spec.end)) {
+      fail("kv.scan_range", absl::StrCat(key, " is out of range"));
+    }
+    if (!put_[key].contains(out.items[i].second)) {
+      fail("kv.scan_value_was_put", absl::StrCat(key, "='", out.items[i].second,
+                                                 "', which no Put sent"));
+    }
+  }
+  if (spec.limit != 0 && out.items.size() > spec.limit) {
+    fail("kv.scan_limit", absl::StrCat(out.items.size(), " items"));
+  }
+  Sometimes(out.bytes > spec.window, "kv.scan_past_window");
+  if (out.abandoned) {
+    Sometimes(true, "kv.scan_abandoned");
+    return;
+  }
+  if (out.ends != 1 || out.item_after_end) {
+    fail(
+        "kv.scan_one_end",
+        absl::StrCat(out.ends, " ends",
+                     out.item_after_end ? ", then an item after the end" : ""));
+    return;
+  }
+  if (out.status.ok()) {
+    Sometimes(true, "kv.scan_ended_ok");
+    return;
+  }
+  Sometimes(true, "kv.scan_ended_error");
+  switch (out.status.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kUnavailable:
+      return;
+    case absl::StatusCode::kAborted:
+      // The connection died after an item (a stream is never sent again
+      // once one has arrived, idempotent or not), or a fail-fast scan's
+      // retry found the server unreachable.
+      Sometimes(!out.items.empty(), "kv.scan_connection_lost");
+      if (!out.items.empty() || !o.wait_for_ready) return;
+      [[fallthrough]];
+    default:
+      fail("kv.outcome_kind", absl::StrCat("ended ", out.status.ToString()));
+      return;
+  }
+}
+
 Task<void> KvRun::Lane(int c) {
   SimRandom& rng = sim_.random_source();
   ClientSlot& slot = clients_[c];
   for (int i = 0; i < ops_; ++i) {
     const std::string key = Key(static_cast<int>(rng.Uniform(keys_)));
+    // Scans first; the rest split 45:35:20 between Get, Put and Delete.
     const double pick = rng.UnitDouble();
-    const Op op = pick < 0.45 ? Op::kGet : pick < 0.8 ? Op::kPut : Op::kDelete;
+    const double rest = (pick - scans_) / (1 - scans_);
+    const Op op = pick < scans_ ? Op::kScan
+                  : rest < 0.45 ? Op::kGet
+                  : rest < 0.8  ? Op::kPut
+                                : Op::kDelete;
     std::string value;
     if (op == Op::kPut) {
       value = absl::StrCat("c", c, ".", slot.next_seq++);
@@ -418,8 +648,21 @@ Task<void> KvRun::Lane(int c) {
             ? rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(60))
             : absl::InfiniteDuration();
     ++calls_;
-    Outcome out = co_await Call(c, op, key, value, options, abandon_after);
-    CheckChaosOutcome(c, op, key, value, options, out);
+    if (op == Op::kScan) {
+      StreamOptions scan_options;
+      static_cast<RequestOptions&>(scan_options) = options;
+      // Scans are abandoned more often: a stream cut mid-way is the case.
+      const absl::Duration give_up =
+          rng.Bernoulli(0.15) ? rng.UniformDuration(absl::ZeroDuration(),
+                                                    absl::Milliseconds(60))
+                              : abandon_after;
+      const ScanSpec spec = RandomScan();
+      ScanOutcome out = co_await Scan(c, spec, scan_options, give_up);
+      CheckScan(c, spec, scan_options, out, /*quiet=*/false);
+    } else {
+      Outcome out = co_await Call(c, op, key, value, options, abandon_after);
+      CheckChaosOutcome(c, op, key, value, options, out);
+    }
     co_await moonpool::driver::Sleep(
         *slot.host,
         rng.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(50)));
@@ -483,6 +726,59 @@ Task<void> KvRun::QuietKey(int k) {
                    : std::string("nothing"))));
   }
   ++quiet_done_;
+}
+
+Task<void> KvRun::QuietScans() {
+  SimRandom& rng = sim_.random_source();
+  const int c = 0;
+  std::map<std::string, std::string> model;  // what the store holds now
+  for (int k = 0; k < keys_; ++k) {
+    if (!rng.Bernoulli(0.7)) continue;
+    const std::string key = Key(k);
+    // Values long enough that a scan of a few keys passes its window.
+    const std::string value =
+        absl::StrCat("scan.", k, ".", std::string(rng.Uniform(80), 'x'));
+    put_[key].insert(value);
+    ++calls_;
+    Outcome put = co_await Call(c, Op::kPut, key, value,
+                                RequestOptions::Timeout(kQuietTimeout),
+                                absl::InfiniteDuration());
+    if (!put.status.ok()) {
+      Fail(absl::InternalError(absl::StrCat("invariant kv.quiet_liveness: Put ",
+                                            key, " ended ",
+                                            put.status.ToString())));
+      co_return;
+    }
+    model[key] = value;
+  }
+  for (int i = 0; i < 3; ++i) {
+    const ScanSpec spec = RandomScan();
+    StreamOptions options;
+    options.timeout = kQuietTimeout;
+    ++calls_;
+    ScanOutcome out = co_await Scan(c, spec, options, absl::InfiniteDuration());
+    CheckScan(c, spec, options, out, /*quiet=*/true);
+    if (!out.status.ok()) {
+      Fail(absl::InternalError(
+          absl::StrCat("invariant kv.quiet_liveness: ", spec.ToString(),
+                       " ended ", out.status.ToString())));
+      co_return;
+    }
+    std::vector<std::pair<std::string, std::string>> want;
+    for (auto it = model.lower_bound(spec.start);
+         it != model.end() && (spec.end.empty() || it->first < spec.end) &&
+         (spec.limit == 0 || want.size() < spec.limit);
+         ++it) {
+      want.emplace_back(it->first, it->second);
+    }
+    if (out.items != want) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant kv.scan_exact: quiet ", spec.ToString(), " got ",
+          Keys(out.items), ", the store holds ", Keys(want), " in range")));
+      co_return;
+    }
+  }
+  quiet_scans_done_ = true;
 }
 
 void KvRun::Teardown() {
@@ -588,6 +884,15 @@ absl::Status KvRun::Execute(WorkloadContext& ctx) {
           sim_.Now() + kPhaseBudget)) {
     return finish(hang("quiet"));
   }
+  // Every QuietKey ended with its key deleted: the store is empty, and
+  // QuietScans knows exactly what it holds.
+  if (failure_.ok()) {
+    clients_[0].tasks->Spawn(QuietScans());
+    if (!sim_.RunUntil([&] { return quiet_scans_done_ || !failure_.ok(); },
+                       sim_.Now() + kPhaseBudget)) {
+      return finish(hang("quiet scan"));
+    }
+  }
   if (failure_.ok() && outcomes_ != calls_) {
     Fail(absl::InternalError(absl::StrCat("invariant kv.one_outcome: ", calls_,
                                           " calls, ", outcomes_, " outcomes")));
@@ -597,29 +902,32 @@ absl::Status KvRun::Execute(WorkloadContext& ctx) {
 
 class KvWorkload final : public moonpool::chaos::Workload {
  public:
-  KvWorkload(int clients, int ops, int keys)
-      : clients_(clients), ops_(ops), keys_(keys) {}
+  KvWorkload(int clients, int ops, int keys, double scans)
+      : clients_(clients), ops_(ops), keys_(keys), scans_(scans) {}
   absl::string_view name() const override { return "kv"; }
   absl::Status Simulate(WorkloadContext& ctx) override {
-    if (clients_ < 1 || ops_ < 0 || keys_ < 1) {
+    if (clients_ < 1 || ops_ < 0 || keys_ < 1 || !(scans_ >= 0) ||
+        !(scans_ < 1)) {
       return absl::InvalidArgumentError(
-          "--kv_clients and --kv_keys must be positive, --kv_ops not negative");
+          "--kv_clients and --kv_keys must be positive, --kv_ops not "
+          "negative, --kv_scans in [0, 1)");
     }
-    KvRun run(ctx.sim(), clients_, ops_, keys_);
+    KvRun run(ctx.sim(), clients_, ops_, keys_, scans_);
     return run.Execute(ctx);
   }
 
  private:
   int clients_, ops_, keys_;
+  double scans_;
 };
 
 }  // namespace
 
 void RegisterKvWorkload() {
   moonpool::chaos::WorkloadRegistry::Global().Register("kv", [] {
-    return std::make_unique<KvWorkload>(absl::GetFlag(FLAGS_kv_clients),
-                                        absl::GetFlag(FLAGS_kv_ops),
-                                        absl::GetFlag(FLAGS_kv_keys));
+    return std::make_unique<KvWorkload>(
+        absl::GetFlag(FLAGS_kv_clients), absl::GetFlag(FLAGS_kv_ops),
+        absl::GetFlag(FLAGS_kv_keys), absl::GetFlag(FLAGS_kv_scans));
   });
 }
 

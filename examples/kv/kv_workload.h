@@ -13,8 +13,8 @@
 namespace kv {
 
 // Registers "kv" in moonpool::chaos::WorkloadRegistry::Global(). Its flags
-// (--kv_clients, --kv_ops, --kv_keys) are read when each seed's workload is
-// made.
+// (--kv_clients, --kv_ops, --kv_keys, --kv_scans) are read when each seed's
+// workload is made.
 void RegisterKvWorkload();
 
 }  // namespace kv

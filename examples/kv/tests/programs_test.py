@@ -2,7 +2,9 @@
 """moonpool-kv-server and moonpool-kv as real processes on loopback.
 
 A server on port 0; the client program's get/put/delete print what they did
-and exit 0 (a missing key included); a usage error exits 2; a call to a port
+and exit 0 (a missing key included); scan prints one KEY=VALUE line per key
+of its range in key order, then its end line, whatever the window (one far
+smaller than the items too) or the limit; a usage error exits 2; a call to a port
 nobody listens on fails (exit 1, its Status on stderr), at once with
 --fail-fast; SIGTERM drains the server, which exits 0 and writes one line of
 counters per method to stderr.
@@ -39,7 +41,9 @@ def expect(client, address, args, stdout, code=0):
           f"moonpool-kv {' '.join(args)}: exit {out.returncode} stdout "
           f"{out.stdout!r} stderr {out.stderr!r}; wanted exit {code} stdout "
           f"{stdout!r}")
-    print(f"ok: moonpool-kv {' '.join(args)} -> {stdout.strip()!r}")
+    shown = repr(stdout.strip())
+    print(f"ok: moonpool-kv {' '.join(args)} -> "
+          f"{shown if len(shown) < 100 else shown[:96] + '...'}")
 
 
 def free_port():
@@ -67,6 +71,34 @@ def run(server_bin, client):
         expect(client, address, ["delete", "colour"], "(not found)\n")
         expect(client, address, ["get", "colour"], "(not found)\n")
 
+        # Scans: one KEY=VALUE line per key of [START, END), then the end.
+        fruit = {"apple": "red", "banana": "yellow", "cherry": "dark red",
+                 "date": "brown", "elderberry": "purple" * 40}
+        for key, value in fruit.items():
+            expect(client, address, ["put", key, value], "OK\n")
+
+        def lines(keys):
+            return "".join(f"{k}={fruit[k]}\n" for k in keys) + \
+                f"(end: {len(keys)} {'key' if len(keys) == 1 else 'keys'})\n"
+        everything = sorted(fruit)
+        expect(client, address, ["scan", ""], lines(everything))
+        expect(client, address, ["scan", "b", "d"], lines(["banana", "cherry"]))
+        expect(client, address, ["scan", "banana", "date"],
+               lines(["banana", "cherry"]))
+        expect(client, address, ["scan", "a", "--limit", "2"],
+               lines(["apple", "banana"]))
+        expect(client, address, ["scan", "z"], lines([]))
+        # A window of 64 bytes: smaller than every item (~240 B for
+        # elderberry); the server waits for credit before each one.
+        expect(client, address, ["scan", "", "--window-bytes", "64"],
+               lines(everything))
+        scans = 6
+
+        out = kv(client, address, "scan")
+        check(out.returncode == 2, f"scan without START: exit {out.returncode}")
+        out = kv(client, address, "scan", "a", "--window-bytes", "0")
+        check(out.returncode == 2, f"scan --window-bytes 0: exit {out.returncode}")
+
         out = kv(client, address, "frobnicate", "colour")
         check(out.returncode == 2 and "unknown command" in out.stderr,
               f"usage error: exit {out.returncode} stderr {out.stderr!r}")
@@ -87,14 +119,20 @@ def run(server_bin, client):
               f"--fail-fast, nobody listening: exit {out.returncode} after "
               f"{took:.1f}s, stderr {out.stderr!r}")
         print(f"ok: nobody listening: exit 1; --fail-fast gave up after {took:.2f}s")
+        out = kv(client, dead, "scan", "a", timeout="20", extra=["--fail-fast"])
+        check(out.returncode == 1 and out.stdout == "" and
+              "UNAVAILABLE" in out.stderr,
+              f"scan, nobody listening: exit {out.returncode} stdout "
+              f"{out.stdout!r} stderr {out.stderr!r}")
+        print("ok: scan, nobody listening: exit 1")
 
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
         check(server.returncode == 0, f"server exit {server.returncode}: {err}")
         stats = {m.group(1): m.group(2) for m in
                  re.finditer(r"method (\S+) (requests=.*)", err)}
-        want = {"kv.KeyValue/Get": (4, 4), "kv.KeyValue/Put": (2, 2),
-                "kv.KeyValue/Delete": (2, 2)}
+        want = {"kv.KeyValue/Get": (4, 4), "kv.KeyValue/Put": (7, 7),
+                "kv.KeyValue/Delete": (2, 2), "kv.KeyValue/Scan": (scans, scans)}
         for name, (requests, replies) in want.items():
             line = stats.get(name, "")
             check(f"requests={requests} " in line and
@@ -102,6 +140,9 @@ def run(server_bin, client):
                   "cancelled=0 " in line,
                   f"server counters for {name}: {line!r} (stderr {err!r})")
             print(f"ok: {name} {line}")
+        scan_items = 5 + 2 + 2 + 2 + 0 + 5
+        check(f"items={scan_items} " in stats.get("kv.KeyValue/Scan", ""),
+              f"Scan items: {stats.get('kv.KeyValue/Scan')!r}, wanted {scan_items}")
     finally:
         if server.poll() is None:
             server.kill()
