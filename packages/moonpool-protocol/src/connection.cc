@@ -267,10 +267,12 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
   // Stream credit is new in version 2: sent on a version 2 connection, and
   // before the handshake, where a version 1 server ignores it (its plain
   // reply is a stream of one); never on a known version 1 connection.
-  const uint64_t stream_credit = state_ == ConnectionState::kHandshaking ||
-                                         version_ >= wire::kProtocolVersion2
-                                     ? options.stream_credit
-                                     : 0;
+  // (A side that speaks only version 1 never sends it.)
+  const bool may_speak_v2 =
+      state_ == ConnectionState::kHandshaking
+          ? options_.max_protocol_version >= wire::kProtocolVersion2
+          : version_ >= wire::kProtocolVersion2;
+  const uint64_t stream_credit = may_speak_v2 ? options.stream_credit : 0;
   const CorrelationId id = ids_->Next();
   if (absl::Status s = EncodeEnvelope(EnvelopeView{id,
                                                    EnvelopeKind::kRequest,
@@ -382,6 +384,13 @@ const Connection::AwaitingReply* Connection::FindAwaiting(
 
 bool Connection::StreamWritable(CorrelationId id) const {
   const AwaitingReply* a = FindAwaiting(id);
+#ifdef MOONPOOL_PLANTED_BUGS
+  // Planted bug (flow control), with SendStreamItem's: a sender that asks
+  // before it writes (the server transport does) must be told the same lie.
+  if (moonpool_planted::Active("stream_ignores_credit")) {
+    return a != nullptr && a->stream_credit > 0;
+  }
+#endif
   return a != nullptr && a->stream_credit > 0 &&
          a->outstanding < a->stream_credit;
 }
@@ -403,12 +412,13 @@ absl::Status Connection::SendStreamItem(CorrelationId id,
                      " asked for one reply, not a stream: answer it with "
                      "SendReply"));
   }
-  bool within_credit = a->outstanding < a->stream_credit;
+  const bool within_credit = a->outstanding < a->stream_credit;
+  bool send = within_credit;
 #ifdef MOONPOOL_PLANTED_BUGS
   // Planted bug (flow control): the sender ignores the stream's credit.
-  if (moonpool_planted::Active("stream_ignores_credit")) within_credit = true;
+  if (moonpool_planted::Active("stream_ignores_credit")) send = true;
 #endif
-  if (!within_credit) {
+  if (!send) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "reply stream ", id.ToString(), " is out of credit: ", a->outstanding,
         " bytes sent and not granted back, credit ", a->stream_credit,
@@ -424,6 +434,10 @@ absl::Status Connection::SendStreamItem(CorrelationId id,
       !s.ok()) {
     return s;
   }
+  // Holds unless the check above was bypassed: the sender's half of the
+  // invariant the receiver checks on every item.
+  Always(options_.always, within_credit, always_points::kStreamWithinCredit,
+         "a stream item was sent past the stream's credit");
   a->outstanding += payload.size();
   ++stats_.stream_items_sent;
   return absl::OkStatus();

@@ -12,6 +12,7 @@
 #include "moonpool/protocol/always.h"
 #include "moonpool/protocol/connection.h"
 #include "moonpool/wire/byte_buffer.h"
+#include "moonpool/wire/frame_decoder.h"
 #include "moonpool/wire/frame_encoder.h"
 
 namespace moonpool::protocol::testing {
@@ -343,6 +344,57 @@ TEST(ConnectionStream, VersionOneConnectionIgnoresCreditAndAnswersOnce) {
   p.client.Receive(Encoded(item), p.now);
   Drain(p.client);
   EXPECT_EQ(p.client.close_status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A side that speaks only version 1 is version 1 exactly: even before the
+// handshake its requests carry no stream credit on the wire.
+TEST(ConnectionStream, VersionOneOnlyClientNeverSendsCredit) {
+  ConnectionPair p(WithVersions(ClientOptions(), 1, 1), ServerOptions());
+  ASSERT_TRUE(p.client
+                  .SendRequest("scan",
+                               {.deadline = p.now + absl::Seconds(1),
+                                .stream_credit = 64},
+                               p.now)
+                  .ok());
+  wire::FrameDecoder decoder;
+  decoder.Feed(p.client.PendingOutput());
+  int envelopes = 0;
+  while (true) {
+    absl::StatusOr<const wire::FrameValue*> f = decoder.Next();
+    ASSERT_TRUE(f.ok()) << f.status();
+    if (*f == nullptr) break;
+    if (const auto* e = std::get_if<EnvelopeView>(*f)) {
+      ++envelopes;
+      EXPECT_EQ(e->stream_credit, 0u);
+    }
+  }
+  EXPECT_EQ(envelopes, 1);
+}
+
+// The sender reports the invariant at every item it sends, as the
+// receiver does at every item it receives.
+TEST(ConnectionStream, BothEndsReportTheCreditInvariantPerItem) {
+  int client_reports = 0;
+  int server_reports = 0;
+  ConnectionOptions client_options = ClientOptions();
+  client_options.always = [&](bool held, absl::string_view name,
+                              absl::string_view) {
+    EXPECT_TRUE(held) << name;
+    ++client_reports;
+  };
+  ConnectionOptions server_options = ServerOptions();
+  server_options.always = [&](bool held, absl::string_view name,
+                              absl::string_view) {
+    EXPECT_TRUE(held) << name;
+    ++server_reports;
+  };
+  ConnectionPair p(client_options, server_options);
+  const CorrelationId id = OpenStream(p, 100);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(p.server.SendStreamItem(id, "ab").ok());
+  p.Pump();
+  EXPECT_EQ(server_reports, 3);
+  EXPECT_EQ(client_reports, 3);
 }
 
 TEST(ConnectionStream, VersionOneConnectionIgnoresCreditFrames) {
