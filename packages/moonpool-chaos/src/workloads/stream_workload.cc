@@ -215,6 +215,7 @@ struct StreamRecord {
   int attempt = 0;  // the server attempt its items came from; 0: none yet
   int received = 0;
   int ends = 0;
+  absl::Time deadline;  // the client's, when it called
 };
 
 // One handler invocation for a stream: bytes written (Write yielded OK) and
@@ -252,6 +253,8 @@ class StreamRun {
   }
   absl::Status StartServer();
   void StopServerNow();
+  // Whether anything that may lose a connection happened in the run.
+  bool Lossy() const;
   Task<absl::Status> Handle(RequestContext& ctx, std::string request,
                             StreamWriter<std::string>& out);
   Plan DrawPlan(bool quiet);
@@ -279,6 +282,10 @@ class StreamRun {
   std::map<std::pair<uint64_t, int>, AttemptRecord> attempts_;
   absl::btree_map<uint64_t, int> handled_;  // handler invocations by stream
   uint64_t opened_ = 0, ended_ = 0, items_ = 0;
+  // Streams that ended Unavailable or Aborted after an item; restarts done;
+  // keepalive timeouts and protocol errors of server incarnations gone.
+  uint64_t lost_after_items_ = 0, restarts_ = 0;
+  uint64_t server_keepalive_timeouts_ = 0, server_protocol_errors_ = 0;
   int handlers_running_ = 0;
   int lanes_done_ = 0;
   bool chaos_over_ = false;
@@ -324,7 +331,38 @@ absl::Status StreamRun::StartServer() {
   return absl::OkStatus();
 }
 
-void StreamRun::StopServerNow() { server_.reset(); }
+void StreamRun::StopServerNow() {
+  if (server_ == nullptr) return;
+  const transport::ServerStats st = server_->transport->stats();
+  server_keepalive_timeouts_ += st.keepalive_timeouts + st.read_timeouts;
+  server_protocol_errors_ += st.protocol_errors;
+  server_.reset();
+}
+
+bool StreamRun::Lossy() const {
+  const AssertionRegistry& reg = sim_.assertions();
+  auto happened = [&](absl::string_view n) {
+    auto it = reg.points().find(n);
+    return it != reg.points().end() && it->second.held > 0;
+  };
+  uint64_t keepalive = server_keepalive_timeouts_,
+           protocol_errors = server_protocol_errors_;
+  if (server_ != nullptr) {
+    const transport::ServerStats st = server_->transport->stats();
+    keepalive += st.keepalive_timeouts + st.read_timeouts;
+    protocol_errors += st.protocol_errors;
+  }
+  for (const ClientSlot& c : clients_) {
+    const driver::Peer* p = c.transport->peer(target_);
+    if (p != nullptr) {
+      keepalive += p->stats().keepalive_timeouts;
+      protocol_errors += p->stats().protocol_errors;
+    }
+  }
+  return happened("fault.reset") || happened("fault.half_close") ||
+         happened("fault.bit_flip") || happened("fault.host_killed") ||
+         restarts_ > 0 || keepalive > 0 || protocol_errors > 0;
+}
 
 Task<absl::Status> StreamRun::Handle(RequestContext& /*ctx*/,
                                      std::string request,
@@ -494,11 +532,21 @@ void StreamRun::Ended(uint64_t key, StreamRecord& rec, const absl::Status& end,
     switch (end.code()) {
       case absl::StatusCode::kDeadlineExceeded:
         Sometimes(true, "stream.end.deadline");
+        // The server's deadline is the client's or later (the budget
+        // travels and shrinks), so no end may beat the client's own.
+        if (sim_.Now() < rec.deadline) {
+          Violation(
+              "deadline_not_early",
+              absl::StrCat(id, " ended DeadlineExceeded ",
+                           absl::FormatDuration(rec.deadline - sim_.Now()),
+                           " before its deadline"));
+        }
         break;
       case absl::StatusCode::kUnavailable:
       case absl::StatusCode::kAborted:
         Sometimes(true, "stream.end.connection_lost");
         Sometimes(rec.received > 0, "stream.end.connection_lost_after_items");
+        if (rec.received > 0) ++lost_after_items_;
         break;
       default:
         Violation("end_kind", absl::StrCat(id, " ended with ", end.ToString(),
@@ -520,6 +568,7 @@ Task<void> StreamRun::OneStream(int c, Plan plan, bool quiet) {
   StreamRecord& rec = streams_[key];
   rec.plan = plan;
   rec.quiet = quiet;
+  rec.deadline = sim_.Now() + plan.timeout;
   ++opened_;
   sim_.TraceUser(11, key, plan.items);
   StreamOptions so;
@@ -605,6 +654,7 @@ Task<void> StreamRun::Controller() {
     if (chaos_over_) break;
     const bool abrupt = graceful_ && abrupt_ ? rng.Bernoulli(0.5) : abrupt_;
     sim_.TraceUser(13, abrupt);
+    ++restarts_;
     if (abrupt) {
       Sometimes(true, "restart.abrupt");
       (void)sim_.KillHost(std::string(kServerIp));
@@ -794,6 +844,16 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
   // client has its end.
   sim_.RunUntil([] { return false; }, sim_.Now() + absl::Milliseconds(200));
   CheckBounds(/*drained=*/true);
+  // None lost while the connection lived: a stream that had items ends
+  // Unavailable or Aborted only when a connection may have died (a stall
+  // is not a close).
+  if (lost_after_items_ > 0 && !Lossy()) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant stream.stall_is_not_close: ", lost_after_items_,
+        " streams lost their connection after items with no reset, "
+        "half-close, bit flip, kill, restart, keepalive timeout or protocol "
+        "error in the run")));
+  }
   return finish(failure_);
 }
 

@@ -44,6 +44,13 @@
 //   stream.transport_within_credit
 //                             the transport's own Always
 //                             ("protocol.stream_within_credit") never failed.
+//   stream.deadline_not_early no stream ends DeadlineExceeded before the
+//                             client's deadline.
+//   stream.stall_is_not_close a stream that had items ends Unavailable or
+//                             Aborted only in a run where a connection may
+//                             have died (reset, half-close, bit flip, kill,
+//                             restart, keepalive or read timeout, protocol
+//                             error): none lost while the connection lived.
 //   stream.call_accepted      CallStream never fails up front.
 //   stream.memory             the server's handlers running and queued,
 //                             its requests in flight, and each client's
@@ -75,8 +82,8 @@ namespace moonpool::chaos {
 struct StreamWorkloadOptions {
   int clients = 3;
   int lanes_per_client = 2;  // streams open at once per client
-  int streams_per_lane = 6;
-  int max_items = 40;  // N is drawn in [1, max_items]
+  int streams_per_lane = 5;
+  int max_items = 32;  // N is drawn in [1, max_items]
   // Each item's padding is drawn in [0, the stream's max padding], the
   // latter in [0, max_item_padding]; the header adds ~30 bytes.
   uint64_t max_item_padding = 480;
