@@ -267,6 +267,10 @@ class StreamRun {
   Task<void> Monitor();
   void CheckBounds(bool drained);
   void Teardown();
+  // The transport's own Always (protocol.stream_within_credit), reported as
+  // this workload's invariant (the runner would report it too, unnamed,
+  // after whatever it broke downstream).
+  void CheckTransportAlways();
 
   SimLoop& sim_;
   const StreamWorkloadOptions& o_;
@@ -484,8 +488,24 @@ void StreamRun::TakeItem(uint64_t key, StreamRecord& rec,
   attempts_[{key, it->attempt}].consumed += item.size();
 }
 
+void StreamRun::CheckTransportAlways() {
+  const AssertionRegistry& reg = sim_.assertions();
+  const auto it =
+      reg.points().find(protocol::always_points::kStreamWithinCredit);
+  if (it != reg.points().end() && it->second.held < it->second.reached) {
+    Violation("transport_within_credit",
+              absl::StrCat(it->second.reached - it->second.held, " of ",
+                           it->second.reached,
+                           " items sent or received past credit; first: ",
+                           it->second.first_failure));
+  }
+}
+
 void StreamRun::Ended(uint64_t key, StreamRecord& rec, const absl::Status& end,
                       bool cancelled) {
+  // First, so that a stream its connection lost for an overrun reports the
+  // overrun, not what followed from it.
+  CheckTransportAlways();
   ++ended_;
   if (++rec.ends != 1) {
     Violation("one_end", absl::StrCat(KeyName(key), " ended ", rec.ends,
@@ -717,6 +737,7 @@ Task<void> StreamRun::Monitor() {
   while (true) {
     co_await driver::Sleep(sim_, absl::Milliseconds(50));
     CheckBounds(/*drained=*/false);
+    CheckTransportAlways();
   }
 }
 
@@ -794,17 +815,6 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
     ctx.stats().requests = opened_;
     ctx.stats().round_trips = items_;
     Teardown();
-    // The transport's own Always, reported as this workload's invariant
-    // (the runner would report it too, unnamed).
-    const auto it =
-        reg.points().find(protocol::always_points::kStreamWithinCredit);
-    if (s.ok() && it != reg.points().end() &&
-        it->second.held < it->second.reached) {
-      s = absl::InternalError(absl::StrCat(
-          "invariant stream.transport_within_credit: ",
-          it->second.reached - it->second.held, " of ", it->second.reached,
-          " items past credit; first: ", it->second.first_failure));
-    }
     return s;
   };
 
@@ -844,6 +854,7 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
   // client has its end.
   sim_.RunUntil([] { return false; }, sim_.Now() + absl::Milliseconds(200));
   CheckBounds(/*drained=*/true);
+  CheckTransportAlways();
   // None lost while the connection lived: a stream that had items ends
   // Unavailable or Aborted only when a connection may have died (a stall
   // is not a close).
