@@ -71,6 +71,7 @@ constexpr absl::string_view kCoveragePoints[] = {
     "stream.end.connection_lost",
     "stream.end.connection_lost_after_items",
     "stream.writer_waited_for_credit",
+    "stream.writer_cancelled",
     "stream.resent_before_first_item",
     "restart.graceful",
     "restart.abrupt",
@@ -406,7 +407,18 @@ Task<absl::Status> StreamRun::Handle(RequestContext& /*ctx*/,
                            static_cast<int64_t>(p.window);
     const uint64_t before = a.written;
     absl::Status s = co_await out.Write(item);
-    if (!s.ok()) co_return s;  // the call ended first: stop writing
+    if (!s.ok()) {
+      // The call ended first (cancel, deadline, connection or server gone):
+      // stream_writer.h promises Cancelled, and nothing else for an item
+      // that encodes and fits a frame.
+      Sometimes(true, "stream.writer_cancelled");
+      if (!absl::IsCancelled(s)) {
+        Violation("write_outcome",
+                  absl::StrCat(KeyName(key), " attempt ", attempt, " item ", i,
+                               ": Write yielded ", s.ToString()));
+      }
+      co_return s;  // stop writing
+    }
     a.written += item.size();
     Sometimes(must_wait, "stream.writer_waited_for_credit");
     // The item went out within credit: the bytes sent before it and not

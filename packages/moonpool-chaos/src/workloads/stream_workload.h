@@ -51,6 +51,8 @@
 //                             have died (reset, half-close, bit flip, kill,
 //                             restart, keepalive or read timeout, protocol
 //                             error): none lost while the connection lived.
+//   stream.write_outcome      a handler's Write yields OK, or Cancelled once
+//                             the call has ended; nothing else.
 //   stream.call_accepted      CallStream never fails up front.
 //   stream.memory             the server's handlers running and queued,
 //                             its requests in flight, and each client's
@@ -62,7 +64,8 @@
 // Coverage points (the sweep requires every "stream." one): streams ended
 // stream.end.{done,error,cancel,deadline,connection_lost}, and
 // stream.end.connection_lost_after_items; stream.writer_waited_for_credit
-// (a writer that found the window full); stream.resent_before_first_item (an
+// (a writer that found the window full); stream.writer_cancelled (a Write
+// that found the call ended); stream.resent_before_first_item (an
 // idempotent stream a second attempt served).
 //
 // Ownership: a StreamWorkload holds only its options; each run builds and
