@@ -202,21 +202,20 @@ TEST(ReplyStream, DeadlineBoundsTheWholeStream) {
   // Reads slowly: one item per 20 ms, so the deadline comes first.
   std::optional<absl::Status> end;
   uint64_t read = 0;
-  scope.Spawn([](ReplyStream<std::string>& s, driver::Loop& loop,
-                 uint64_t* read,
-                 std::optional<absl::Status>* end) -> Task<void> {
+  scope.Spawn([](ReplyStream<std::string>& s, driver::Loop& l, uint64_t* count,
+                 std::optional<absl::Status>* out) -> Task<void> {
     while (true) {
       absl::StatusOr<std::optional<std::string>> next = co_await s.Next();
       if (!next.ok()) {
-        *end = next.status();
+        *out = next.status();
         co_return;
       }
       if (!next->has_value()) {
-        *end = absl::OkStatus();
+        *out = absl::OkStatus();
         co_return;
       }
-      ++*read;
-      co_await driver::Sleep(loop, absl::Milliseconds(20));
+      ++*count;
+      co_await driver::Sleep(l, absl::Milliseconds(20));
     }
   }(*stream, loop, &read, &end));
   ASSERT_TRUE(RunUntil(loop, [&] { return end.has_value(); }));
@@ -243,9 +242,9 @@ TEST(ReplyStream, ConnectionLossAfterAnItemIsNeverRetried) {
   ASSERT_TRUE(RunUntil(loop, [&] { return stream->buffered_bytes() > 0; }));
   // The server goes away at once: the connection is cut.
   bool closed = false;
-  scope.Spawn([](ServerTransport& s, bool* closed) -> Task<void> {
+  scope.Spawn([](ServerTransport& s, bool* done) -> Task<void> {
     co_await s.Close(/*drain=*/false);
-    *closed = true;
+    *done = true;
   }(*server, &closed));
   std::vector<std::string> items;
   std::optional<absl::Status> end;
