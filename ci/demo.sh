@@ -4,8 +4,9 @@
 # codec against bare Cap'n Proto, and protocol round trips in memory; then
 # the real thing, moonpool-pingpong over TCP on loopback (echo server and
 # client in one process, each on its own thread and loop) for 5 s; then a
-# chaos sweep of the simulated pingpong workload (moonpool-sim), and one of
-# the key-value example service (moonpool-kv-sim, examples/kv).
+# chaos sweep of the simulated pingpong workload (moonpool-sim), one of the
+# reply-stream workload, and one of the key-value example service
+# (moonpool-kv-sim, examples/kv).
 # Usage: ci/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +35,18 @@ build/release/packages/moonpool-chaos/moonpool-sim --workload pingpong \
   --seeds 1..200 --config random --check-determinism 20 --failures-only \
   --json build/release/sim-sweep.json
 
+# Reply streams with small windows under the same kind of sweep (the
+# stream workload: items in order, none lost or duplicated, one end per
+# stream, both sides within the window; every way a stream ends covered).
+echo
+echo "== moonpool-sim: stream workload, 200 seeds, random fault plans, server restarts =="
+build/release/packages/moonpool-chaos/moonpool-sim --workload stream \
+  --seeds 1..200 --config random --check-determinism 20 --failures-only \
+  --require-coverage stream.,restart. --json build/release/stream-sim-sweep.json
+
 # The key-value example service (examples/kv) under the same kind of sweep:
-# three clients calling Get/Put/Delete by name while the server is killed or
+# three clients calling Get/Put/Delete and Scan (a reply stream) by name
+# while the server is killed or
 # restarted, then a quiet phase that reads back what it writes.
 echo
 echo "== moonpool-kv-sim: kv workload, 200 seeds, random fault plans, server restarts =="
