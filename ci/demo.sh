@@ -46,8 +46,8 @@ build/release/packages/moonpool-chaos/moonpool-sim --workload stream \
 
 # The key-value example service (examples/kv) under the same kind of sweep:
 # three clients calling Get/Put/Delete and Scan (a reply stream) by name
-# while the server is killed or
-# restarted, then a quiet phase that reads back what it writes.
+# while the server is killed or restarted, then a quiet phase that reads
+# back what it writes.
 echo
 echo "== moonpool-kv-sim: kv workload, 200 seeds, random fault plans, server restarts =="
 cmake --build --preset release --target moonpool-kv-sim >/dev/null
