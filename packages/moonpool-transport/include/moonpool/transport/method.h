@@ -80,20 +80,17 @@ struct MethodOptions {
   bool idempotent = false;
 };
 
-template <MethodMessage Req, MethodMessage Rep>
-class Method {
- public:
-  // What a client sends and a handler receives; what a handler returns and
-  // a client receives.
-  using RequestOut = typename MethodTypes<Req>::Out;
-  using RequestIn = typename MethodTypes<Req>::In;
-  using ReplyOut = typename MethodTypes<Rep>::Out;
-  using ReplyIn = typename MethodTypes<Rep>::In;
+namespace internal {
 
+// What every kind of method has, whatever it answers with: its name, the
+// name's token, the options both sides know, and the name's check, made
+// once. Method and StreamMethod (stream_method.h) are this plus their types.
+class MethodName {
+ public:
   // `name` is checked once, here (CheckMethod), but a bad one fails only
   // where the method is registered or called, with that InvalidArgument, so
-  // that a Method can be a namespace-scope constant.
-  explicit Method(absl::string_view name, MethodOptions options = {})
+  // that a method can be a namespace-scope constant.
+  MethodName(absl::string_view name, MethodOptions options)
       : name_(name),
         token_(wire::EndpointToken(name)),
         options_(options),
@@ -110,6 +107,22 @@ class Method {
   Endpoint token_;
   MethodOptions options_;
   absl::Status status_;
+};
+
+}  // namespace internal
+
+template <MethodMessage Req, MethodMessage Rep>
+class Method : public internal::MethodName {
+ public:
+  // What a client sends and a handler receives; what a handler returns and
+  // a client receives.
+  using RequestOut = typename MethodTypes<Req>::Out;
+  using RequestIn = typename MethodTypes<Req>::In;
+  using ReplyOut = typename MethodTypes<Rep>::Out;
+  using ReplyIn = typename MethodTypes<Rep>::In;
+
+  explicit Method(absl::string_view name, MethodOptions options = {})
+      : MethodName(name, options) {}
 };
 
 }  // namespace moonpool::transport

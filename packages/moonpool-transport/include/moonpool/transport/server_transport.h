@@ -347,16 +347,26 @@ class ServerTransport final : private internal::StreamSink {
   }
   static std::string& ReplyBufferOf(RequestContext& ctx);
 
-  template <typename M, typename H>
-  driver::Task<void> RunMethod(H& handler, RequestContext& ctx) {
-    absl::StatusOr<typename M::RequestIn> request =
-        Codec<typename M::RequestIn>::Decode(PayloadOf(ctx));
+  // The call's request decoded, or nullopt after answering InvalidArgument
+  // (the handler is not run).
+  template <typename RequestIn>
+  std::optional<RequestIn> DecodeRequest(RequestContext& ctx) {
+    absl::StatusOr<RequestIn> request =
+        Codec<RequestIn>::Decode(PayloadOf(ctx));
     if (!request.ok()) {
       Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
                       "the request to ", ctx.method_name(),
                       " does not decode: ", request.status().message())));
-      co_return;
+      return std::nullopt;
     }
+    return std::move(*request);
+  }
+
+  template <typename M, typename H>
+  driver::Task<void> RunMethod(H& handler, RequestContext& ctx) {
+    std::optional<typename M::RequestIn> request =
+        DecodeRequest<typename M::RequestIn>(ctx);
+    if (!request.has_value()) co_return;
     absl::StatusOr<typename M::ReplyOut> reply =
         co_await handler(ctx, std::move(*request));
     if (!reply.ok()) {
@@ -372,14 +382,9 @@ class ServerTransport final : private internal::StreamSink {
 
   template <typename M, MethodMessage Item, typename H>
   driver::Task<void> RunStreamMethod(H& handler, RequestContext& ctx) {
-    absl::StatusOr<typename M::RequestIn> request =
-        Codec<typename M::RequestIn>::Decode(PayloadOf(ctx));
-    if (!request.ok()) {
-      Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
-                      "the request to ", ctx.method_name(),
-                      " does not decode: ", request.status().message())));
-      co_return;
-    }
+    std::optional<typename M::RequestIn> request =
+        DecodeRequest<typename M::RequestIn>(ctx);
+    if (!request.has_value()) co_return;
     StreamWriter<Item> writer(*this, ctx);
     absl::Status end = co_await handler(ctx, std::move(*request), writer);
     Finish(ctx, std::move(end));

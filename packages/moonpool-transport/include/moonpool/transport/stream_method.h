@@ -19,18 +19,16 @@
 #ifndef MOONPOOL_TRANSPORT_STREAM_METHOD_H_
 #define MOONPOOL_TRANSPORT_STREAM_METHOD_H_
 
-#include <string>
-
-#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "moonpool/envelope/endpoint.h"
 #include "moonpool/transport/method.h"
-#include "moonpool/wire/endpoint_token.h"
 
 namespace moonpool::transport {
 
+// `options().idempotent`: a stream that failed with its connection before
+// its first item may be sent again (never after an item: DESIGN.md section
+// 6).
 template <MethodMessage Req, MethodMessage Item>
-class StreamMethod {
+class StreamMethod : public internal::MethodName {
  public:
   // What a client sends and a handler receives; what a handler writes and
   // a client receives, item by item.
@@ -39,26 +37,8 @@ class StreamMethod {
   using ItemOut = typename MethodTypes<Item>::Out;
   using ItemIn = typename MethodTypes<Item>::In;
 
-  // `name` is checked once, here (CheckMethod); a bad one fails where the
-  // method is served or called, with that InvalidArgument.
   explicit StreamMethod(absl::string_view name, MethodOptions options = {})
-      : name_(name),
-        token_(wire::EndpointToken(name)),
-        options_(options),
-        status_(CheckMethod(name_, token_)) {}
-
-  absl::string_view name() const { return name_; }
-  Endpoint token() const { return token_; }
-  // `idempotent`: a stream that failed with its connection before its first
-  // item may be sent again (never after an item: DESIGN.md section 6).
-  const MethodOptions& options() const { return options_; }
-  const absl::Status& status() const { return status_; }
-
- private:
-  std::string name_;
-  Endpoint token_;
-  MethodOptions options_;
-  absl::Status status_;
+      : MethodName(name, options) {}
 };
 
 }  // namespace moonpool::transport
