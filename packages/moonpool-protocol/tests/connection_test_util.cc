@@ -67,9 +67,10 @@ Recorded Record(const Event& e) {
 
 const char* KindName(Recorded::Kind kind) {
   static const char* const kNames[] = {
-      "HandshakeDone", "RequestReceived", "OneWayReceived", "ReplyReceived",
-      "RequestFailed", "GoodbyeReceived", "Closed",         "CancelReceived",
-      "StreamItemReceived", "CreditReceived"};
+      "HandshakeDone", "RequestReceived", "OneWayReceived",
+      "ReplyReceived", "RequestFailed",   "GoodbyeReceived",
+      "Closed",        "CancelReceived",  "StreamItemReceived",
+      "CreditReceived"};
   return kNames[kind];
 }
 
