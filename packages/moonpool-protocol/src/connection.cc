@@ -145,7 +145,7 @@ void Connection::AdvanceTime(absl::Time now) {
             "request ", r->id.ToString(), " reached its deadline ",
             written ? "after it was written" : "before it was written")),
         written ? Delivery::kMaybeDelivered : Delivery::kNotSent,
-        r->idempotent});
+        r->idempotent, r->exactly_once});
   }
   if (now - last_receive_ >= options_.keepalive_timeout) {
     ++stats_.keepalive_timeouts;
@@ -257,6 +257,11 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
     return absl::DeadlineExceededError(
         "request deadline is not after the current time");
   }
+  if (options.exactly_once && state_ == ConnectionState::kHandshaking) {
+    return absl::FailedPreconditionError(
+        "an exactly-once request waits for the handshake: it needs the "
+        "server's incarnation and version");
+  }
 #ifdef MOONPOOL_PLANTED_BUGS
   // Planted bug (deadlines): the budget measured from the last byte
   // received instead of now, so the server waits past the caller's deadline.
@@ -273,21 +278,36 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
           ? options_.max_protocol_version >= wire::kProtocolVersion2
           : version_ >= wire::kProtocolVersion2;
   const uint64_t stream_credit = may_speak_v2 ? options.stream_credit : 0;
-  const CorrelationId id = ids_->Next();
-  if (absl::Status s = EncodeEnvelope(EnvelopeView{id,
-                                                   EnvelopeKind::kRequest,
-                                                   options.endpoint,
-                                                   payload,
-                                                   deadline - now,
-                                                   absl::StatusCode::kOk,
-                                                   {},
-                                                   stream_credit});
-      !s.ok()) {
-    return s;
+  // Exactly-once and the settled mark mean something only to a version 2
+  // server, and a resend is safe only to the incarnation that kept the
+  // record: the caller needs the server's Hello first.
+  const bool v2 = version_ >= wire::kProtocolVersion2;
+  const bool exactly_once = v2 && options.exactly_once;
+  const CorrelationId id = options.id.valid() ? options.id : ids_->Next();
+  if (options.id.valid() && id <= last_request_sent_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request id ", id.ToString(), " is not above ",
+        last_request_sent_.ToString(),
+        ", the last sent on this connection: the peer requires increasing "
+        "ids"));
   }
+  EnvelopeView request{id,
+                       EnvelopeKind::kRequest,
+                       options.endpoint,
+                       payload,
+                       deadline - now,
+                       absl::StatusCode::kOk,
+                       {},
+                       stream_credit};
+  request.exactly_once = exactly_once;
+  if (v2) request.answered_below = options.answered_below;
+  if (absl::Status s = EncodeEnvelope(request); !s.ok()) return s;
   ++stats_.requests_sent;
-  pending_.Add(
-      {id, deadline, encoded_bytes_, options.idempotent, stream_credit, 0});
+  last_request_sent_ = id;
+  internal::PendingRequest pending{
+      id, deadline, encoded_bytes_, options.idempotent, stream_credit, 0};
+  pending.exactly_once = exactly_once;
+  pending_.Add(pending);
   return id;
 }
 
@@ -744,7 +764,17 @@ std::optional<Event> Connection::HandleEnvelope(const EnvelopeView& e) {
       const absl::Time deadline = e.timeout > absl::ZeroDuration()
                                       ? last_receive_ + e.timeout
                                       : absl::InfiniteFuture();
-      return RequestReceived{e, deadline, stream_credit};
+      RequestReceived received{e, deadline, stream_credit};
+      if (version_ >= wire::kProtocolVersion2) {
+        received.exactly_once = e.exactly_once;
+        received.answered_below = e.answered_below;
+      } else {
+        // Version 1 has no such fields: whatever bits a peer set there mean
+        // nothing, and the view says so too.
+        received.request.exactly_once = false;
+        received.request.answered_below = CorrelationId();
+      }
+      return received;
     }
     case EnvelopeKind::kReply:
     case EnvelopeKind::kError:
@@ -878,7 +908,8 @@ void Connection::FailPendingAbove(CorrelationId last, const absl::Status& why,
       pending_.Add(r);
       continue;
     }
-    queue_.push_back(RequestFailed{r.id, why, delivery, r.idempotent});
+    queue_.push_back(
+        RequestFailed{r.id, why, delivery, r.idempotent, r.exactly_once});
   }
 }
 
@@ -930,7 +961,8 @@ void Connection::Close(absl::Status why) {
     // Status when a temporary is moved into the variant.
     queue_.emplace_back(
         std::in_place_type<RequestFailed>,
-        RequestFailed{r.id, std::move(status), delivery, r.idempotent});
+        RequestFailed{r.id, std::move(status), delivery, r.idempotent,
+                      r.exactly_once});
   }
   awaiting_reply_.clear();
   cancels_before_handshake_.clear();

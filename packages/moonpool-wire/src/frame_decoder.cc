@@ -165,7 +165,9 @@ absl::Status FrameDecoder::DecodeBody(absl::Span<const char> body) {
                               TimeoutFromMicros(e.getTimeoutMicros()),
                               StatusCodeFromWire(e.getErrorCode()),
                               ViewOf(e.getErrorMessage()),
-                              e.getStreamCredit()};
+                              e.getStreamCredit(),
+                              e.getExactlyOnce(),
+                              CorrelationId(e.getAnsweredBelow())};
         break;
       }
       case schema::Frame::PING:

@@ -157,6 +157,8 @@ absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
         b.setTimeoutMicros(TimeoutMicros(e.timeout));
         b.setErrorCode(static_cast<uint32_t>(code));
         b.setStreamCredit(e.stream_credit);
+        b.setExactlyOnce(e.exactly_once);
+        b.setAnsweredBelow(e.answered_below.value());
         // The blobs land on words that were not zeroed: the copy and the
         // padding after it (the text's NUL included) cover every byte.
         if (!e.payload.empty()) {

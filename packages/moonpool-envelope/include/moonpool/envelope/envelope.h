@@ -57,6 +57,12 @@ struct Envelope {
   // Requests only (protocol version 2): 0 asks for one reply; more asks for
   // a reply stream with this many bytes of credit (DESIGN.md section 5).
   uint64_t stream_credit = 0;
+  // Requests only (protocol version 2, DESIGN.md section 5, "Exactly-once"):
+  // the server keeps the outcome to send it again when the request is
+  // resent with the same id; and every id of this sender below
+  // `answered_below` is settled (invalid: nothing said).
+  bool exactly_once = false;
+  CorrelationId answered_below = CorrelationId();
 
   // A request with the given id, endpoint, payload and budget.
   static Envelope Request(CorrelationId id, Endpoint endpoint,
@@ -77,6 +83,8 @@ struct Envelope {
     out.error_code = e.error_code;
     out.error_message = std::string(absl::string_view(e.error_message));
     out.stream_credit = StreamCreditOf(e);
+    out.exactly_once = ExactlyOnceOf(e);
+    out.answered_below = AnsweredBelowOf(e);
     return out;
   }
 

@@ -52,6 +52,30 @@ constexpr uint64_t StreamCreditOf(const E& e) {
 
 // An EnvelopeLike that owns its bytes and can be made from any EnvelopeLike
 // (through a static CopyOf), so a layer can keep it past a borrowed view.
+// A record's exactly-once flag and settled mark (protocol version 2),
+// optional in the same way: false and CorrelationId() without the fields.
+template <EnvelopeLike E>
+constexpr bool ExactlyOnceOf(const E& e) {
+  if constexpr (requires {
+                  { e.exactly_once } -> std::convertible_to<bool>;
+                }) {
+    return e.exactly_once;
+  } else {
+    return false;
+  }
+}
+
+template <EnvelopeLike E>
+constexpr CorrelationId AnsweredBelowOf(const E& e) {
+  if constexpr (requires {
+                  { e.answered_below } -> std::convertible_to<CorrelationId>;
+                }) {
+    return e.answered_below;
+  } else {
+    return CorrelationId();
+  }
+}
+
 template <typename E>
 concept OwningEnvelope = EnvelopeLike<E> && std::movable<E> &&
     requires(const E& other) {

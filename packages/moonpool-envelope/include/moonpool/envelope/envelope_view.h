@@ -30,12 +30,17 @@ struct EnvelopeView {
   absl::string_view error_message;
   // Requests only: 0 = one reply; > 0 = a reply stream with this credit.
   uint64_t stream_credit = 0;
+  // Requests only: keep the outcome; every id below `answered_below` is
+  // settled (Envelope has the details).
+  bool exactly_once = false;
+  CorrelationId answered_below = CorrelationId();
 
   // A view of `e`, valid while `e` is alive and unchanged.
   static EnvelopeView Of(const Envelope& e) {
-    return EnvelopeView{e.correlation_id, e.kind,         e.endpoint,
-                        e.payload,        e.timeout,      e.error_code,
-                        e.error_message,  e.stream_credit};
+    return EnvelopeView{e.correlation_id, e.kind,          e.endpoint,
+                        e.payload,        e.timeout,       e.error_code,
+                        e.error_message,  e.stream_credit, e.exactly_once,
+                        e.answered_below};
   }
 
   friend bool operator==(const EnvelopeView&, const EnvelopeView&) = default;

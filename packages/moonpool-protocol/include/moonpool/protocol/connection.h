@@ -60,6 +60,16 @@
 // invariant is reported at every item, both ends, as the Always point
 // "protocol.stream_within_credit" (always.h).
 //
+// Exactly-once (DESIGN.md section 5). A request sent with
+// RequestOptions::exactly_once on a version 2 connection carries the flag,
+// and every request there carries the sender's answered_below; the
+// RequestReceived events show both, and a RequestFailed says whether the
+// flag went out (exactly_once). The connection keeps no outcome: the
+// records outlive connections, so they belong to the server that spans
+// them (OutcomeTable, outcome_table.h, is their pure form). A resend names
+// its first id (RequestOptions::id), above every id sent on this
+// connection.
+//
 // Errors split by who is at fault (the h11 way): the peer breaking the
 // protocol closes the connection with the Status of the check it failed
 // (decoder errors as moonpool-wire documents them; handshake failures as
@@ -138,6 +148,10 @@ class Connection {
   //   FailedPrecondition: a server before its handshake, the connection is
   //     closing (a Goodbye was sent or received) or closed: send it on
   //     another connection;
+  //   FailedPrecondition also: an exactly-once request before the
+  //     handshake (it needs the server's incarnation);
+  //   InvalidArgument: options.id (a resend) is not above every id sent on
+  //     this connection;
   //   DeadlineExceeded: the deadline is not after `now`;
   //   ResourceExhausted: max_pending_requests or max_output_bytes reached,
   //     or the frame is over max_frame_bytes.
@@ -321,6 +335,9 @@ class Connection {
   };
   absl::flat_hash_map<uint64_t, AwaitingReply> awaiting_reply_;
   CorrelationId last_request_received_;
+  // The highest id this side sent on this connection (a resend must be
+  // above it).
+  CorrelationId last_request_sent_;
   // The Goodbye we sent: requests above this are refused.
   CorrelationId goodbye_last_;
 

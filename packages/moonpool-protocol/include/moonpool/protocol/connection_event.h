@@ -50,6 +50,11 @@ struct RequestReceived {
   // Version 2: > 0 when the peer accepts a reply stream with this many
   // bytes of credit; 0 for one reply (always 0 on a version 1 connection).
   uint64_t stream_credit = 0;
+  // Version 2: the peer asks this side to keep the outcome (exactly-once),
+  // and says every id of its below `answered_below` is settled. false and
+  // invalid on a version 1 connection.
+  bool exactly_once = false;
+  CorrelationId answered_below = CorrelationId();
 };
 
 struct OneWayReceived {
@@ -93,6 +98,10 @@ struct RequestFailed {
   absl::Status status;
   Delivery delivery;
   bool idempotent;
+  // It was written with exactlyOnce on a version 2 connection: the server
+  // was asked to keep its outcome, so it may be sent again with the same id
+  // to a server with the same incarnation (DESIGN.md section 5).
+  bool exactly_once = false;
 };
 
 // True when the request may be sent again on another connection without

@@ -87,6 +87,20 @@ struct RequestOptions {
   // it. A plain reply is a stream of one, so a version 1 peer, which ignores
   // the field, still answers correctly.
   uint64_t stream_credit = 0;
+  // Version 2 (DESIGN.md section 5, "Exactly-once"): ask the server to keep
+  // the outcome, keyed by this side's incarnation and the request's id, so
+  // that the request can be sent again with the same id after a connection
+  // loss and run at most once. Needs the server's Hello: SendRequest refuses
+  // it before the handshake. On a version 1 connection it is sent as a plain
+  // request (version 1 has no such field).
+  bool exactly_once = false;
+  // Version 2: every id of this side below it is settled, so the server may
+  // drop their records. Invalid (the default): nothing said.
+  CorrelationId answered_below = CorrelationId();
+  // Invalid (the default): the next id of the generator. Valid: a resend,
+  // with the id it was first sent with. It must be above every id sent on
+  // this connection (the peer requires increasing ids).
+  CorrelationId id;
 };
 
 }  // namespace moonpool::protocol

@@ -3,7 +3,8 @@
 //
 // Version 1 has five kinds (hello, envelope, ping, pong, goodbye); version 2
 // adds cancel, credit, the Hello's max_protocol_version, the envelope's
-// stream kinds and stream_credit (DESIGN.md section 5, "Version 2"). These
+// stream kinds, stream_credit, exactly_once and answered_below (DESIGN.md
+// section 5, "Version 2"). These
 // records carry values only: which version a connection speaks, and what a
 // frame new in version 2 means on it, is the protocol layer's business
 // (moonpool-protocol's Connection).

@@ -60,7 +60,8 @@ class FrameEncoder {
     return Encode(
         EnvelopeView{e.correlation_id, e.kind, e.endpoint,
                      absl::string_view(e.payload), e.timeout, e.error_code,
-                     absl::string_view(e.error_message), StreamCreditOf(e)},
+                     absl::string_view(e.error_message), StreamCreditOf(e),
+                     ExactlyOnceOf(e), AnsweredBelowOf(e)},
         out);
   }
 

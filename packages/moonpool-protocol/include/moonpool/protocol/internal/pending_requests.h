@@ -35,6 +35,8 @@ struct PendingRequest {
   // received and not yet granted back (GrantCredit).
   uint64_t stream_credit = 0;
   uint64_t outstanding = 0;
+  // Written with exactlyOnce on a version 2 connection.
+  bool exactly_once = false;
 };
 
 class PendingRequests {
