@@ -37,7 +37,8 @@ Peer::Peer(Loop& loop, HostPort target, PeerOptions options)
       current_(address_.literal().value_or(Address())),
       options_(std::move(options)) {
   options_.connection.role = protocol::Role::kClient;
-  options_.connection.ids = &ids_;
+  ids_ = options_.ids != nullptr ? options_.ids : &own_ids_;
+  options_.connection.ids = &ids_->generator();
   if (options_.connection.incarnation == 0) options_.connection.incarnation = 1;
   timer_ = loop_.CreateTimer([this] { OnTimer(); });
   pump_timer_ = loop_.CreateTimer([this] {
@@ -78,6 +79,11 @@ absl::StatusOr<PeerRequestId> Peer::RequestStream(
     return absl::InvalidArgumentError(
         "a reply stream needs a positive stream_credit (its window)");
   }
+  if (options.exactly_once) {
+    return absl::InvalidArgumentError(
+        "a reply stream cannot be exactly-once: the server records one "
+        "outcome, not a stream of items");
+  }
   return Enqueue(Pending{std::move(payload), options, std::move(done), false, 0,
                          std::move(on_item), false});
 }
@@ -112,7 +118,7 @@ absl::StatusOr<PeerRequestId> Peer::Enqueue(Pending p) {
   p.id = id.value();
   // The fast path: straight onto an open connection with nothing ahead of
   // it. Events are not processed here, so no callback runs inside Request.
-  if (queue_.empty() && driver_ != nullptr &&
+  if (queue_.empty() && resend_.empty() && driver_ != nullptr &&
       !loop_.Buggify(buggify_sites::kQueueFirst) && Submit(p).ok()) {
     // The driver writes it at the end of the turn, with whatever else the
     // turn sends: one write for a batch of requests, not one each.
@@ -135,10 +141,21 @@ void Peer::Cancel(PeerRequestId id) {
     // promise's destructor), which must not see the table mid-erase.
     Pending p = std::move(it->second);
     in_flight_.erase(it);
+    if (p.correlation.valid()) ids_->Settle(p.correlation);
     ++stats_.cancelled_in_flight;
     // NotFound only if the protocol already forgot it, which it reports
     // through an event we have not yet taken: nothing to do either way.
     if (driver_ != nullptr) (void)driver_->CancelRequest(correlation);
+    return;
+  }
+  for (auto it = resend_.begin(); it != resend_.end(); ++it) {
+    if (it->second.id != id.value()) continue;
+    Pending p = std::move(it->second);
+    resend_.erase(it);
+    queued_bytes_ -= p.payload.size();
+    ids_->Settle(p.correlation);
+    ++stats_.cancelled_queued;
+    ArmTimer();
     return;
   }
   for (size_t i = 0; i < queue_.size(); ++i) {
@@ -180,14 +197,83 @@ absl::Status Peer::Submit(Pending& p) {
   options.idempotent = p.options.idempotent;
   options.endpoint = p.options.endpoint;
   options.stream_credit = p.options.stream_credit;
+  if (p.options.exactly_once) {
+    // Needs the server's Hello: its version says whether the flag means
+    // anything, and its incarnation is the one a resend must find again.
+    if (!handshaken_) {
+      return absl::FailedPreconditionError(
+          "an exactly-once request waits for the server's Hello");
+    }
+    options.exactly_once = version_ >= wire::kProtocolVersion2;
+    options.id = p.correlation;  // valid for a resend
+  }
+  options.answered_below = ids_->AnsweredBelow();
   absl::StatusOr<CorrelationId> id = driver_->SendRequest(p.payload, options);
   if (!id.ok()) return id.status();
+  if (options.exactly_once && !p.correlation.valid()) {
+    p.correlation = *id;
+    p.server_incarnation = server_incarnation_;
+    ids_->AddUnsettled(*id);
+  }
   in_flight_ids_.emplace(p.id, id->value());
   in_flight_.emplace(id->value(), std::move(p));
   return absl::OkStatus();
 }
 
+bool Peer::SubmitResends() {
+  while (!resend_.empty()) {
+    if (driver_ == nullptr || state_ == PeerState::kClosed || !handshaken_) {
+      return false;
+    }
+    auto it = resend_.begin();
+    Pending& p = it->second;
+    if (version_ < wire::kProtocolVersion2 ||
+        p.server_incarnation != server_incarnation_) {
+      Pending gone = std::move(p);
+      resend_.erase(it);
+      queued_bytes_ -= gone.payload.size();
+      ++stats_.failures;
+      ++stats_.exactly_once_aborted;
+      Complete(gone,
+               absl::AbortedError(absl::StrCat(
+                   "exactly-once request ", gone.correlation.ToString(),
+                   " to ", address_.ToString(),
+                   " may have been delivered: the server that kept its "
+                   "record is gone (incarnation ",
+                   absl::Hex(gone.server_incarnation), ", now ",
+                   absl::Hex(server_incarnation_), ", version ", version_,
+                   ")")));
+      continue;
+    }
+    const size_t bytes = p.payload.size();
+    absl::Status s = Submit(p);
+    if (s.code() == absl::StatusCode::kInvalidArgument) {
+      // Its id is not above one already sent on this connection, which the
+      // hold in SubmitQueued rules out; fail it rather than loop.
+      Pending gone = std::move(p);
+      resend_.erase(it);
+      queued_bytes_ -= bytes;
+      ++stats_.failures;
+      Complete(gone, absl::AbortedError(absl::StrCat(
+                         "exactly-once request ", gone.correlation.ToString(),
+                         " may have been delivered and could not be sent "
+                         "again: ",
+                         s.message())));
+      continue;
+    }
+    if (!s.ok()) return false;  // its deadline (ExpireQueued), or no room
+    // Submit moved the request into in_flight_.
+    resend_.erase(it);
+    queued_bytes_ -= bytes;
+    ++stats_.resent_exactly_once;
+  }
+  return true;
+}
+
 void Peer::SubmitQueued() {
+  // Requests to send again with their first ids go before anything that
+  // would take a higher one.
+  if (!SubmitResends()) return;
   while (!queue_.empty() && driver_ != nullptr &&
          state_ != PeerState::kClosed) {
     Pending& p = queue_.front();
@@ -205,6 +291,7 @@ void Peer::SubmitQueued() {
 }
 
 void Peer::Complete(Pending& p, absl::StatusOr<absl::string_view> outcome) {
+  if (p.correlation.valid()) ids_->Settle(p.correlation);
   if (!p.done) return;
   ReplyCallback done = std::move(p.done);
   done(std::move(outcome));
@@ -352,10 +439,12 @@ void Peer::SchedulePump() {
 void Peer::OnPumped() { SubmitQueued(); }
 
 void Peer::OnEvent(protocol::Event& event) {
-  if (std::holds_alternative<protocol::HandshakeDone>(event)) {
+  if (auto* hello = std::get_if<protocol::HandshakeDone>(&event)) {
     ++stats_.handshakes;
     handshaken_ = true;
     unreachable_ = false;
+    server_incarnation_ = hello->peer.incarnation;
+    version_ = hello->version;
   } else if (auto* item = std::get_if<protocol::StreamItemReceived>(&event)) {
     OnStreamItem(*item);
   } else if (auto* reply = std::get_if<protocol::ReplyReceived>(&event)) {
@@ -431,6 +520,24 @@ void Peer::OnFailed(protocol::RequestFailed& failed) {
   in_flight_.erase(it);
   in_flight_ids_.erase(p.id);
   const absl::StatusCode code = failed.status.code();
+  if (failed.exactly_once && p.correlation.valid() &&
+      failed.delivery == protocol::Delivery::kMaybeDelivered &&
+      code == absl::StatusCode::kAborted && p.options.deadline > loop_.Now()) {
+    // The server may have it, running or done: ask that same server again,
+    // with the same id, once a connection to it is back (SubmitResends).
+    p.written = true;
+    queued_bytes_ += p.payload.size();
+    resend_.emplace(p.correlation.value(), std::move(p));
+    ArmTimer();
+    return;
+  }
+  if (p.correlation.valid() &&
+      failed.delivery != protocol::Delivery::kMaybeDelivered) {
+    // Never processed: it goes again as a new request, with a new id.
+    ids_->Settle(p.correlation);
+    p.correlation = CorrelationId();
+    p.server_incarnation = 0;
+  }
   if (code == absl::StatusCode::kDeadlineExceeded ||
       code == absl::StatusCode::kFailedPrecondition ||
       !protocol::SafeToRetry(failed) || p.item_received ||
@@ -534,6 +641,7 @@ void Peer::ArmTimer() {
   }
   absl::Time t = std::min(reconnect_at_, connect_deadline_);
   for (const Pending& p : queue_) t = std::min(t, p.options.deadline);
+  for (const auto& [id, p] : resend_) t = std::min(t, p.options.deadline);
   if (t == absl::InfiniteFuture()) {
     timer_->Stop();
   } else {
@@ -543,6 +651,15 @@ void Peer::ArmTimer() {
 
 void Peer::ExpireQueued(absl::Time now) {
   std::vector<Pending> expired;
+  for (auto it = resend_.begin(); it != resend_.end();) {
+    if (it->second.options.deadline <= now) {
+      queued_bytes_ -= it->second.payload.size();
+      expired.push_back(std::move(it->second));
+      it = resend_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (size_t i = 0; i < queue_.size();) {
     if (queue_[i].options.deadline <= now) {
       queued_bytes_ -= queue_[i].payload.size();
@@ -654,7 +771,9 @@ void Peer::Close() {
   std::sort(flying.begin(), flying.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [id, p] : flying) pending.push_back(std::move(*p));
+  for (auto& [id, p] : resend_) pending.push_back(std::move(p));
   for (Pending& p : queue_) pending.push_back(std::move(p));
+  resend_.clear();
   in_flight_.clear();
   in_flight_ids_.clear();
   queue_.clear();

@@ -71,6 +71,7 @@ ClientTransport::ClientTransport(driver::Loop& loop, ClientOptions options)
     while (incarnation == 0) incarnation = loop_.Random();
     options_.peer.connection.incarnation = incarnation;
   }
+  options_.peer.ids = &ids_;
   peers_.reserve(options_.expected_peers);
 }
 
@@ -130,6 +131,7 @@ driver::PeerRequestOptions ClientTransport::ToPeerOptions(
     p.deadline = std::min(p.deadline, loop_.Now() + o.timeout);
   }
   p.idempotent = o.idempotent;
+  p.exactly_once = o.exactly_once;
   p.endpoint = o.endpoint;
   p.wait_for_ready = o.wait_for_ready;
   return p;

@@ -150,9 +150,14 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
       }
       ++server_.in_flight_;
       IncomingMessage message{Envelope::CopyOf(r->request), id_,
-                              driver_.peer_address(), r->deadline};
-      // What the connection's version lets it mean (0 on version 1).
+                              driver_.peer_address(), r->deadline,
+                              peer_incarnation_};
+      // What the connection's version lets it mean (0 on version 1). A
+      // reply stream is never exactly-once: its items are not recorded.
       message.envelope.stream_credit = r->stream_credit;
+      message.envelope.exactly_once =
+          r->exactly_once && r->stream_credit == 0;
+      if (!server_.AdmitRequest(*this, message, r->answered_below)) return;
       if (r->request.endpoint == kDefaultEndpoint) {
         server_.Enqueue(std::move(message));
       } else {
@@ -162,7 +167,8 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
       ++server_.stats_.one_way_received;
       if (server_.state_ == State::kClosed) return;
       IncomingMessage message{Envelope::CopyOf(m->message), id_,
-                              driver_.peer_address(), absl::InfiniteFuture()};
+                              driver_.peer_address(), absl::InfiniteFuture(),
+                              peer_incarnation_};
       if (m->message.endpoint == kDefaultEndpoint) {
         server_.Enqueue(std::move(message));
       } else {

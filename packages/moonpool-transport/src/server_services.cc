@@ -296,9 +296,12 @@ void ServerTransport::Services::StartQueued(ServedMethod& m) {
     server_.queued_bytes_ -= message.envelope.payload.size();
     if (message.is_request()) {
       Connection* c = server_.Find(message.connection_id);
-      const bool gone = c == nullptr;
+      // An exactly-once call outlives its connection: its client sends it
+      // again on another, where it waits for this call's answer.
+      const bool gone = c == nullptr && !message.envelope.exactly_once;
       const bool expired = !gone && message.deadline <= server_.loop_.Now();
       if (gone || expired) {
+        server_.AbandonRecord(message);
         if (gone) {
           ++m.stats.orphaned;
           ++server_.stats_.orphaned_dropped;
@@ -307,7 +310,7 @@ void ServerTransport::Services::StartQueued(ServedMethod& m) {
           // unanswered, as the default queue does.
           ++m.stats.expired;
           ++server_.stats_.expired_dropped;
-          c->Abandon(message);
+          if (c != nullptr) c->Abandon(message);
         }
         by_id_.erase(CallKey(message.connection_id,
                              message.envelope.correlation_id.value()));
@@ -342,6 +345,7 @@ bool ServerTransport::Services::Cancel(Connection& c, CorrelationId id) {
   server_.queued_bytes_ -= call->message().envelope.payload.size();
   ++server_.stats_.cancelled_before_handler;
   c.Abandon(call->message());
+  server_.AbandonRecord(call->message());
   call->Release();
   server_.ResumePaused();
   if (live_ == 0 && server_.state_ == State::kDraining) {
@@ -356,7 +360,10 @@ void ServerTransport::Services::ConnectionGone(uint64_t id) {
   for (ServerCall* call = calls_; call != nullptr; call = call->next) {
     IncomingMessage& message = call->message();
     if (call->state == ServerCall::State::kDropped ||
-        message.connection_id != id || !message.is_request()) {
+        message.connection_id != id || !message.is_request() ||
+        message.envelope.exactly_once) {
+      // An exactly-once call goes on: its client sends it again on another
+      // connection and waits there for its outcome.
       continue;
     }
     if (call->state == ServerCall::State::kRunning) {

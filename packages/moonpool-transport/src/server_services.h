@@ -135,6 +135,10 @@ class ServerTransport::Services {
   void ConnectionGone(uint64_t id);
   // Destroys every handler's task and forgets every call (Close).
   void CloseAll();
+  // Runs an answer that waits for output room in the services' scope.
+  void Spawn(driver::Task<absl::Status> answer) {
+    scope_.Spawn(std::move(answer));
+  }
 
   // Handlers running, or calls waiting for one (a drain waits for none).
   size_t live() const { return live_; }

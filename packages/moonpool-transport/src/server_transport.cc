@@ -65,7 +65,9 @@ absl::StatusOr<std::unique_ptr<ServerTransport>> ServerTransport::Bind(
 }
 
 ServerTransport::ServerTransport(driver::Loop& loop, ServerOptions options)
-    : loop_(loop), options_(std::move(options)) {
+    : loop_(loop),
+      options_(std::move(options)),
+      outcomes_(options_.exactly_once) {
   options_.connection.role = protocol::Role::kServer;
   options_.connection.ids = nullptr;
   while (options_.connection.incarnation == 0) {
@@ -73,6 +75,11 @@ ServerTransport::ServerTransport(driver::Loop& loop, ServerOptions options)
   }
   connections_.reserve(std::min<size_t>(options_.max_connections, 1024));
   reap_timer_ = loop_.CreateTimer([this] { graveyard_.clear(); });
+  outcome_timer_ = loop_.CreateTimer([this] {
+    outcome_timer_at_ = absl::InfiniteFuture();
+    outcomes_.AdvanceTime(loop_.Now());
+    ArmOutcomeTimer();
+  });
   services_ = std::make_unique<Services>(*this);
 }
 
@@ -169,7 +176,9 @@ std::optional<IncomingMessage> ServerTransport::TakeMessage() {
       break;
     }
     Connection* c = Find(m.connection_id);
-    if (c == nullptr) {
+    // An exactly-once request outlives its connection: its client sends it
+    // again on another, where it waits for this one's answer.
+    if (c == nullptr && !m.envelope.exactly_once) {
       ++stats_.orphaned_dropped;  // its in-flight count left with it
       continue;
     }
@@ -177,7 +186,8 @@ std::optional<IncomingMessage> ServerTransport::TakeMessage() {
       ++stats_.expired_dropped;
       // The requester gave up already: forget it unanswered (DESIGN.md
       // section 5), which keeps the bookkeeping a drain waits on exact.
-      c->Abandon(m);
+      if (c != nullptr) c->Abandon(m);
+      AbandonRecord(m);
       continue;
     }
     out = std::move(m);
@@ -206,6 +216,7 @@ void ServerTransport::OnCancel(Connection& c, CorrelationId id) {
     queued_bytes_ -= q.message.envelope.payload.size();
     ++stats_.cancelled_before_handler;
     c.Abandon(q.message);
+    AbandonRecord(q.message);
     q.message.envelope.payload.clear();
   });
   if (found) ResumePaused();
@@ -246,6 +257,7 @@ absl::StatusOr<ServerTransport::Connection*> ServerTransport::ConnectionFor(
 
 absl::Status ServerTransport::Reply(const IncomingMessage& request,
                                     absl::string_view payload) {
+  RecordOutcome(request, absl::StatusCode::kOk, payload);
   absl::StatusOr<Connection*> c = ConnectionFor(request);
   if (!c.ok()) return c.status();
   absl::Status s = (*c)->Answer(request, payload, nullptr);
@@ -273,6 +285,7 @@ absl::Status ServerTransport::ReplyError(const IncomingMessage& request,
     return absl::InvalidArgumentError(
         "ReplyError needs an error status; use Reply for a success");
   }
+  RecordOutcome(request, status.code(), status.message());
   absl::StatusOr<Connection*> c = ConnectionFor(request);
   if (!c.ok()) return c.status();
   absl::Status s = (*c)->Answer(request, {}, &status);
@@ -455,6 +468,7 @@ ServerStats ServerTransport::stats() const {
   s.requests_in_flight = in_flight_;
   s.queued_messages = queue_.size() - cancelled_in_queue_;
   s.queued_bytes = queued_bytes_;
+  s.exactly_once = outcomes_.stats();
   return s;
 }
 

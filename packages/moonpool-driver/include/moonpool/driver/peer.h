@@ -16,6 +16,14 @@
 //     then died, unless it is idempotent: then it is sent again on the next
 //     connection. A request the peer said it did not process (Goodbye) or
 //     whose bytes never left is always sent again;
+//   - for an exactly-once request (PeerRequestOptions::exactly_once,
+//     protocol version 2, DESIGN.md section 5) maybe delivered: it is sent
+//     again with the same correlation id on the next connection whose
+//     server Hello shows the incarnation it was written to, and the server
+//     answers it from its record (the handler runs at most once); Aborted
+//     ("maybe delivered") only when that server restarted (another
+//     incarnation) or speaks version 1, or when the server says it forgot
+//     the record ("outcome forgotten, maybe delivered");
 //   - FailedPrecondition when the peer speaks another protocol version;
 //   - Unavailable at once, for a request that does not wait for ready
 //     (PeerRequestOptions::wait_for_ready = false), when a connect attempt
@@ -60,7 +68,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/container/btree_map.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/client_request_ids.h"
 #include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/host_port.h"
 #include "moonpool/driver/loop.h"
@@ -104,6 +114,10 @@ struct PeerOptions {
   // next is answered ResourceExhausted at once (never by stopping to read:
   // that would hold up the replies to this Peer's own requests).
   size_t max_requests_served = 1024;
+  // The ids of this client incarnation, shared by its Peers (a
+  // ClientTransport's); borrowed, must outlive the Peer. nullptr: the Peer
+  // keeps its own.
+  ClientRequestIds* ids = nullptr;
 };
 
 struct PeerRequestOptions {
@@ -118,6 +132,11 @@ struct PeerRequestOptions {
   // RequestStream only: the stream's credit in bytes (its window). Must be
   // positive there; ignored by Request.
   uint64_t stream_credit = 0;
+  // Ask the server to keep the outcome, and send it again with the same id
+  // after a connection loss (see the class comment). It waits for the
+  // server's Hello before it is first written. Request only: RequestStream
+  // refuses it.
+  bool exactly_once = false;
 };
 
 // Names one request accepted by Peer::Request, for Peer::Cancel. A Peer
@@ -177,6 +196,11 @@ struct PeerStats {
   uint64_t protocol_errors = 0;  // connections closed for the peer's fault
   uint64_t requests_served = 0;  // the server's requests answered here
   uint64_t stream_items = 0;     // reply stream items delivered (on_item)
+  // Exactly-once requests sent again with the same id after a connection
+  // loss, and those failed Aborted instead (the server restarted or speaks
+  // version 1).
+  uint64_t resent_exactly_once = 0;
+  uint64_t exactly_once_aborted = 0;
 };
 
 enum class PeerState { kConnecting, kConnected, kBackingOff, kClosed };
@@ -264,7 +288,12 @@ class Peer final : private ConnectionHandler {
   // The last reason a connection attempt or connection ended.
   const absl::Status& last_error() const { return last_error_; }
   // Requests accepted and without an outcome yet.
-  size_t pending_requests() const { return queue_.size() + in_flight_.size(); }
+  size_t pending_requests() const {
+    return queue_.size() + in_flight_.size() + resend_.size();
+  }
+  // The server's Hello incarnation on the current connection; 0 before its
+  // handshake.
+  uint64_t server_incarnation() const { return server_incarnation_; }
 
  private:
   struct Pending {
@@ -275,6 +304,11 @@ class Peer final : private ConnectionHandler {
     uint64_t id = 0;             // the PeerRequestId's value; 0 for one-way
     StreamItemCallback on_item;  // reply streams only
     bool item_received = false;  // a stream item arrived: never resent
+    // Exactly-once, written on a version 2 connection: the id it was
+    // written with (kept for resends) and the server incarnation that keeps
+    // its record.
+    CorrelationId correlation = CorrelationId();
+    uint64_t server_incarnation = 0;
   };
 
   // ConnectionHandler.
@@ -297,6 +331,11 @@ class Peer final : private ConnectionHandler {
   void OnFailed(protocol::RequestFailed& failed);
   void OnRequest(const protocol::RequestReceived& request);
   void SubmitQueued();
+  // Sends the exactly-once requests that wait to be sent again (resend_),
+  // in id order, or fails those whose server changed. False while they
+  // must wait (no handshaken connection, or no room): nothing else may go
+  // before them, since their ids are lower.
+  [[nodiscard]] bool SubmitResends();
   void OnTimer();
   void ArmTimer();
   void ExpireQueued(absl::Time now);
@@ -324,7 +363,8 @@ class Peer final : private ConnectionHandler {
   std::vector<Address> candidates_;
   size_t next_candidate_ = 0;
   PeerOptions options_;
-  CorrelationIdGenerator ids_;
+  ClientRequestIds own_ids_;
+  ClientRequestIds* ids_ = nullptr;
   PeerState state_ = PeerState::kConnecting;
   absl::Status last_error_;
   PeerStats stats_;
@@ -352,9 +392,16 @@ class Peer final : private ConnectionHandler {
   bool unreachable_ = false;
   // The current connection completed its handshake.
   bool handshaken_ = false;
+  // The current connection's server incarnation and version (0 before its
+  // handshake).
+  uint64_t server_incarnation_ = 0;
+  uint32_t version_ = 0;
   uint64_t last_request_id_ = 0;
 
   std::deque<Pending> queue_;
+  // Exactly-once requests maybe delivered on a connection that died, by
+  // their correlation id: sent again first on the next connection.
+  absl::btree_map<uint64_t, Pending> resend_;
   size_t queued_bytes_ = 0;
   // By correlation id (the current connection's).
   absl::flat_hash_map<uint64_t, Pending> in_flight_;

@@ -55,7 +55,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/strings/str_cat.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/client_request_ids.h"
 #include "moonpool/driver/host_port.h"
 #include "moonpool/driver/loop.h"
 #include "moonpool/driver/peer.h"
@@ -114,6 +116,8 @@ class ClientTransport {
     using ReplyIn = typename Method<Req, Rep>::ReplyIn;
     options.endpoint = method.token();
     options.idempotent = options.idempotent || method.options().idempotent;
+    options.exactly_once =
+        options.exactly_once || method.options().exactly_once;
     absl::StatusOr<std::string> payload =
         method.status().ok() ? EncodeToString(request)
                              : absl::StatusOr<std::string>(method.status());
@@ -138,6 +142,12 @@ class ClientTransport {
       const typename StreamMethod<Req, Item>::RequestOut& request,
       StreamOptions options = {}) {
     if (!method.status().ok()) return method.status();
+    if (options.exactly_once || method.options().exactly_once) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          method.name(),
+          ": a reply stream cannot be exactly-once (the server records one "
+          "outcome, not a stream of items)"));
+    }
     absl::StatusOr<std::string> payload = EncodeToString(request);
     if (!payload.ok()) return payload.status();
     options.endpoint = method.token();
@@ -224,6 +234,8 @@ class ClientTransport {
   driver::Loop& loop_;
   ClientOptions options_;
   bool closed_ = false;
+  // One incarnation's ids, shared by every Peer (client_request_ids.h).
+  driver::ClientRequestIds ids_;
   absl::flat_hash_map<driver::HostPort, std::unique_ptr<driver::Peer>> peers_;
   // Serve: the handler, the adapters the Peers call, and the handler tasks.
   class Server;

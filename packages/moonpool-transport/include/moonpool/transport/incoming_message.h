@@ -26,6 +26,9 @@ struct IncomingMessage {
   // The sender's budget on this side's clock; InfiniteFuture() for a one-way
   // message or a request that carried none.
   absl::Time deadline = absl::InfiniteFuture();
+  // The Hello incarnation of the client that sent it: with the correlation
+  // id it names the request (an exactly-once request's record is keyed so).
+  uint64_t client_incarnation = 0;
 
   bool is_request() const { return envelope.kind == EnvelopeKind::kRequest; }
 };

@@ -78,6 +78,13 @@ struct MethodOptions {
   // the next connection instead of failing with Aborted (DESIGN.md section
   // 6). A call may also ask for it (RequestOptions::idempotent).
   bool idempotent = false;
+  // Run at most once even across connection losses (DESIGN.md section 5,
+  // "Exactly-once"): the server keeps each call's outcome until the client
+  // settles it, and a call maybe delivered is sent again with the same id
+  // and answered from that record. A call may also ask for it
+  // (RequestOptions::exactly_once). Unary methods only: a StreamMethod
+  // declared exactly-once cannot be called or served.
+  bool exactly_once = false;
 };
 
 namespace internal {

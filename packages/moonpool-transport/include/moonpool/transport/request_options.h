@@ -22,6 +22,17 @@ struct RequestOptions {
   // it was written on dies before the reply (otherwise the caller gets
   // Aborted, "maybe delivered").
   bool idempotent = false;
+  // Protocol version 2 (DESIGN.md sections 5 and 6, "Exactly-once"): the
+  // server keeps the outcome until this client settles it, and a request
+  // maybe delivered is sent again with the same id to the same server
+  // incarnation, which answers it from its record: it runs at most once,
+  // and the caller gets its one outcome instead of Aborted. Aborted
+  // ("maybe delivered") remains when the server restarted in between, when
+  // it speaks only version 1, or when it had to forget the record (a bound:
+  // "outcome forgotten, maybe delivered"). It waits for the server's Hello
+  // before it is first written. Not for reply streams (CallStream refuses
+  // it).
+  bool exactly_once = false;
   // The destination queue at the server; kDefaultEndpoint is its default
   // queue. Ignored by ClientTransport::Call: the method names its endpoint.
   Endpoint endpoint = kDefaultEndpoint;

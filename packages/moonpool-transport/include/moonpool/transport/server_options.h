@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "moonpool/driver/listener.h"
 #include "moonpool/protocol/connection_options.h"
+#include "moonpool/protocol/outcome_table.h"
 
 namespace moonpool::transport {
 
@@ -34,6 +35,10 @@ struct ServerOptions {
   // Payload bytes waiting in the queue (not yet handed out by NextMessage).
   // Reaching it stops reading every connection.
   size_t max_queued_bytes = size_t{64} << 20;
+  // Exactly-once requests (DESIGN.md section 5): the bounds and lifetime of
+  // the outcome records kept for them, per client and in all
+  // (protocol/outcome_table.h has the defaults and why).
+  protocol::OutcomeTableOptions exactly_once;
 
   // Hostile or broken peers (slowloris, forgotten sockets). Both are timed
   // only while the connection is being read: a connection paused by a bound

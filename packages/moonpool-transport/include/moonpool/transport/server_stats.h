@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "moonpool/protocol/outcome_table.h"
+
 namespace moonpool::transport {
 
 struct ServerStats {
@@ -47,6 +49,9 @@ struct ServerStats {
   uint64_t queued_messages = 0;     // gauge: waiting for NextMessage
   uint64_t queued_bytes = 0;        // gauge: their payload bytes
   uint64_t paused_connections = 0;  // gauge: not being read (backpressure)
+  // Exactly-once requests: the outcome records, their duplicates and what
+  // was forgotten (counters and gauges of protocol::OutcomeTable).
+  protocol::OutcomeTableStats exactly_once;
 };
 
 }  // namespace moonpool::transport

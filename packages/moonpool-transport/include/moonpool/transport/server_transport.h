@@ -324,6 +324,28 @@ class ServerTransport final : private internal::StreamSink {
   };
   void CancelRequestOn(uint64_t connection_id, CorrelationId id);
   void CloseNow();
+  // ---- Exactly-once (server_exactly_once.cc) ----
+  // A request from `c` carried answeredBelow, and maybe exactly-once: the
+  // settled records go; true when it is to be served (a new request, or
+  // not exactly-once), false when it was a duplicate (it waits for the
+  // running original, or was answered from the record) or was answered
+  // Aborted ("outcome forgotten") or ResourceExhausted.
+  bool AdmitRequest(Connection& c, IncomingMessage& message,
+                    CorrelationId answered_below);
+  // An exactly-once request is being answered: its outcome is recorded
+  // and the duplicates that waited for it are answered too. The first
+  // outcome of a request is the one kept.
+  void RecordOutcome(const IncomingMessage& request, absl::StatusCode code,
+                     absl::string_view bytes);
+  // An exactly-once request is dropped before any handler ran (cancelled
+  // while queued, expired in a queue): its record goes, so that a resend
+  // runs it.
+  void AbandonRecord(const IncomingMessage& request);
+  // Answers a duplicate from the record, waiting for output room when
+  // full; never records anything.
+  void AnswerFromRecord(IncomingMessage request, absl::StatusCode code,
+                        absl::string_view bytes);
+  void ArmOutcomeTimer();
   // REQUIRES: a valid method (Method::status() OK).
   [[nodiscard]] absl::Status Register(absl::string_view name, Endpoint token,
                                       HandlerOptions options, CallRunner runner,
@@ -423,6 +445,11 @@ class ServerTransport final : private internal::StreamSink {
   std::vector<driver::Promise<void>> message_waiters_;
   std::vector<driver::Promise<void>> close_waiters_;
   std::string scratch_;  // typed replies are encoded here (reused)
+  // The outcomes of exactly-once requests, across connections, and the
+  // timer of their lifetimes.
+  protocol::OutcomeTable outcomes_;
+  std::unique_ptr<driver::Timer> outcome_timer_;
+  absl::Time outcome_timer_at_ = absl::InfiniteFuture();
 
   ServerStats stats_;  // counters; gauges and closed connections' sums added
   std::unique_ptr<Services> services_;
