@@ -37,7 +37,7 @@ void OutcomeTable::Settle(uint64_t client, CorrelationId below,
   // Usually a few records at the front; running ones stay (see the header).
   for (auto it = c.records.begin();
        it != c.records.end() && it->first < c.settled;) {
-    if (it->second.completed) {
+    if (RecordOf(it).completed) {
       it = Erase(c, it);
       ++stats_.settled;
     } else {
@@ -68,7 +68,7 @@ OutcomeTable::Arrival OutcomeTable::Arrive(uint64_t client, CorrelationId id,
 
   auto it = c.records.lower_bound(id.value());
   if (it != c.records.end() && it->first == id.value()) {
-    Record& r = it->second;
+    Record& r = RecordOf(it);
     r.deadline = std::max(r.deadline, finite_deadline);
     if (r.completed) {
       // A later resend of this duplicate may come until its deadline.
@@ -87,11 +87,12 @@ OutcomeTable::Arrival OutcomeTable::Arrive(uint64_t client, CorrelationId id,
     ++stats_.forgotten_answers;
     return Only(Verdict::kForgotten);
   }
-  Record r;
+  const uint32_t index = NewRecord();
+  Record& r = slab_[index];
   r.deadline = finite_deadline;
   r.expires = (deadline == absl::InfiniteFuture() ? now : deadline) +
               options_.min_lifetime;
-  c.records.emplace_hint(it, id.value(), std::move(r));
+  c.records.emplace_hint(it, id.value(), index);
   ++c.running;
   c.bytes += kRecordOverheadBytes;
   ++stats_.records;
@@ -109,8 +110,8 @@ std::vector<uint64_t> OutcomeTable::Complete(uint64_t client, CorrelationId id,
   if (cit == clients_.end()) return {};
   Client& c = cit->second;
   auto it = c.records.find(id.value());
-  if (it == c.records.end() || it->second.completed) return {};
-  Record& r = it->second;
+  if (it == c.records.end() || RecordOf(it).completed) return {};
+  Record& r = RecordOf(it);
   std::vector<uint64_t> waiters = std::move(r.waiters);
   r.waiters = {};
   if (id.value() < c.settled) {
@@ -138,7 +139,7 @@ void OutcomeTable::Abandon(uint64_t client, CorrelationId id) {
   if (cit == clients_.end()) return;
   Client& c = cit->second;
   auto it = c.records.find(id.value());
-  if (it == c.records.end() || it->second.completed) return;
+  if (it == c.records.end() || RecordOf(it).completed) return;
   Erase(c, it);
   ++stats_.abandoned;
 }
@@ -148,7 +149,7 @@ void OutcomeTable::AdvanceTime(absl::Time now) {
   for (auto cit = clients_.begin(); cit != clients_.end();) {
     Client& c = cit->second;
     for (auto it = c.records.begin(); it != c.records.end();) {
-      if (it->second.expires <= now) {
+      if (RecordOf(it).expires <= now) {
         c.forgotten = std::max(c.forgotten, it->first);
         it = Erase(c, it);
         ++stats_.forgotten_by_time;
@@ -168,7 +169,7 @@ void OutcomeTable::AdvanceTime(absl::Time now) {
 
 OutcomeTable::Records::iterator OutcomeTable::Erase(Client& c,
                                                     Records::iterator it) {
-  const Record& r = it->second;
+  Record& r = RecordOf(it);
   const size_t bytes = kRecordOverheadBytes + r.bytes.size();
   c.bytes -= bytes;
   stats_.bytes -= bytes;
@@ -177,7 +178,20 @@ OutcomeTable::Records::iterator OutcomeTable::Erase(Client& c,
     --c.running;
     --stats_.running;
   }
+  // Give the memory back: a free slot keeps nothing the bounds do not see.
+  r = Record();
+  free_.push_back(it->second);
   return c.records.erase(it);
+}
+
+uint32_t OutcomeTable::NewRecord() {
+  if (!free_.empty()) {
+    const uint32_t index = free_.back();
+    free_.pop_back();
+    return index;
+  }
+  slab_.emplace_back();
+  return static_cast<uint32_t>(slab_.size() - 1);
 }
 
 bool OutcomeTable::ForgetLowestCompleted(Client& c) {
@@ -185,7 +199,7 @@ bool OutcomeTable::ForgetLowestCompleted(Client& c) {
   // Running records below the first completed one are skipped once: the
   // hint moves past them.
   auto it = c.records.lower_bound(c.completed_from);
-  while (it != c.records.end() && !it->second.completed) ++it;
+  while (it != c.records.end() && !RecordOf(it).completed) ++it;
   if (it == c.records.end()) {  // unreachable while the counts are right
     c.completed_from = UINT64_MAX;
     return false;

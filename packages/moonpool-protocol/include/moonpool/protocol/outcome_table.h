@@ -191,6 +191,11 @@ class OutcomeTable {
   const OutcomeTableStats& stats() const { return stats_; }
 
  private:
+  // Records live in a slab (slab_, reused through free_) and the per-client
+  // btree maps id -> slab index: 16-byte btree slots keep its nodes full
+  // (~15 per node instead of 2 with the record inline), which halves the
+  // cost of the insert and erase every exactly-once request makes. The slab
+  // keeps its high-water size (records, without their outcomes' bytes).
   struct Record {
     // The latest finite deadline of its arrivals (InfinitePast: none).
     absl::Time deadline = absl::InfinitePast();
@@ -201,8 +206,9 @@ class OutcomeTable {
     absl::StatusCode code = absl::StatusCode::kOk;
     bool completed = false;
   };
+  using Records = absl::btree_map<uint64_t, uint32_t>;
   struct Client {
-    absl::btree_map<uint64_t, Record> records;
+    Records records;
     uint64_t settled = 0;    // ids below it are settled
     uint64_t forgotten = 0;  // ids at or below it may have been forgotten
     // Every completed record has an id >= this (a hint for the bounds,
@@ -213,8 +219,10 @@ class OutcomeTable {
     // Its latest finite deadline and min_lifetime after its last arrival.
     absl::Time keep_until = absl::InfinitePast();
   };
-  using Records = absl::btree_map<uint64_t, Record>;
 
+  Record& RecordOf(Records::iterator it) { return slab_[it->second]; }
+  // A fresh running record's slab index.
+  uint32_t NewRecord();
   // Removes `it` of `c`, keeping the accounting.
   Records::iterator Erase(Client& c, Records::iterator it);
   // Forgets the lowest completed record of `c`; false when it has none.
@@ -227,6 +235,8 @@ class OutcomeTable {
   absl::flat_hash_map<uint64_t, Client> clients_;
   absl::Time next_sweep_ = absl::InfiniteFuture();
   OutcomeTableStats stats_;
+  std::vector<Record> slab_;
+  std::vector<uint32_t> free_;
 };
 
 }  // namespace moonpool::protocol
