@@ -17,7 +17,9 @@
 // the handler's Status (code and message) for an error reply; DeadlineExceeded
 // when the deadline passes; Unavailable when it was never written and the
 // server stayed unreachable; Aborted ("maybe delivered") when the connection
-// died after writing it (idempotent requests are sent again instead);
+// died after writing it (idempotent requests are sent again instead;
+// exactly-once ones, RequestOptions::exactly_once, are sent again with the
+// same id to the same server process, which answers from its record);
 // Cancelled when the transport closes; InvalidArgument when the reply does not
 // decode as Reply. Failing up front: FailedPrecondition after Close,
 // ResourceExhausted when the peer's queue is full, and whatever Codec::Encode
