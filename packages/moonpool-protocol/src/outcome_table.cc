@@ -134,14 +134,17 @@ std::vector<uint64_t> OutcomeTable::Complete(uint64_t client, CorrelationId id,
   return waiters;
 }
 
-void OutcomeTable::Abandon(uint64_t client, CorrelationId id) {
+std::vector<uint64_t> OutcomeTable::Abandon(uint64_t client,
+                                            CorrelationId id) {
   auto cit = clients_.find(client);
-  if (cit == clients_.end()) return;
+  if (cit == clients_.end()) return {};
   Client& c = cit->second;
   auto it = c.records.find(id.value());
-  if (it == c.records.end() || RecordOf(it).completed) return;
+  if (it == c.records.end() || RecordOf(it).completed) return {};
+  std::vector<uint64_t> waiters = std::move(RecordOf(it).waiters);
   Erase(c, it);
   ++stats_.abandoned;
+  return waiters;
 }
 
 void OutcomeTable::AdvanceTime(absl::Time now) {

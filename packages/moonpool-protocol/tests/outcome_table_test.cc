@@ -290,13 +290,13 @@ TEST(OutcomeTable, AbandonLetsResendRunAgain) {
   const absl::Time d = kT0 + absl::Seconds(10);
   ASSERT_EQ(t.Arrive(7, Id(1), d, 100, kT0).verdict, Verdict::kNew);
   ASSERT_EQ(t.Arrive(7, Id(1), d, 200, kT0).verdict, Verdict::kRunning);
-  t.Abandon(7, Id(1));
+  EXPECT_EQ(t.Abandon(7, Id(1)), std::vector<uint64_t>{200});
   EXPECT_EQ(t.stats().abandoned, 1u);
   EXPECT_EQ(t.stats().records, 0u);
   EXPECT_EQ(t.Arrive(7, Id(1), d, 300, kT0).verdict, Verdict::kNew);
   // The dropped waiter (200) is not returned.
   EXPECT_TRUE(t.Complete(7, Id(1), absl::StatusCode::kOk, "r", kT0).empty());
-  t.Abandon(7, Id(1));  // completed: left alone
+  EXPECT_TRUE(t.Abandon(7, Id(1)).empty());  // completed: left alone
   EXPECT_EQ(ArriveAt(t, 7, 1), Verdict::kCompleted);
 }
 

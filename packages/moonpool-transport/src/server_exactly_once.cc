@@ -96,8 +96,18 @@ void ServerTransport::RecordOutcome(const IncomingMessage& request,
 
 void ServerTransport::AbandonRecord(const IncomingMessage& request) {
   if (!request.envelope.exactly_once || !request.is_request()) return;
-  outcomes_.Abandon(request.client_incarnation,
-                    request.envelope.correlation_id);
+  // Duplicates waiting for it are given up as well: it was dropped because
+  // its client gave up (a cancel, its deadline), and they are the same
+  // request. Forgotten unanswered, as the original is.
+  for (uint64_t connection_id : outcomes_.Abandon(
+           request.client_incarnation, request.envelope.correlation_id)) {
+    if (Connection* c = Find(connection_id); c != nullptr) {
+      IncomingMessage duplicate;
+      duplicate.envelope.correlation_id = request.envelope.correlation_id;
+      duplicate.connection_id = connection_id;
+      c->Abandon(duplicate);
+    }
+  }
 }
 
 void ServerTransport::AnswerFromRecord(IncomingMessage request,

@@ -176,9 +176,11 @@ class OutcomeTable {
 
   // The request was dropped before any handler ran (cancelled while queued,
   // or its deadline passed first): its running record goes with no mark, so
-  // a resend runs it. Its waiters are dropped too (the caller abandons them).
-  // A completed or unknown record is left alone.
-  void Abandon(uint64_t client, CorrelationId id);
+  // a resend runs it. Its waiters are dropped too, and returned (in arrival
+  // order) so that the caller forgets those duplicates as well: their
+  // client has given up on them too. A completed or unknown record is left
+  // alone (empty).
+  std::vector<uint64_t> Abandon(uint64_t client, CorrelationId id);
 
   // Drops the records and client entries whose lifetime has passed (see
   // the file comment), at most once every min_lifetime / 4.
