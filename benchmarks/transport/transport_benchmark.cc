@@ -30,6 +30,15 @@
 // payloads of 15 bytes or fewer would fit std::string's inline buffer, the
 // workloads' 64 B and up do not.
 //
+// Exactly-once (issue 15): a workload name with the suffix `_eo` (ci/bench
+// runs `64B_x256_eo`) is the same workload with every request sent with
+// RequestOptions::exactly_once, the same Request call otherwise: the client's
+// Peer sends answeredBelow on each request, and the server (default
+// ServerOptions::exactly_once bounds) records each outcome until the client
+// settles it. The report's "workload" keeps the suffix. Every report also
+// carries "cpu_us_per_request" (the CPU of the two loop threads in the window
+// per request), steadier than requests per second on a shared machine.
+//
 // MOONPOOL_BENCH_HANDLERS=N (environment) overrides the number of server
 // handler tasks (default 4), for experiments; ci/bench does not set it.
 //
@@ -204,6 +213,8 @@ class Server {
   // Valid after StopAndJoin.
   uint64_t measured_allocations() const { return allocs_end_ - allocs_begin_; }
   uint64_t measured_cpu_nanos() const { return cpu_end_ - cpu_begin_; }
+  // Exactly-once outcomes the server recorded in the whole run.
+  uint64_t outcomes_recorded() const { return recorded_; }
 
  private:
   static Task<void> Echo(ServerTransport& server) {
@@ -254,6 +265,7 @@ class Server {
     scope_ = &scope;
     bound.set_value((*server)->address());  // publishes the three above
     loop.Run();  // until Close ends the listener and the handlers
+    recorded_ = (*server)->stats().exactly_once.recorded;
     scope.Clear();
     server->reset();
   }
@@ -272,6 +284,7 @@ class Server {
   uint64_t allocs_end_ = 0;
   uint64_t cpu_begin_ = 0;
   uint64_t cpu_end_ = 0;
+  uint64_t recorded_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -280,9 +293,10 @@ class Server {
 
 class Client {
  public:
-  Client(const Options& options, Api api, Server& server)
+  Client(const Options& options, Api api, bool exactly_once, Server& server)
       : options_(options),
         api_(api),
+        exactly_once_(exactly_once),
         payload_(options.workload.payload_size),
         server_(server) {}
 
@@ -341,8 +355,8 @@ class Client {
   // One request in flight on `client`, again and again, until stopping_.
   Task<void> Worker(ClientTransport& client) {
     std::string request(payload_.size(), '\0');
-    const RequestOptions request_options =
-        RequestOptions::Timeout(kRequestTimeout);
+    RequestOptions request_options = RequestOptions::Timeout(kRequestTimeout);
+    request_options.exactly_once = exactly_once_;
     const Address server = server_.address();
     while (!stopping_) {
       const uint64_t seq = next_seq_++;
@@ -446,6 +460,7 @@ class Client {
 
   const Options options_;
   const Api api_;
+  const bool exactly_once_;
   const Payload payload_;
   Server& server_;
   UvLoop* loop_ = nullptr;
@@ -476,12 +491,12 @@ std::string Number(double value, int digits) {
 // The contract's object (peers::PrintReport, same keys, order and number
 // formats) with the client's and the server's share of allocs_per_request
 // appended.
-// `api` is added as a last key unless it is the default (bytes), so that
-// ci/bench's output is unchanged.
+// `api` is added unless it is the default (bytes), and "exactly_once" only
+// when true; "cpu_us_per_request" is always the last key.
 void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
                           std::optional<double> client_allocs,
                           std::optional<double> server_allocs, Api api,
-                          double cpu_us_per_request) {
+                          bool exactly_once, double cpu_us_per_request) {
   const double rps = report.seconds > 0
                          ? static_cast<double>(report.requests) / report.seconds
                          : 0;
@@ -506,8 +521,9 @@ void PrintReportWithSplit(const Report& report, LatencyRecorder& latencies,
   json += ", \"server_allocs_per_request\": " + optional_number(server_allocs);
   if (api != Api::kBytes) {
     json += ", \"api\": \"" + std::string(ApiName(api)) + "\"";
-    json += ", \"cpu_us_per_request\": " + Number(cpu_us_per_request, 3);
   }
+  if (exactly_once) json += ", \"exactly_once\": true";
+  json += ", \"cpu_us_per_request\": " + Number(cpu_us_per_request, 3);
   json += "}\n";
   std::fputs(json.c_str(), stdout);
   std::fflush(stdout);
@@ -527,9 +543,9 @@ struct RunResult {
 
 // One run of the workload with a fresh server and client; prints its JSON
 // object.
-RunResult RunOnce(const Options& options, Api api) {
+RunResult RunOnce(const Options& options, Api api, bool exactly_once = false) {
   Server server(api);
-  Client client(options, api, server);
+  Client client(options, api, exactly_once, server);
   std::thread client_thread([&client] { client.Run(); });
   client_thread.join();
   server.StopAndJoin();
@@ -547,6 +563,13 @@ RunResult RunOnce(const Options& options, Api api) {
     server_allocs = static_cast<double>(server.measured_allocations()) / n;
     report.allocs_per_request = *client_allocs + *server_allocs;
   }
+  // The flag must have reached the server: an exactly-once run whose
+  // requests went plain would measure nothing of it.
+  if (exactly_once && server.outcomes_recorded() < report.requests) {
+    Die("the server recorded " + std::to_string(server.outcomes_recorded()) +
+        " exactly-once outcomes for " + std::to_string(report.requests) +
+        " requests");
+  }
   RunResult result;
   if (report.seconds > 0) {
     result.requests_per_second =
@@ -559,7 +582,7 @@ RunResult RunOnce(const Options& options, Api api) {
         1000.0 / static_cast<double>(report.requests);
   }
   PrintReportWithSplit(report, client.latencies(), client_allocs, server_allocs,
-                       api, result.cpu_us_per_request);
+                       api, exactly_once, result.cpu_us_per_request);
   return result;
 }
 
@@ -598,8 +621,44 @@ int main(int argc, char** argv) {
     }
     if (!arg.empty()) args.push_back(argv[i]);
   }
-  const Options options =
+  // A workload named NAME_eo is NAME with exactly-once requests: the
+  // harness parses NAME, the report says NAME_eo.
+  constexpr std::string_view kExactlyOnceSuffix = "_eo";
+  bool exactly_once = false;
+  std::string eo_name;  // outlives `options`, whose name views it
+  std::string stripped;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string_view arg = args[i];
+    char** value = nullptr;
+    std::string prefix;
+    if (arg == "--workload" && i + 1 < args.size()) {
+      value = &args[i + 1];
+    } else if (arg.substr(0, 11) == "--workload=") {
+      value = &args[i];
+      prefix = "--workload=";
+    }
+    if (value == nullptr) continue;
+    std::string_view name = std::string_view(*value).substr(prefix.size());
+    if (name.size() > kExactlyOnceSuffix.size() &&
+        name.substr(name.size() - kExactlyOnceSuffix.size()) ==
+            kExactlyOnceSuffix) {
+      exactly_once = true;
+      eo_name = std::string(name);
+      stripped = prefix + std::string(name.substr(
+                              0, name.size() - kExactlyOnceSuffix.size()));
+      *value = stripped.data();
+    }
+    break;
+  }
+  Options options =
       ParseOptionsOrDie(static_cast<int>(args.size()), args.data());
+  if (exactly_once) {
+    if (options.workload.is_stream() || api_name != "bytes") {
+      Die("an exactly-once workload (_eo) is a unary workload with --api "
+          "bytes");
+    }
+    options.workload.name = eo_name;
+  }
   ConfigureMalloc();
 
   if (api_name == "compare") {
@@ -640,6 +699,6 @@ int main(int argc, char** argv) {
     Die("unknown --api '" + api_name +
         "' (bytes, capnp_raw, capnp_method, compare)");
   }
-  RunOnce(options, api);
+  RunOnce(options, api, exactly_once);
   return 0;
 }
