@@ -1,5 +1,6 @@
 #include "moonpool/envelope/envelope.h"
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -40,6 +41,57 @@ TEST(Envelope, RecordWithoutStreamCreditCopiesAsOneReply) {
   Envelope s;
   s.stream_credit = 4096;
   EXPECT_EQ(Envelope::CopyOf(EnvelopeView::Of(s)).stream_credit, 4096u);
+}
+
+// A record without exactly_once and answered_below (written before
+// protocol version 2) reads as a plain request that settles nothing, and an
+// owning copy of it says so; a view of an Envelope that has them keeps them.
+TEST(Envelope, RecordWithoutExactlyOnceCopiesAsPlainNothingSettled) {
+  AppRecord r;
+  r.correlation_id = CorrelationId(12);
+  r.payload = "put";
+  EXPECT_FALSE(ExactlyOnceOf(r));
+  EXPECT_FALSE(AnsweredBelowOf(r).valid());
+  Envelope e = Envelope::CopyOf(r);
+  EXPECT_FALSE(e.exactly_once);
+  EXPECT_EQ(e.answered_below, CorrelationId());
+  EXPECT_EQ(e.correlation_id, CorrelationId(12));
+  EXPECT_EQ(e.payload, "put");
+
+  Envelope s = Envelope::Request(CorrelationId(20), Endpoint(1), "inc");
+  s.exactly_once = true;
+  s.answered_below = CorrelationId(17);
+  EXPECT_TRUE(ExactlyOnceOf(s));
+  EXPECT_EQ(AnsweredBelowOf(s), CorrelationId(17));
+  const EnvelopeView v = EnvelopeView::Of(s);
+  EXPECT_TRUE(ExactlyOnceOf(v));
+  EXPECT_EQ(AnsweredBelowOf(v), CorrelationId(17));
+  EXPECT_EQ(Envelope::CopyOf(v), s);
+}
+
+// A record of the application's with only one of the two fields: each is
+// read on its own.
+struct RecordWithOnlyAnsweredBelow {
+  CorrelationId correlation_id;
+  EnvelopeKind kind = EnvelopeKind::kRequest;
+  Endpoint endpoint;
+  std::string payload;
+  absl::Duration timeout;
+  absl::StatusCode error_code = absl::StatusCode::kOk;
+  std::string error_message;
+  CorrelationId answered_below;
+};
+static_assert(EnvelopeLike<RecordWithOnlyAnsweredBelow>);
+
+TEST(Envelope, RecordWithOnlyAnsweredBelowKeepsItAndIsNotExactlyOnce) {
+  RecordWithOnlyAnsweredBelow r;
+  r.answered_below = CorrelationId(~uint64_t{0});
+  EXPECT_FALSE(ExactlyOnceOf(r));
+  EXPECT_EQ(AnsweredBelowOf(r), CorrelationId(~uint64_t{0}));
+  Envelope e = Envelope::CopyOf(r);
+  EXPECT_FALSE(e.exactly_once);
+  EXPECT_EQ(e.answered_below, CorrelationId(~uint64_t{0}));
+  EXPECT_EQ(e.stream_credit, 0u);
 }
 
 // A bare integer is not an endpoint: a record must say Endpoint to plug in.

@@ -173,6 +173,64 @@ TEST(FrameGolden, MatchesTheCapnpEncodeTool) {
                     "scan took too long"},
        R"((envelope = (correlationId = 21, kind = error, endpoint = 3,
             errorMessage = "scan took too long", errorCode = 4)))"},
+      // Exactly-once (version 2): the flag with a settled mark, typical and
+      // the largest id; the settled mark alone (a plain request that lets
+      // records go); the flag alone with a deadline and an endpoint.
+      {"exactly-once request, answered below",
+       EnvelopeView{CorrelationId(31),
+                    EnvelopeKind::kRequest,
+                    kDefaultEndpoint,
+                    "inc",
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kOk,
+                    {},
+                    /*stream_credit=*/0,
+                    /*exactly_once=*/true,
+                    /*answered_below=*/CorrelationId(29)},
+       R"((envelope = (correlationId = 31, kind = request,
+            payload = 0x"696e63", exactlyOnce = true, answeredBelow = 29)))"},
+      {"exactly-once request, answered below max",
+       EnvelopeView{CorrelationId(0xffffffffffffffff),
+                    EnvelopeKind::kRequest,
+                    Endpoint(0xffffffffffffffff),
+                    {},
+                    absl::ZeroDuration(),
+                    absl::StatusCode::kOk,
+                    {},
+                    /*stream_credit=*/0,
+                    /*exactly_once=*/true,
+                    /*answered_below=*/CorrelationId(0xffffffffffffffff)},
+       R"((envelope = (correlationId = 18446744073709551615, kind = request,
+            endpoint = 18446744073709551615, exactlyOnce = true,
+            answeredBelow = 18446744073709551615)))"},
+      {"plain request, answered below only",
+       EnvelopeView{CorrelationId(32),
+                    EnvelopeKind::kRequest,
+                    Endpoint(3),
+                    "get",
+                    absl::Milliseconds(250),
+                    absl::StatusCode::kOk,
+                    {},
+                    /*stream_credit=*/0,
+                    /*exactly_once=*/false,
+                    /*answered_below=*/CorrelationId(30)},
+       R"((envelope = (correlationId = 32, kind = request, endpoint = 3,
+            payload = 0x"676574", timeoutMicros = 250000,
+            answeredBelow = 30)))"},
+      {"exactly-once request with a deadline and an endpoint",
+       EnvelopeView{CorrelationId(33),
+                    EnvelopeKind::kRequest,
+                    Endpoint(0x1234567890abcdef),
+                    "put k v",
+                    absl::Seconds(2),
+                    absl::StatusCode::kOk,
+                    {},
+                    /*stream_credit=*/0,
+                    /*exactly_once=*/true,
+                    /*answered_below=*/CorrelationId()},
+       R"((envelope = (correlationId = 33, kind = request,
+            endpoint = 1311768467294899695, payload = 0x"707574206b2076",
+            timeoutMicros = 2000000, exactlyOnce = true)))"},
       {"credit", Credit{CorrelationId(21), 32768},
        "(credit = (correlationId = 21, bytes = 32768))"},
       {"credit max",
@@ -285,6 +343,44 @@ TEST(FrameGolden, VersionOneEnvelopeDecodesWithStreamCreditZero) {
     EXPECT_EQ(envelope->stream_credit, 0u);
     EXPECT_TRUE(*envelope == expected);
   }
+}
+
+// A version 1 peer's requests, encoded by `capnp encode` from the version 1
+// schema (no exactlyOnce, no answeredBelow), decode as not exactly-once with
+// nothing settled: the fields read as their defaults (false, id 0 =
+// invalid), so a version 1 request can never ask a server to keep an
+// outcome or let records go.
+TEST(FrameGolden, VersionOneEnvelopeDecodesAsNotExactlyOnceNothingSettled) {
+  const std::filesystem::path schema =
+      std::filesystem::temp_directory_path() /
+      absl::StrCat("moonpool_frame_v1_eo_", ::getpid(), ".capnp");
+  std::ofstream(schema) << kVersionOneSchema;
+  const char* const texts[] = {
+      R"((envelope = (correlationId = 7, kind = request, endpoint = 3,
+            payload = 0x"70696e67", timeoutMicros = 250000)))",
+      R"((envelope = (correlationId = 18446744073709551615, kind = request,
+            endpoint = 18446744073709551615, timeoutMicros = 1)))",
+      R"((envelope = (correlationId = 1, kind = request)))",
+  };
+  for (const char* text : texts) {
+    SCOPED_TRACE(text);
+    const std::string v1 = FrameAround(CapnpEncode(text, schema.string()));
+    FrameDecoder decoder;
+    decoder.Feed(v1);
+    absl::StatusOr<const FrameValue*> frame = decoder.Next();
+    ASSERT_TRUE(frame.ok()) << frame.status();
+    ASSERT_NE(*frame, nullptr);
+    const auto* envelope = std::get_if<EnvelopeView>(*frame);
+    ASSERT_NE(envelope, nullptr) << FrameKindName(**frame);
+    EXPECT_EQ(envelope->kind, EnvelopeKind::kRequest);
+    EXPECT_FALSE(envelope->exactly_once);
+    EXPECT_FALSE(envelope->answered_below.valid());
+    EXPECT_EQ(envelope->answered_below, CorrelationId());
+    // Our encoder writes the same values as the version 2 tool does: the
+    // defaults are not sent as anything but zeros.
+    EXPECT_EQ(EncodeOne(**frame), FrameAround(CapnpEncode(text)));
+  }
+  std::filesystem::remove(schema);
 }
 
 }  // namespace

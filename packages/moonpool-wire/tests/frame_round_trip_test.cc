@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "moonpool/envelope/envelope.h"
 #include "moonpool/wire/byte_buffer.h"
@@ -86,6 +87,111 @@ TEST(FrameRoundTrip, OwningStreamRequestKeepsItsCredit) {
     EXPECT_EQ(std::get<EnvelopeView>(back).stream_credit, credit);
     EXPECT_EQ(Envelope::CopyOf(std::get<EnvelopeView>(back)), e);
   }
+}
+
+// Exactly-once (version 2): an owning Envelope's flag and settled mark
+// reach the wire through the EnvelopeLike path (ExactlyOnceOf,
+// AnsweredBelowOf) and come back, each on its own and together, up to the
+// largest id.
+TEST(FrameRoundTrip, OwningRequestKeepsExactlyOnceAndAnsweredBelow) {
+  for (bool exactly_once : {false, true}) {
+    for (uint64_t below :
+         {uint64_t{0}, uint64_t{1}, uint64_t{1} << 40, ~uint64_t{0}}) {
+      SCOPED_TRACE(absl::StrCat("exactly_once=", exactly_once,
+                                " answered_below=", below));
+      Envelope e = Envelope::Request(CorrelationId(5), Endpoint(2), "put",
+                                     absl::Seconds(1));
+      e.exactly_once = exactly_once;
+      e.answered_below = CorrelationId(below);
+      FrameEncoder encoder;
+      ByteBuffer out;
+      ASSERT_TRUE(encoder.EncodeEnvelope(e, out).ok());
+      FrameDecoder decoder;
+      FrameValue back =
+          DecodeOne(decoder, std::string(out.Readable().data(), out.size()));
+      ASSERT_TRUE(std::holds_alternative<EnvelopeView>(back));
+      const EnvelopeView& view = std::get<EnvelopeView>(back);
+      EXPECT_EQ(view.exactly_once, exactly_once);
+      EXPECT_EQ(view.answered_below, CorrelationId(below));
+      EXPECT_EQ(view.stream_credit, 0u);
+      EXPECT_EQ(Envelope::CopyOf(view), e);
+    }
+  }
+}
+
+// The two fields are independent of each other and of the rest: setting
+// one changes the bytes, and a frame with neither is the frame of a request
+// that never heard of them.
+TEST(FrameRoundTrip, ExactlyOnceFieldsChangeOnlyTheirOwnBits) {
+  EnvelopeView plain{CorrelationId(9),
+                     EnvelopeKind::kRequest,
+                     Endpoint(4),
+                     "x",
+                     absl::Seconds(1),
+                     absl::StatusCode::kOk,
+                     {},
+                     /*stream_credit=*/0,
+                     /*exactly_once=*/false,
+                     /*answered_below=*/CorrelationId()};
+  EnvelopeView flagged = plain;
+  flagged.exactly_once = true;
+  EnvelopeView settled = plain;
+  settled.answered_below = CorrelationId(8);
+  EnvelopeView both = flagged;
+  both.answered_below = CorrelationId(8);
+  const std::string bytes[] = {EncodeOne(plain), EncodeOne(flagged),
+                               EncodeOne(settled), EncodeOne(both)};
+  for (size_t i = 0; i < 4; ++i) {
+    for (size_t j = i + 1; j < 4; ++j) {
+      EXPECT_NE(bytes[i], bytes[j]) << i << " vs " << j;
+    }
+    // Same length: the fields live in the fixed data section.
+    EXPECT_EQ(bytes[i].size(), bytes[0].size());
+  }
+  const EnvelopeView* values[] = {&plain, &flagged, &settled, &both};
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    FrameDecoder decoder;
+    FrameValue back = DecodeOne(decoder, bytes[i]);
+    EXPECT_TRUE(std::get<EnvelopeView>(back) == *values[i]);
+  }
+}
+
+// An application record without the fields (written before version 2)
+// encodes as a plain request with nothing settled.
+struct RecordWithoutExactlyOnce {
+  CorrelationId correlation_id;
+  EnvelopeKind kind = EnvelopeKind::kRequest;
+  Endpoint endpoint;
+  std::string payload;
+  absl::Duration timeout;
+  absl::StatusCode error_code = absl::StatusCode::kOk;
+  std::string error_message;
+};
+
+TEST(FrameRoundTrip, RecordWithoutTheFieldsEncodesAsNotExactlyOnce) {
+  RecordWithoutExactlyOnce r{
+      CorrelationId(6), EnvelopeKind::kRequest, Endpoint(1), "v1",
+      absl::Seconds(1), absl::StatusCode::kOk,  ""};
+  FrameEncoder encoder;
+  ByteBuffer out;
+  ASSERT_TRUE(encoder.EncodeEnvelope(r, out).ok());
+  const std::string bytes(out.Readable().data(), out.size());
+  FrameDecoder decoder;
+  FrameValue back = DecodeOne(decoder, bytes);
+  ASSERT_TRUE(std::holds_alternative<EnvelopeView>(back));
+  EXPECT_FALSE(std::get<EnvelopeView>(back).exactly_once);
+  EXPECT_FALSE(std::get<EnvelopeView>(back).answered_below.valid());
+  EXPECT_EQ(bytes, EncodeOne(EnvelopeView{CorrelationId(6),
+                                          EnvelopeKind::kRequest,
+                                          Endpoint(1),
+                                          "v1",
+                                          absl::Seconds(1),
+                                          absl::StatusCode::kOk,
+                                          {},
+                                          /*stream_credit=*/0,
+                                          /*exactly_once=*/false,
+                                          /*answered_below=*/CorrelationId()}));
 }
 
 // Every stream kind and the credit frame, on their own and back to back in

@@ -113,6 +113,39 @@ FrameSet EveryKind() {
   set.frames.push_back(Credit{CorrelationId(6), 4096});
   set.frames.push_back(Credit{CorrelationId(~uint64_t{0}), ~uint64_t{0}});
   set.frames.push_back(Credit{CorrelationId(), 0});
+  // Exactly-once (version 2): the flag with a settled mark, the settled mark
+  // alone on a plain request, and both at their largest.
+  set.frames.push_back(EnvelopeView{CorrelationId(10),
+                                    EnvelopeKind::kRequest,
+                                    Endpoint(7),
+                                    set.Keep("put k v"),
+                                    absl::Seconds(3),
+                                    absl::StatusCode::kOk,
+                                    {},
+                                    /*stream_credit=*/0,
+                                    /*exactly_once=*/true,
+                                    /*answered_below=*/CorrelationId(4)});
+  set.frames.push_back(EnvelopeView{CorrelationId(11),
+                                    EnvelopeKind::kRequest,
+                                    kDefaultEndpoint,
+                                    set.Keep("get k"),
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {},
+                                    /*stream_credit=*/0,
+                                    /*exactly_once=*/false,
+                                    /*answered_below=*/CorrelationId(10)});
+  set.frames.push_back(EnvelopeView{CorrelationId(~uint64_t{0}),
+                                    EnvelopeKind::kRequest,
+                                    kDefaultEndpoint,
+                                    {},
+                                    absl::ZeroDuration(),
+                                    absl::StatusCode::kOk,
+                                    {},
+                                    /*stream_credit=*/0,
+                                    /*exactly_once=*/true,
+                                    /*answered_below=*/
+                                    CorrelationId(~uint64_t{0})});
   return set;
 }
 
@@ -142,6 +175,10 @@ FrameSet RandomFrames(uint64_t seed, int count, size_t max_payload) {
         }
         if (e.kind == EnvelopeKind::kRequest && rng() % 2 == 0) {
           e.stream_credit = rng() >> (rng() % 64);
+        }
+        if (e.kind == EnvelopeKind::kRequest && rng() % 2 == 0) {
+          e.exactly_once = rng() % 2 == 0;
+          e.answered_below = CorrelationId(rng() >> (rng() % 64));
         }
         set.frames.push_back(e);
         break;

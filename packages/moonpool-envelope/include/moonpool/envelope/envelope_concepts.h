@@ -50,8 +50,6 @@ constexpr uint64_t StreamCreditOf(const E& e) {
   }
 }
 
-// An EnvelopeLike that owns its bytes and can be made from any EnvelopeLike
-// (through a static CopyOf), so a layer can keep it past a borrowed view.
 // A record's exactly-once flag and settled mark (protocol version 2),
 // optional in the same way: false and CorrelationId() without the fields.
 template <EnvelopeLike E>
@@ -76,6 +74,8 @@ constexpr CorrelationId AnsweredBelowOf(const E& e) {
   }
 }
 
+// An EnvelopeLike that owns its bytes and can be made from any EnvelopeLike
+// (through a static CopyOf), so a layer can keep it past a borrowed view.
 template <typename E>
 concept OwningEnvelope = EnvelopeLike<E> && std::movable<E> &&
     requires(const E& other) {
