@@ -822,8 +822,14 @@ TEST(PeerExactlyOnce, CloseWhileWaitingToBeResentIsCancelled) {
   EXPECT_EQ(ids.unsettled(), 0u);
 }
 
-TEST(PeerExactlyOnce, ResendsGoInIdOrderBeforeEverythingQueuedMeanwhile) {
-  UvLoop loop(UvLoopOptions{.seed = 46});
+// Three exactly-once requests written and held, then the connection
+// reset: on the next one (which withholds its Hello for a while) they go
+// again in id order, with their ids, before requests queued while there was
+// no connection (`queue_meanwhile`) and before one made while the resends
+// wait for the Hello, with nothing queued, which would otherwise take the
+// fast path straight onto the connection.
+void ResendsGoBeforeFreshRequests(bool queue_meanwhile, uint32_t seed) {
+  UvLoop loop(UvLoopOptions{.seed = seed});
   ScriptedServer server(loop);
   ClientRequestIds ids;
   PeerOptions options = FastOptions(ids);
@@ -838,37 +844,42 @@ TEST(PeerExactlyOnce, ResendsGoInIdOrderBeforeEverythingQueuedMeanwhile) {
   ASSERT_TRUE(peer.Request("e2", ExactlyOnce(), Record(e2)).ok());
   ASSERT_TRUE(peer.Request("e3", ExactlyOnce(), Record(e3)).ok());
   ASSERT_TRUE(RunUntil(loop, [&] { return server.seen().size() == 4; }));
-  // The next connection withholds its Hello for a while.
   server.set_withhold_output(true);
   server.ResetAll();
   ASSERT_TRUE(
       RunUntil(loop, [&] { return peer.state() == PeerState::kBackingOff; }));
-  // Queued while there is no connection: a plain and an exactly-once one.
+  std::vector<std::string> expected = {"e1", "e2", "e3"};
   Outcome queued_plain, queued_once;
-  ASSERT_TRUE(peer.Request("queued-plain", {}, Record(queued_plain)).ok());
-  ASSERT_TRUE(
-      peer.Request("queued-once", ExactlyOnce(), Record(queued_once)).ok());
-  // Connected, no Hello yet: a plain request could take the fast path
-  // straight onto the connection, ahead of the resends.
+  if (queue_meanwhile) {
+    ASSERT_TRUE(peer.Request("queued-plain", {}, Record(queued_plain)).ok());
+    ASSERT_TRUE(
+        peer.Request("queued-once", ExactlyOnce(), Record(queued_once)).ok());
+    expected.push_back("queued-plain");
+    expected.push_back("queued-once");
+  }
   ASSERT_TRUE(RunUntil(loop, [&] {
     return peer.state() == PeerState::kConnected &&
            peer.stats().connections == 2;
   }));
   Outcome fast;
   ASSERT_TRUE(peer.Request("fast", {}, Record(fast)).ok());
+  expected.push_back("fast");
   RunFor(loop, absl::Milliseconds(50));
   EXPECT_EQ(Payloads(server.seen(), 2), std::vector<std::string>{});
   server.ReleaseOutput();
-  ASSERT_TRUE(RunUntil(loop, [&] {
-    return e1.done && e2.done && e3.done && queued_plain.done &&
-           queued_once.done && fast.done;
-  }));
-  for (Outcome* o : {&e1, &e2, &e3, &queued_plain, &queued_once, &fast}) {
-    EXPECT_TRUE(o->status.ok()) << o->status;
+  std::vector<Outcome*> all = {&e1, &e2, &e3, &fast};
+  if (queue_meanwhile) {
+    all.push_back(&queued_plain);
+    all.push_back(&queued_once);
   }
-  EXPECT_EQ(Payloads(server.seen(), 2),
-            (std::vector<std::string>{"e1", "e2", "e3", "queued-plain",
-                                      "queued-once", "fast"}));
+  ASSERT_TRUE(RunUntil(loop, [&] {
+    for (Outcome* o : all) {
+      if (!o->done) return false;
+    }
+    return true;
+  }));
+  for (Outcome* o : all) EXPECT_TRUE(o->status.ok()) << o->status;
+  EXPECT_EQ(Payloads(server.seen(), 2), expected);
   for (const char* name : {"e1", "e2", "e3"}) {
     const Seen* first = Find(server.seen(), name, 1);
     const Seen* again = Find(server.seen(), name, 2);
@@ -878,6 +889,14 @@ TEST(PeerExactlyOnce, ResendsGoInIdOrderBeforeEverythingQueuedMeanwhile) {
   }
   EXPECT_EQ(peer.stats().resent_exactly_once, 3u);
   EXPECT_EQ(ids.unsettled(), 0u);
+}
+
+TEST(PeerExactlyOnce, ResendsGoInIdOrderBeforeRequestsQueuedMeanwhile) {
+  ResendsGoBeforeFreshRequests(/*queue_meanwhile=*/true, 46);
+}
+
+TEST(PeerExactlyOnce, AFastPathRequestDoesNotOvertakeResendsWaitingForHello) {
+  ResendsGoBeforeFreshRequests(/*queue_meanwhile=*/false, 49);
 }
 
 // ---- Two Peers, one client incarnation ----
