@@ -59,6 +59,9 @@ enum class Action {
   // reads the reply and then closes the connection (DataLoss) in the same
   // pump, before it writes anything more.
   kReplyThenGarbage,
+  // An error reply Aborted "outcome forgotten, maybe delivered", as a
+  // server that let the record go answers a resend.
+  kForgotten,
 };
 
 class ScriptedServer {
@@ -222,6 +225,13 @@ class ScriptedServer::Conn final : public StreamHandler {
       switch (action) {
         case Action::kReply:
           EXPECT_TRUE(connection_.SendReply(id, reply).ok());
+          break;
+        case Action::kForgotten:
+          EXPECT_TRUE(connection_
+                          .SendErrorReply(
+                              id, absl::AbortedError("outcome forgotten, maybe "
+                                                     "delivered"))
+                          .ok());
           break;
         case Action::kHold:
           held_.emplace_back(id.value(), seen.payload);
@@ -492,6 +502,55 @@ TEST(PeerExactlyOnce, ResetAfterWrittenResendsTheSameIdFirstToTheSameServer) {
   EXPECT_EQ(peer.stats().resent_exactly_once, 1u);
   EXPECT_EQ(peer.stats().exactly_once_aborted, 0u);
   EXPECT_EQ(peer.stats().connections, 2u);
+  EXPECT_EQ(ids.unsettled(), 0u);
+}
+
+TEST(PeerExactlyOnce, LostAgainAfterAResendIsResentAgainWithTheSameId) {
+  UvLoop loop(UvLoopOptions{.seed = 50});
+  ScriptedServer server(loop);
+  ClientRequestIds ids;
+  Peer peer(loop, server.address(), FastOptions(ids));
+  WarmUp(loop, peer);
+  server.set_policy([](const Seen& s) {
+    return s.connection <= 2 ? Action::kReset : Action::kReply;
+  });
+  Outcome once;
+  ASSERT_TRUE(peer.Request("once", ExactlyOnce(), Record(once)).ok());
+  ASSERT_TRUE(RunUntil(loop, [&] { return once.done; }));
+  EXPECT_TRUE(once.status.ok()) << once.status;
+  std::vector<uint64_t> sent_ids;
+  for (int c = 1; c <= 3; ++c) {
+    const Seen* s = Find(server.seen(), "once", c);
+    ASSERT_NE(s, nullptr) << "connection " << c;
+    EXPECT_TRUE(s->exactly_once);
+    sent_ids.push_back(s->id);
+  }
+  EXPECT_EQ(sent_ids[1], sent_ids[0]);
+  EXPECT_EQ(sent_ids[2], sent_ids[0]);
+  EXPECT_EQ(peer.stats().resent_exactly_once, 2u);
+  EXPECT_EQ(ids.unsettled(), 0u);
+}
+
+TEST(PeerExactlyOnce, AResendTheServerForgotIsAbortedToTheCaller) {
+  UvLoop loop(UvLoopOptions{.seed = 51});
+  ScriptedServer server(loop);
+  ClientRequestIds ids;
+  Peer peer(loop, server.address(), FastOptions(ids));
+  WarmUp(loop, peer);
+  server.set_policy([](const Seen& s) {
+    return s.connection == 1 ? Action::kReset : Action::kForgotten;
+  });
+  Outcome once;
+  ASSERT_TRUE(peer.Request("once", ExactlyOnce(), Record(once)).ok());
+  ASSERT_TRUE(RunUntil(loop, [&] { return once.done; }));
+  EXPECT_EQ(once.status.code(), absl::StatusCode::kAborted) << once.status;
+  EXPECT_NE(once.status.message().find("outcome forgotten"),
+            absl::string_view::npos)
+      << once.status;
+  // Resent, and the server's answer is the outcome: no further resend.
+  EXPECT_EQ(peer.stats().resent_exactly_once, 1u);
+  EXPECT_EQ(peer.stats().exactly_once_aborted, 0u);
+  EXPECT_EQ(server.seen().size(), 3u);
   EXPECT_EQ(ids.unsettled(), 0u);
 }
 
