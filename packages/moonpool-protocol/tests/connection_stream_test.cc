@@ -36,7 +36,9 @@ CorrelationId OpenStream(ConnectionPair& p, uint64_t credit,
   std::vector<Recorded> requests =
       OfKind(p.server_events, Recorded::kRequestReceived);
   EXPECT_EQ(requests.size(), 1u);
-  if (!requests.empty()) EXPECT_EQ(requests[0].stream_credit, credit);
+  if (!requests.empty()) {
+    EXPECT_EQ(requests[0].stream_credit, credit);
+  }
   p.server_events.clear();
   return id;
 }

@@ -24,6 +24,8 @@ Recorded Record(const Event& e) {
           r.deadline = ev.deadline;
           r.endpoint = ev.request.endpoint;
           r.stream_credit = ev.stream_credit;
+          r.exactly_once = ev.exactly_once;
+          r.answered_below = ev.answered_below;
         } else if constexpr (std::is_same_v<T, OneWayReceived>) {
           r.kind = Recorded::kOneWayReceived;
           r.payload = std::string(ev.message.payload);
@@ -40,6 +42,7 @@ Recorded Record(const Event& e) {
           r.status = ev.status;
           r.delivery = ev.delivery;
           r.idempotent = ev.idempotent;
+          r.exactly_once = ev.exactly_once;
         } else if constexpr (std::is_same_v<T, GoodbyeReceived>) {
           r.kind = Recorded::kGoodbyeReceived;
           r.id = ev.last_correlation_id;

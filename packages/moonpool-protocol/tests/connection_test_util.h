@@ -45,6 +45,10 @@ struct Recorded {
   uint64_t stream_credit = 0;
   bool stream_end = false;
   uint64_t credit_bytes = 0;
+  // Request: the peer asked for exactly-once and said what is settled;
+  // failure: the request went out with the exactly-once flag.
+  bool exactly_once = false;
+  CorrelationId answered_below;
 };
 
 Recorded Record(const Event& e);

@@ -100,7 +100,7 @@ struct RequestOptions {
   // Invalid (the default): the next id of the generator. Valid: a resend,
   // with the id it was first sent with. It must be above every id sent on
   // this connection (the peer requires increasing ids).
-  CorrelationId id;
+  CorrelationId id = CorrelationId();
 };
 
 }  // namespace moonpool::protocol
