@@ -205,9 +205,24 @@ class Server {
   }
 
   // Closes the server (its handlers end, its loop runs out) and joins.
-  void StopAndJoin() {
-    loop_->PostFromAnyThread([this] { scope_->Spawn(server_->Close(false)); });
+  // Returns false when the loop was still running 2 s after the Close had
+  // finished: the thread is then detached (blocked in its loop, touching
+  // nothing of ours) and the process must end with _Exit. That happens
+  // while ServerTransport::Close leaves its exactly-once sweep timer armed:
+  // the loop then runs on until the last record expires (min_lifetime plus
+  // up to a quarter of it: 75 s with the defaults).
+  [[nodiscard]] bool StopAndJoin() {
+    std::future<void> closed = closed_.get_future();
+    std::future<void> loop_done = loop_done_.get_future();
+    loop_->PostFromAnyThread([this] { scope_->Spawn(CloseAndSignal()); });
+    closed.wait();
+    if (loop_done.wait_for(std::chrono::seconds(2)) !=
+        std::future_status::ready) {
+      thread_.detach();
+      return false;
+    }
     thread_.join();
+    return true;
   }
 
   // Valid after StopAndJoin.
@@ -217,6 +232,12 @@ class Server {
   uint64_t outcomes_recorded() const { return recorded_; }
 
  private:
+  Task<void> CloseAndSignal() {
+    co_await server_->Close(false);
+    recorded_ = server_->stats().exactly_once.recorded;
+    closed_.set_value();
+  }
+
   static Task<void> Echo(ServerTransport& server) {
     while (std::optional<IncomingMessage> msg = co_await server.NextMessage()) {
       if (!msg->is_request()) continue;
@@ -265,7 +286,7 @@ class Server {
     scope_ = &scope;
     bound.set_value((*server)->address());  // publishes the three above
     loop.Run();  // until Close ends the listener and the handlers
-    recorded_ = (*server)->stats().exactly_once.recorded;
+    loop_done_.set_value();
     scope.Clear();
     server->reset();
   }
@@ -273,6 +294,8 @@ class Server {
   const Api api_;
   std::thread thread_;
   Address address_;
+  std::promise<void> closed_;     // set on the server thread
+  std::promise<void> loop_done_;  // set on the server thread
   // Set on the server thread before the constructor returns (the promise
   // orders them); used from the client thread only through
   // PostFromAnyThread.
@@ -541,14 +564,23 @@ struct RunResult {
   double cpu_us_per_request = 0;
 };
 
+// Set when a server's thread was detached (Server::StopAndJoin): main ends
+// the process with _Exit.
+bool server_detached = false;
+
 // One run of the workload with a fresh server and client; prints its JSON
 // object.
 RunResult RunOnce(const Options& options, Api api, bool exactly_once = false) {
-  Server server(api);
+  // On the heap: leaked when its thread is detached, which still uses it.
+  auto owned_server = std::make_unique<Server>(api);
+  Server& server = *owned_server;
   Client client(options, api, exactly_once, server);
   std::thread client_thread([&client] { client.Run(); });
   client_thread.join();
-  server.StopAndJoin();
+  if (!server.StopAndJoin()) {
+    server_detached = true;
+    (void)owned_server.release();
+  }
 
   Report report;
   report.peer = "moonpool";
@@ -700,5 +732,9 @@ int main(int argc, char** argv) {
         "' (bytes, capnp_raw, capnp_method, compare)");
   }
   RunOnce(options, api, exactly_once);
+  if (server_detached) {
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
   return 0;
 }
