@@ -95,11 +95,12 @@ absl::StatusOr<PeerRequestId> Peer::Enqueue(Pending p) {
     return absl::FailedPreconditionError(
         absl::StrCat("peer ", address_.ToString(), " is closed"));
   }
-  if (queue_.size() >= options_.max_queued_requests ||
+  if (queue_.size() + resend_.size() >= options_.max_queued_requests ||
       queued_bytes_ + payload.size() > options_.max_queued_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("request queue to ", address_.ToString(), " is full (",
-                     queue_.size(), " requests, ", queued_bytes_, " bytes)"));
+                     queue_.size() + resend_.size(), " requests, ",
+                     queued_bytes_, " bytes)"));
   }
   const absl::Time deadline = ResolveDeadline(options.deadline);
   if (deadline <= loop_.Now()) {
@@ -234,15 +235,14 @@ bool Peer::SubmitResends() {
       queued_bytes_ -= gone.payload.size();
       ++stats_.failures;
       ++stats_.exactly_once_aborted;
-      Complete(gone,
-               absl::AbortedError(absl::StrCat(
-                   "exactly-once request ", gone.correlation.ToString(),
-                   " to ", address_.ToString(),
-                   " may have been delivered: the server that kept its "
-                   "record is gone (incarnation ",
-                   absl::Hex(gone.server_incarnation), ", now ",
-                   absl::Hex(server_incarnation_), ", version ", version_,
-                   ")")));
+      Complete(gone, absl::AbortedError(absl::StrCat(
+                         "exactly-once request ", gone.correlation.ToString(),
+                         " to ", address_.ToString(),
+                         " may have been delivered: the server that kept its "
+                         "record is gone (incarnation ",
+                         absl::Hex(gone.server_incarnation), ", now ",
+                         absl::Hex(server_incarnation_), ", version ", version_,
+                         ")")));
       continue;
     }
     const size_t bytes = p.payload.size();
@@ -254,6 +254,7 @@ bool Peer::SubmitResends() {
       resend_.erase(it);
       queued_bytes_ -= bytes;
       ++stats_.failures;
+      ++stats_.exactly_once_aborted;
       Complete(gone, absl::AbortedError(absl::StrCat(
                          "exactly-once request ", gone.correlation.ToString(),
                          " may have been delivered and could not be sent "
