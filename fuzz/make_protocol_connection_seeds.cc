@@ -61,10 +61,12 @@ enum Kind : uint8_t {
   kWrite = 4,  // arg/31 of the pending output
   kAnswerLater = 5,
   kCommand = 6,  // arg & 3: 0-1 request, 2 one-way (arg & 4: cancel one of
-                 // the server's requests, arg >> 3 picks which), 3: by
-                 // arg >> 2, 0 and 7 goodbye, 1-3 a stream request (credit
+                 // the server's requests, arg >> 3 picks which; arg & 16:
+                 // exactly-once, 18 a new request, 26 a resend), 3: by
+                 // arg >> 2, 0 goodbye, 1-3 a stream request (credit
                  // 1, 300, 64 KiB), 4-5 grant credit (all, half), 6 check
-                 // the stream calls' refusals
+                 // the stream calls' refusals, 7 a resend not above the
+                 // last id sent
   kDrain = 7,    // arg: the answering policy (0 reply, 1 error, 2 later,
                  // 3 abandon), advancing per event
 };
@@ -136,6 +138,15 @@ EnvelopeView StreamRequest(uint64_t id, uint64_t credit,
   return EnvelopeView{
       CorrelationId(id),        EnvelopeKind::kRequest, Endpoint(7), payload,
       absl::Milliseconds(4000), absl::StatusCode::kOk,  "",          credit};
+}
+// Version 2 exactly-once: a request asking the server to keep its outcome
+// (or not), and saying every id below `below` is settled (0: nothing said).
+EnvelopeView OnceRequest(uint64_t id, bool exactly_once, uint64_t below,
+                         absl::string_view payload = "inc") {
+  EnvelopeView e = Request(id, payload, absl::Milliseconds(1000));
+  e.exactly_once = exactly_once;
+  e.answered_below = CorrelationId(below);
+  return e;
 }
 EnvelopeView Item(uint64_t id, absl::string_view payload) {
   return EnvelopeView{CorrelationId(id),
@@ -309,6 +320,23 @@ void WriteVersionTwo(Corpus& corpus) {
                Encode({Cancel{CorrelationId(1)}, ClientHello()}));
 }
 
+// Receive ops for exactly `n` bytes (a multiple of 8): 64-byte blocks,
+// then up to 16 bytes at a time.
+std::vector<uint8_t> ReceiveExactly(size_t n) {
+  std::vector<uint8_t> ops;
+  while (n >= 64) {
+    const size_t blocks = std::min<size_t>(n / 64, 15);
+    ops.push_back(Op(kReceive, static_cast<int>(16 + blocks)));
+    n -= blocks * 64;
+  }
+  while (n > 0) {
+    const size_t chunk = std::min<size_t>(n, 16);
+    ops.push_back(Op(kReceive, static_cast<int>(chunk)));
+    n -= chunk;
+  }
+  return ops;
+}
+
 // A session in steps: the client's frames, each batch received exactly (the
 // connection decodes a frame only when its events are pulled, so a batch's
 // frames are read by the next drain, and nothing later is), and the
@@ -338,19 +366,9 @@ class Script {
   }
 
  private:
-  // Receive ops for exactly `n` bytes (a multiple of 8): 64-byte blocks,
-  // then up to 16 bytes at a time.
   void Receive(size_t n) {
-    while (n >= 64) {
-      const size_t blocks = std::min<size_t>(n / 64, 15);
-      control_.ops.push_back(Op(kReceive, static_cast<int>(16 + blocks)));
-      n -= blocks * 64;
-    }
-    while (n > 0) {
-      const size_t chunk = std::min<size_t>(n, 16);
-      control_.ops.push_back(Op(kReceive, static_cast<int>(chunk)));
-      n -= chunk;
-    }
+    const std::vector<uint8_t> ops = ReceiveExactly(n);
+    control_.ops.insert(control_.ops.end(), ops.begin(), ops.end());
   }
 
   Control control_;
@@ -365,6 +383,13 @@ constexpr int kGrantAll = 3 | (4 << 2);
 constexpr int kGrantHalf = 3 | (5 << 2);
 constexpr int kStreamRefusals = 3 | (6 << 2);
 constexpr int kCancelFirst = 2 | 4;  // the first of the server's pending
+// Exactly-once: the server's own new request (250 ms and 4001 ms deadlines
+// alternate), a resend of an id an earlier connection took, a resend whose
+// id is not above the last sent (refused; a plain resend when nothing was
+// sent yet).
+constexpr int kExactlyOnce = 2 | 16;
+constexpr int kResend = 2 | 16 | 8;
+constexpr int kResendNotAbove = 3 | (7 << 2);
 // kAnswerLater args for a stream request: an item of arg * 37 bytes
 // (arg < 8), SendReply with a last item (24), SendStreamEnd (25).
 constexpr int kLaterItem37 = 1;
@@ -480,6 +505,84 @@ void WriteStreams(Corpus& corpus) {
       .WriteTo(corpus, "v1_stream_item_from_peer");
 }
 
+// Version 2 exactly-once, both ways: the client's requests with the flag
+// and the settled mark (read on version 2, cleared on version 1), and the
+// server's own exactly-once requests, resends with a chosen id and a
+// refused one, answered, past their deadline, or lost with the connection.
+void WriteExactlyOnce(Corpus& corpus) {
+  const std::initializer_list<FrameValue> client = {
+      OnceRequest(1, true, 0),
+      OnceRequest(2, true, 1),
+      OnceRequest(3, false, 3, "get"),
+      OnceRequest(4, true, ~uint64_t{0}),
+  };
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames(client)
+      .Ops({Op(kDrain, kReplyNow), Op(kWrite, 31)})
+      .Frames({Ping{1}})
+      .WriteTo(corpus, "v2_exactly_once_client_requests");
+  // Answered later, error, abandoned: the policies cycle over the four.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames(client)
+      .Ops({Op(kDrain, 1), Op(kAnswerLater, 0), Op(kWrite, 31)})
+      .Frames({Goodbye{CorrelationId(), "bye"}})
+      .WriteTo(corpus, "v2_exactly_once_client_requests_mixed_answers");
+  // A version 1 Hello: the same bits mean nothing.
+  Script(false)
+      .Ops({Op(kDrain, kReplyNow)})
+      .Frames(client)
+      .Ops({Op(kDrain, kReplyNow), Op(kWrite, 31)})
+      .Frames({Ping{1}})
+      .WriteTo(corpus, "v1_exactly_once_bits_cleared");
+  // A version 2 client and a version 1 server.
+  corpus.Write("v1_server_exactly_once_bits_cleared",
+               V2(Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)}),
+                  kServer1only),
+               Encode(client));
+  // The server's own: a new exactly-once request (id 1), a resend of id 2
+  // (taken by an "earlier connection"), a resend of id 2 again (refused),
+  // another new one (id 3); the client answers 1 and 2, and 3 waits past
+  // its deadline and the keepalive timeout.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kExactlyOnce),
+            Op(kCommand, kResend), Op(kCommand, kResendNotAbove),
+            Op(kCommand, kExactlyOnce), Op(kWrite, 31)})
+      .Frames({Reply(1), Reply(2)})
+      .Ops({Op(kDrain, kReplyNow), Op(kAdvance, 15), Op(kDrain, kReplyNow),
+            Op(kWrite, 31)})
+      .Frames({Ping{1}})
+      .WriteTo(corpus, "v2_server_exactly_once_and_resends");
+  // Lost with the connection (the peer's close at the end): maybe
+  // delivered, with the flag; a plain resend before anything was sent.
+  Script(true)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kResendNotAbove),
+            Op(kCommand, kExactlyOnce), Op(kCommand, 0), Op(kCommand, kResend),
+            Op(kWrite, 31)})
+      .Frames({Reply(1)})
+      .WriteTo(corpus, "v2_server_exactly_once_lost_with_connection");
+  // The same on a version 1 connection: sent as plain requests.
+  Script(false)
+      .Ops({Op(kDrain, kReplyNow), Op(kCommand, kExactlyOnce),
+            Op(kCommand, kResend), Op(kCommand, kResendNotAbove),
+            Op(kWrite, 31)})
+      .Frames({Reply(1)})
+      .WriteTo(corpus, "v1_server_exactly_once_sent_plain");
+  // Before the handshake (the Hello in the stream, received exactly):
+  // refused, then sent.
+  const std::string hello = Encode({Hello{kHelloMagic, 1, "ranged", 9, 2}});
+  Control before = V2(Plan({Op(kCommand, kExactlyOnce), Op(kCommand, kResend)},
+                           /*options=*/0));
+  for (uint8_t op : ReceiveExactly(hello.size())) before.ops.push_back(op);
+  before.ops.insert(
+      before.ops.end(),
+      {Op(kDrain, kReplyNow), Op(kCommand, kExactlyOnce), Op(kCommand, kResend),
+       Op(kWrite, 31), Op(kReceive, kRest)});
+  corpus.Write("exactly_once_before_hello", before,
+               hello + Encode({OnceRequest(1, true, 0), Reply(1)}));
+}
+
 void WriteBroken(Corpus& corpus) {
   const Control raw =
       Plan({Op(kReceive, kRest), Op(kDrain, 0), Op(kWrite, 31)}, 0);
@@ -526,6 +629,7 @@ int main(int argc, char** argv) {
   moonpool::wire::WriteSessions(corpus);
   moonpool::wire::WriteVersionTwo(corpus);
   moonpool::wire::WriteStreams(corpus);
+  moonpool::wire::WriteExactlyOnce(corpus);
   moonpool::wire::WriteBroken(corpus);
   corpus.Report();
   return 0;

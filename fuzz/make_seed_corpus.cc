@@ -193,6 +193,17 @@ EnvelopeView StreamEnd(absl::string_view payload = "") {
       CorrelationId(3),     EnvelopeKind::kStreamEnd, Endpoint(7), payload,
       absl::ZeroDuration(), absl::StatusCode::kOk,    ""};
 }
+// Version 2 exactly-once: a request asking the server to keep its outcome
+// and saying which ids are settled (0: nothing said).
+EnvelopeView ExactlyOnceRequest(uint64_t id, bool exactly_once,
+                                uint64_t answered_below) {
+  EnvelopeView e{
+      CorrelationId(id),       EnvelopeKind::kRequest, Endpoint(7), "put k v",
+      absl::Milliseconds(500), absl::StatusCode::kOk,  ""};
+  e.exactly_once = exactly_once;
+  e.answered_below = CorrelationId(answered_below);
+  return e;
+}
 Hello ClientHello() {
   return Hello{kHelloMagic, kProtocolVersion1, "client-1", 0x5eed0001};
 }
@@ -235,6 +246,12 @@ void WriteValidFrames(Corpus& corpus) {
                Encode({EnvelopeView{CorrelationId(4), EnvelopeKind::kRequest,
                                     kDefaultEndpoint, "", absl::ZeroDuration(),
                                     absl::StatusCode::kOk, "", ~uint64_t{0}}}));
+  corpus.Write("envelope_exactly_once_request", Whole(),
+               Encode({ExactlyOnceRequest(5, true, 3)}));
+  corpus.Write("envelope_exactly_once_max", Whole(kExact),
+               Encode({ExactlyOnceRequest(~uint64_t{0}, true, ~uint64_t{0})}));
+  corpus.Write("envelope_answered_below_only", Whole(kAllTheRoom),
+               Encode({ExactlyOnceRequest(6, false, 6)}));
   corpus.Write("envelope_stream_item", Whole(kPartialRead),
                Encode({StreamItem("k=v")}));
   corpus.Write("envelope_stream_end", Whole(), Encode({StreamEnd()}));
@@ -292,6 +309,16 @@ void WriteStreams(Corpus& corpus) {
                Encode({ClientHelloV2(), ServerHelloV2(), Request(),
                        Cancel{CorrelationId(1)}, Reply(),
                        Cancel{CorrelationId(1)}, Ping{3}}));
+  // Version 2 exactly-once: requests with the flag and the settled mark,
+  // their replies, and a resend of the first after a new handshake.
+  corpus.Write(
+      "stream_v2_exactly_once",
+      Split({kFeed, Bytes(13)}, {kExact, Bytes(32)}, {kAllTheRoom, Bytes(9)},
+            {kPartialRead, Bytes(21)}),
+      Encode({ClientHelloV2(), ServerHelloV2(), ExactlyOnceRequest(1, true, 0),
+              ExactlyOnceRequest(2, false, 1), ExactlyOnceRequest(3, true, 1),
+              Reply(), ClientHelloV2(), ExactlyOnceRequest(3, true, 2),
+              Ping{4}}));
   // Version 2 reply streams: a stream with credit granted back and its end,
   // one ended by an error, and a cancel crossing the items.
   corpus.Write(

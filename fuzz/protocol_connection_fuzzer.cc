@@ -162,6 +162,9 @@ class Harness {
     o.max_output_bytes = kMaxOutputBytes[(options_byte >> 4) & 3];
     o.max_queued_pongs = kMaxQueuedPongs[(options_byte >> 6) & 3];
     o.max_pending_requests = 8;
+    // A driver's shared generator, so that a resend can use an id an
+    // earlier connection took (RequestOptions::id).
+    o.ids = &self->ids_;
     // The connection's run-time invariant: an item within the stream's
     // credit. Not held only for an item the peer sent past it, which closes
     // the connection (counted as a credit overrun; checked in OnClosed).
@@ -312,6 +315,16 @@ class Harness {
       MOONPOOL_FUZZ_CHECK(
           r->stream_credit ==
           (connection_.version() == 2 ? r->request.stream_credit : 0));
+      // Exactly-once and the settled mark too; on version 1 whatever bits
+      // the peer set there are cleared, in the view as well.
+      if (connection_.version() == 2) {
+        MOONPOOL_FUZZ_CHECK(r->exactly_once == r->request.exactly_once);
+        MOONPOOL_FUZZ_CHECK(r->answered_below == r->request.answered_below);
+      } else {
+        MOONPOOL_FUZZ_CHECK(!r->exactly_once && !r->request.exactly_once);
+        MOONPOOL_FUZZ_CHECK(!r->answered_below.valid() &&
+                            !r->request.answered_below.valid());
+      }
       if (r->stream_credit > 0) {
         peer_streams_[r->request.correlation_id.value()].credit =
             r->stream_credit;
@@ -334,6 +347,9 @@ class Harness {
       MOONPOOL_FUZZ_CHECK(sent_.erase(f->id.value()) == 1);
       own_streams_.erase(f->id.value());
       MOONPOOL_FUZZ_CHECK(!f->status.ok());
+      // The flag went out (version 2) exactly when the failure says so.
+      MOONPOOL_FUZZ_CHECK(f->exactly_once ==
+                          wire_fields_[f->id.value()].exactly_once);
     } else if (const auto* g = std::get_if<GoodbyeReceived>(&e)) {
       MOONPOOL_FUZZ_CHECK(handshake_seen_);
       MOONPOOL_FUZZ_CHECK(!goodbye_seen_);
@@ -616,6 +632,7 @@ class Harness {
         if (id.ok()) {
           MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
           MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+          NoteSent(*id, r);
         } else {
           const absl::StatusCode c = id.status().code();
           MOONPOOL_FUZZ_CHECK(c == absl::StatusCode::kFailedPrecondition ||
@@ -626,6 +643,16 @@ class Harness {
       case 2: {
         if ((arg & 4) != 0) {
           Cancel(arg >> 3);
+          break;
+        }
+        if ((arg & 16) != 0) {
+          // Exactly-once: a new request (18), or a resend of an id an
+          // earlier connection took (26).
+          if ((arg & 8) == 0) {
+            SendExactlyOnce();
+          } else {
+            Resend();
+          }
           break;
         }
         absl::Status s =
@@ -647,6 +674,9 @@ class Harness {
           case 6:
             CheckStreamRefusals();
             break;
+          case 7:
+            ResendNotAbove();
+            break;
           default: {
             absl::Status s = connection_.SendGoodbye(kGoodbyeReason);
             if (s.ok()) {
@@ -660,6 +690,118 @@ class Harness {
         }
         break;
     }
+  }
+
+  // What the output must carry for a request written with `r`: the flag and
+  // the mark only on version 2 (the server writes only after its Hello).
+  void NoteSent(CorrelationId id, const RequestOptions& r) {
+    const bool v2 = connection_.version() == 2;
+    wire_fields_[id.value()] =
+        WireFields{v2 && r.exactly_once, v2 ? r.answered_below.value() : 0};
+    last_sent_id_ = std::max(last_sent_id_, id.value());
+  }
+
+  // The settled mark a client would send: every id below its oldest
+  // request still pending is settled.
+  CorrelationId AnsweredBelow() const {
+    uint64_t below = ids_.last().value() + 1;
+    for (uint64_t id : sent_) below = std::min(below, id);
+    return CorrelationId(below);
+  }
+
+  // Exactly-once requests alternate between a deadline the peer can miss
+  // (250 ms) and one past the keepalive timeout.
+  RequestOptions ExactlyOnceOptions() {
+    RequestOptions r;
+    r.deadline =
+        now_ + absl::Milliseconds((exactly_once_ops_++ % 2) == 0 ? 250 : 4001);
+    r.exactly_once = true;
+    r.answered_below = AnsweredBelow();
+    return r;
+  }
+
+  void CheckRefused(const absl::Status& s) {
+    const absl::StatusCode c = s.code();
+    MOONPOOL_FUZZ_CHECK(c == absl::StatusCode::kFailedPrecondition ||
+                        c == absl::StatusCode::kResourceExhausted);
+  }
+
+  // A new exactly-once request: the generator's next id.
+  void SendExactlyOnce() {
+    const RequestOptions r = ExactlyOnceOptions();
+    const uint64_t next = ids_.last().value() + 1;
+    absl::StatusOr<CorrelationId> id = connection_.SendRequest("once", r, now_);
+    if (!id.ok()) {
+      // Before the handshake too (a server, and an exactly-once request,
+      // wait for it): FailedPrecondition.
+      CheckRefused(id.status());
+      MOONPOOL_FUZZ_CHECK(ids_.last().value() == next - 1);
+      return;
+    }
+    MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
+    MOONPOOL_FUZZ_CHECK(id->value() == next);
+    MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+    NoteSent(*id, r);
+  }
+
+  // A resend: an id an earlier connection took from the shared generator
+  // (so above every id this connection sent), exactly-once. It goes out
+  // with that id and the generator stays where it was.
+  void Resend() {
+    const CorrelationId taken = ids_.Next();
+    RequestOptions r = ExactlyOnceOptions();
+    r.id = taken;
+    absl::StatusOr<CorrelationId> id =
+        connection_.SendRequest("again", r, now_);
+    MOONPOOL_FUZZ_CHECK(ids_.last() == taken);
+    if (!id.ok()) {
+      CheckRefused(id.status());
+      return;
+    }
+    MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
+    MOONPOOL_FUZZ_CHECK(*id == taken);
+    MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+    NoteSent(*id, r);
+  }
+
+  // A resend whose id is not above the last one sent on this connection:
+  // InvalidArgument (unless refused earlier for another reason), and
+  // nothing written. With nothing sent yet, a plain resend of a taken id.
+  void ResendNotAbove() {
+    if (last_sent_id_ == 0) {
+      const CorrelationId taken = ids_.Next();
+      RequestOptions r;
+      r.deadline = now_ + absl::Milliseconds(1001);
+      r.id = taken;
+      absl::StatusOr<CorrelationId> id =
+          connection_.SendRequest("plain again", r, now_);
+      MOONPOOL_FUZZ_CHECK(ids_.last() == taken);
+      if (!id.ok()) {
+        CheckRefused(id.status());
+        return;
+      }
+      MOONPOOL_FUZZ_CHECK(*id == taken);
+      MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+      NoteSent(*id, r);
+      return;
+    }
+    RequestOptions r = ExactlyOnceOptions();
+    // The last id sent, or the first.
+    r.id = CorrelationId((exactly_once_ops_ % 4) < 2 ? last_sent_id_ : 1);
+    r.exactly_once = (exactly_once_ops_ % 3) != 0;
+    const size_t output = connection_.PendingOutput().size();
+    const uint64_t requests = connection_.stats().requests_sent;
+    const CorrelationId last = ids_.last();
+    absl::StatusOr<CorrelationId> id =
+        connection_.SendRequest("stale", r, now_);
+    MOONPOOL_FUZZ_CHECK(!id.ok());
+    const absl::StatusCode c = id.status().code();
+    MOONPOOL_FUZZ_CHECK(c == absl::StatusCode::kInvalidArgument ||
+                        c == absl::StatusCode::kFailedPrecondition ||
+                        c == absl::StatusCode::kResourceExhausted);
+    MOONPOOL_FUZZ_CHECK(connection_.PendingOutput().size() == output);
+    MOONPOOL_FUZZ_CHECK(connection_.stats().requests_sent == requests);
+    MOONPOOL_FUZZ_CHECK(ids_.last() == last);
   }
 
   // The server asks the peer for a reply stream (`which` picks the credit
@@ -680,6 +822,7 @@ class Harness {
     }
     MOONPOOL_FUZZ_CHECK(!closed_seen_ && handshake_seen_);
     MOONPOOL_FUZZ_CHECK(sent_.insert(id->value()).second);
+    NoteSent(*id, r);
     if (connection_.version() == 2) {
       own_streams_[id->value()].credit = kStreamCredits[which];
     }
@@ -829,6 +972,12 @@ class Harness {
           if (e->kind == EnvelopeKind::kRequest) {
             MOONPOOL_FUZZ_CHECK(e->stream_credit == 0 ||
                                 connection_.version() == 2);
+            // The flag and the mark as the harness asked, on version 2 only.
+            const auto w = wire_fields_.find(e->correlation_id.value());
+            MOONPOOL_FUZZ_CHECK(w != wire_fields_.end());
+            MOONPOOL_FUZZ_CHECK(e->exactly_once == w->second.exactly_once);
+            MOONPOOL_FUZZ_CHECK(e->answered_below.value() ==
+                                w->second.answered_below);
           }
         }
       }
@@ -942,6 +1091,10 @@ class Harness {
  private:
   const absl::Span<const uint8_t> ops_;
   const absl::Span<const char> stream_;
+  // The request ids of this "client incarnation" (declared before options_,
+  // which points at it): ids it hands out outside the connection stand for
+  // requests an earlier connection sent, which the harness resends.
+  CorrelationIdGenerator ids_;
   const ConnectionOptions options_;
   Connection connection_;
   // Reads the same bytes as the connection: what it should have seen.
@@ -972,6 +1125,16 @@ class Harness {
   absl::flat_hash_set<uint64_t> unanswered_;
   absl::flat_hash_set<uint64_t> cancels_heard_;
   absl::flat_hash_set<uint64_t> sent_;
+  // Exactly-once (version 2): for every request the server wrote, the flag
+  // and settled mark the output must carry (false and 0 on version 1), and
+  // the largest id sent on this connection.
+  struct WireFields {
+    bool exactly_once = false;
+    uint64_t answered_below = 0;
+  };
+  absl::flat_hash_map<uint64_t, WireFields> wire_fields_;
+  uint64_t last_sent_id_ = 0;
+  uint64_t exactly_once_ops_ = 0;
   // Reply streams (version 2). The server's own stream requests, pending:
   // their credit, the bytes received and not granted back, and for the
   // order check the items delivered and where in the peer's items they may
