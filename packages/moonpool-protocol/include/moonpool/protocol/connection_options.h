@@ -99,7 +99,10 @@ struct RequestOptions {
   CorrelationId answered_below = CorrelationId();
   // Invalid (the default): the next id of the generator. Valid: a resend,
   // with the id it was first sent with. It must be above every id sent on
-  // this connection (the peer requires increasing ids).
+  // this connection (the peer requires increasing ids: InvalidArgument
+  // otherwise). REQUIRES: it was handed out by the connection's generator
+  // (ConnectionOptions::ids), so that the ids the generator hands out next
+  // are above it.
   CorrelationId id = CorrelationId();
 };
 
