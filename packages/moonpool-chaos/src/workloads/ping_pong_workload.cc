@@ -9,18 +9,23 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "moonpool/chaos/sim_random.h"
 #include "moonpool/chaos/sometimes.h"
 #include "moonpool/driver/host_port.h"
+#include "moonpool/driver/peer.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/envelope/envelope.h"
+#include "moonpool/protocol/outcome_table.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/server_transport.h"
 
@@ -56,6 +61,15 @@ constexpr absl::string_view kOutcomePoints[] = {
     "one_way.delivered",
     "restart.graceful",
     "restart.abrupt",
+    // Exactly-once requests (runs that send them): the server answered a
+    // duplicate of a running and of a completed request from its records,
+    // answered a resend whose record a bound had forgotten, and a client
+    // sent one again with the same id.
+    "exactly_once.duplicate_running",
+    "exactly_once.duplicate_completed",
+    "exactly_once.forgotten_answered",
+    "exactly_once.resent",
+    "exactly_once.reply",
 };
 
 // The codes a handler answers with when asked for an error reply: none of
@@ -89,10 +103,14 @@ enum class Kind : uint8_t {
   kCancelled
 };
 
+// How a request is sent: the third field of its payload.
+enum class Mode : uint8_t { kPlain = 0, kIdempotent = 1, kExactlyOnce = 2 };
+
 struct Record {
   int client = 0;
   uint64_t seq = 0;
   bool idempotent = false;
+  bool exactly_once = false;
   bool quiet = false;
   // The code the handler must answer with; kOk: a plain reply.
   absl::StatusCode error = absl::StatusCode::kOk;
@@ -102,6 +120,11 @@ struct Record {
   int outcomes = 0;
   Kind kind = Kind::kPending;
   absl::Status status;
+  // Exactly-once: the server slot's incarnation when it was issued, and the
+  // one its client's Peer had last shaken hands with (0: none yet); what
+  // may change while it is outstanding, and allow an Aborted.
+  uint64_t server_incarnation = 0;
+  uint64_t peer_incarnation = 0;
 };
 
 // One one-way message a client sent ("o|<client>|<seq>").
@@ -115,25 +138,28 @@ uint64_t Key(int client, uint64_t seq) {
   return (static_cast<uint64_t>(client) << 40) | seq;
 }
 
-// "q|<client>|<seq>|<idempotent>|<error code>",
+// "q|<client>|<seq>|<mode>|<error code>",
 // "r|<client>|<seq>|<server>|<inc>" and "o|<client>|<seq>".
 struct Parsed {
   int client = -1;
   uint64_t seq = 0;
   bool idempotent = false;
+  bool exactly_once = false;
   absl::StatusCode error = absl::StatusCode::kOk;
 };
 
 std::optional<Parsed> ParseRequest(absl::string_view p) {
   std::vector<absl::string_view> f = absl::StrSplit(p, '|');
   Parsed r;
-  int idem = 0, code = 0;
+  int mode = 0, code = 0;
   if (f.size() != 5 || f[0] != "q" || !absl::SimpleAtoi(f[1], &r.client) ||
-      !absl::SimpleAtoi(f[2], &r.seq) || !absl::SimpleAtoi(f[3], &idem) ||
-      !absl::SimpleAtoi(f[4], &code)) {
+      !absl::SimpleAtoi(f[2], &r.seq) || !absl::SimpleAtoi(f[3], &mode) ||
+      !absl::SimpleAtoi(f[4], &code) || mode < 0 ||
+      mode > static_cast<int>(Mode::kExactlyOnce)) {
     return std::nullopt;
   }
-  r.idempotent = idem != 0;
+  r.idempotent = mode == static_cast<int>(Mode::kIdempotent);
+  r.exactly_once = mode == static_cast<int>(Mode::kExactlyOnce);
   r.error = static_cast<absl::StatusCode>(code);
   if (r.error != absl::StatusCode::kOk && !IsHandlerErrorCode(r.error)) {
     return std::nullopt;
@@ -165,6 +191,8 @@ struct ServerSlot {
   driver::HostPort target;
   uint64_t incarnation = 0;
   std::unique_ptr<ServerProcess> process;
+  // The exactly-once counters of its dead incarnations, summed.
+  protocol::OutcomeTableStats exactly_once;
 };
 
 struct ClientSlot {
@@ -195,15 +223,26 @@ class PingPongRun {
   void ReceiveOneWay(int s, const IncomingMessage& m);
   void CheckDeadline(int s, const Parsed& q, const IncomingMessage& m);
   Task<void> Lane(int c, int lane);
-  Task<void> OneRequest(int c, int server, bool idempotent,
-                        absl::StatusCode error, absl::Duration timeout,
-                        bool quiet);
+  Task<void> OneRequest(int c, int server, Mode mode, absl::StatusCode error,
+                        absl::Duration timeout, bool quiet);
+  // Exactly-once: draws this run's switch and bounds (from a fork, so the
+  // run's other draws are what they were before exactly-once existed).
+  void DrawExactlyOnce();
+  // The handler side's check of an exactly-once request: it runs at most
+  // once per (client incarnation, correlation id).
+  void CountExactlyOnceRun(int s, const Parsed& q, const IncomingMessage& m);
+  // Whether an exactly-once request may end Aborted (see the header).
+  void CheckExactlyOnceAborted(const Record& rec, int server,
+                               const absl::Status& status);
+  // Slot s's exactly-once counters over all its incarnations so far.
+  protocol::OutcomeTableStats ExactlyOnceStats(int s) const;
+  void ExactlyOnceCoverage();
   void SendOneWay(int c, int server, bool quiet);
   bool Lossy(const AssertionRegistry& reg) const;
   Task<void> Controller();
   Task<void> Monitor();
   void CheckBounds();
-  void AccountServer(const ServerProcess& p);
+  void AccountServer(int s, const ServerProcess& p);
   uint64_t Pending() const { return issued_ - resolved_; }
   void Teardown();
 
@@ -228,6 +267,24 @@ class PingPongRun {
   bool graceful_ = false, abrupt_ = false;
   uint64_t restarts_ = 0;
   uint64_t server_keepalive_timeouts_ = 0, server_protocol_errors_ = 0;
+  // Exactly-once (DrawExactlyOnce): whether this run sends any, the share
+  // of its non-idempotent requests that are, and the servers' record bounds
+  // (small in some runs, so that records are forgotten and resends of them
+  // answered Aborted).
+  SimRandom eo_rng_{0};
+  bool eo_on_ = false;
+  double eo_share_ = 0;
+  bool eo_small_bounds_ = false;
+  bool eo_slow_handlers_ = false;
+  // Restarts (which end resends Aborted) three times rarer.
+  bool eo_fewer_restarts_ = false;
+  size_t eo_max_records_per_client_ = 0, eo_max_records_ = 0;
+  // Handler runs of each exactly-once request, per (client incarnation,
+  // correlation id) as the server names it, across every server and
+  // incarnation; and the server incarnation whose handler first ran it
+  // (its reply names it), per request key.
+  absl::btree_map<std::pair<uint64_t, uint64_t>, int> eo_runs_;
+  absl::btree_map<uint64_t, uint64_t> eo_ran_on_;
 };
 
 absl::Status PingPongRun::StartServer(int s) {
@@ -236,6 +293,10 @@ absl::Status PingPongRun::StartServer(int s) {
   so.drain_timeout = absl::Seconds(1);
   so.max_requests_in_flight = kServerMaxInFlight;
   so.connection.incarnation = ++slot.incarnation;
+  if (eo_small_bounds_) {
+    so.exactly_once.max_records_per_client = eo_max_records_per_client_;
+    so.exactly_once.max_records = eo_max_records_;
+  }
   absl::StatusOr<std::unique_ptr<ServerTransport>> t =
       ServerTransport::Bind(*slot.host, slot.host->Addr(kPort), so);
   if (!t.ok()) {
@@ -256,16 +317,135 @@ absl::Status PingPongRun::StartServer(int s) {
   return absl::OkStatus();
 }
 
-void PingPongRun::AccountServer(const ServerProcess& p) {
+void AddExactlyOnce(protocol::OutcomeTableStats& sum,
+                    const protocol::OutcomeTableStats& st) {
+  sum.duplicates_running += st.duplicates_running;
+  sum.duplicates_completed += st.duplicates_completed;
+  sum.forgotten_answers += st.forgotten_answers;
+  sum.forgotten_by_bound += st.forgotten_by_bound;
+  sum.forgotten_by_time += st.forgotten_by_time;
+}
+
+void PingPongRun::AccountServer(int s, const ServerProcess& p) {
   const transport::ServerStats st = p.transport->stats();
   server_keepalive_timeouts_ += st.keepalive_timeouts;
   server_protocol_errors_ += st.protocol_errors;
+  AddExactlyOnce(servers_[s].exactly_once, st.exactly_once);
+}
+
+protocol::OutcomeTableStats PingPongRun::ExactlyOnceStats(int s) const {
+  protocol::OutcomeTableStats sum = servers_[s].exactly_once;
+  if (servers_[s].process != nullptr) {
+    AddExactlyOnce(sum, servers_[s].process->transport->stats().exactly_once);
+  }
+  return sum;
+}
+
+void PingPongRun::DrawExactlyOnce() {
+  // A fork of a copy: the run's own source draws what it drew before.
+  SimRandom copy = sim_.random_source();
+  eo_rng_ = copy.Fork();
+  eo_on_ = eo_rng_.Bernoulli(0.75);
+  eo_share_ = 0.3 + 0.7 * eo_rng_.UnitDouble();
+  eo_small_bounds_ = eo_on_ && eo_rng_.Bernoulli(0.4);
+  // At most a few completed records per client, and in all: with two lanes
+  // per client, a record whose reply a lost connection swallowed is often
+  // forgotten before its resend arrives.
+  eo_max_records_per_client_ = 1 + eo_rng_.Uniform(2);
+  eo_max_records_ = 1 + eo_rng_.Uniform(4);
+  // Resends need connections lost while the server lives on; the plan's
+  // restarts take most connections, so where the plan resets connections
+  // at all, an exactly-once run may reset them more often.
+  const bool more_resets = eo_on_ && eo_rng_.Bernoulli(0.6);
+  const double reset_p = eo_rng_.LogUniform(1e-2, 5e-2);
+  eo_fewer_restarts_ = more_resets;
+  if (more_resets && sim_.chaos().reset_probability > 0) {
+    ChaosConfig plan = sim_.chaos();
+    plan.reset_probability = std::max(plan.reset_probability, reset_p);
+    sim_.set_chaos(plan);
+  }
+  // And a resend finds its original still running only when handlers are
+  // slower than a reconnect.
+  eo_slow_handlers_ = eo_on_ && eo_rng_.Bernoulli(0.5);
+  sim_.TraceUser(5, eo_on_ ? 1 + eo_small_bounds_ : 0,
+                 eo_max_records_per_client_ * 100 + eo_max_records_);
+}
+
+void PingPongRun::CountExactlyOnceRun(int s, const Parsed& q,
+                                      const IncomingMessage& m) {
+  const uint64_t key = Key(q.client, q.seq);
+  const int runs =
+      ++eo_runs_[{m.client_incarnation, m.envelope.correlation_id.value()}];
+  const auto it = processed_.find(key);
+  const int times = it == processed_.end() ? 0 : it->second;
+  eo_ran_on_.try_emplace(key, servers_[s].incarnation);
+  if (runs > 1 || times > 1) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant exactly_once.ran_at_most_once: exactly-once request c",
+        q.client, "/", q.seq, " (client incarnation ", m.client_incarnation,
+        ", id ", m.envelope.correlation_id.value(), ") ran ",
+        std::max(runs, times), " times (latest by server ", s, " incarnation ",
+        servers_[s].incarnation, ", first by incarnation ", eo_ran_on_[key],
+        ")")));
+  }
+}
+
+void PingPongRun::CheckExactlyOnceAborted(const Record& rec, int server,
+                                          const absl::Status& status) {
+  const std::string id = absl::StrCat("c", rec.client, "/", rec.seq);
+  if (absl::StrContains(status.message(), "outcome forgotten")) {
+    // Forgotten: only past a bound or a lifetime of that server's records.
+    const protocol::OutcomeTableStats st = ExactlyOnceStats(server);
+    if (st.forgotten_by_bound + st.forgotten_by_time == 0) {
+      Fail(absl::InternalError(
+          absl::StrCat("invariant exactly_once.aborted_only_if_lost: ", id,
+                       " to server ", server, " answered '", status.message(),
+                       "' though that server forgot no record (bounds ",
+                       eo_small_bounds_ ? "small" : "default", ")")));
+    }
+    return;
+  }
+  // Else only when the server restarted while it was outstanding: the slot
+  // has a new incarnation, or the client's Peer shook hands with another
+  // one than it had (a request issued just after a restart may still go
+  // out on a connection to the dead incarnation).
+  const driver::Peer* p =
+      clients_[rec.client].transport->peer(servers_[server].target);
+  const uint64_t peer_now = p != nullptr ? p->server_incarnation() : 0;
+  const bool restarted =
+      servers_[server].incarnation != rec.server_incarnation ||
+      (rec.peer_incarnation != 0 && peer_now != rec.peer_incarnation);
+  if (!restarted) {
+    Fail(absl::InternalError(absl::StrCat(
+        "invariant exactly_once.aborted_only_if_lost: ", id, " to server ",
+        server, " ended ", status.ToString(), " though server incarnation ",
+        rec.server_incarnation, " lived throughout (the client's Peer saw ",
+        rec.peer_incarnation, " then ", peer_now, ")")));
+  }
+}
+
+void PingPongRun::ExactlyOnceCoverage() {
+  protocol::OutcomeTableStats sum;
+  for (size_t s = 0; s < servers_.size(); ++s) {
+    AddExactlyOnce(sum, ExactlyOnceStats(static_cast<int>(s)));
+  }
+  uint64_t resent = 0;
+  for (const ClientSlot& c : clients_) {
+    for (const ServerSlot& s : servers_) {
+      const driver::Peer* p = c.transport->peer(s.target);
+      if (p != nullptr) resent += p->stats().resent_exactly_once;
+    }
+  }
+  Sometimes(sum.duplicates_running > 0, "exactly_once.duplicate_running");
+  Sometimes(sum.duplicates_completed > 0, "exactly_once.duplicate_completed");
+  Sometimes(sum.forgotten_answers > 0, "exactly_once.forgotten_answered");
+  Sometimes(resent > 0, "exactly_once.resent");
 }
 
 void PingPongRun::StopServerNow(int s) {
   ServerSlot& slot = servers_[s];
   if (slot.process == nullptr) return;
-  AccountServer(*slot.process);
+  AccountServer(s, *slot.process);
   slot.process->tasks.reset();  // handlers first: they borrow the transport
   slot.process.reset();
 }
@@ -284,8 +464,17 @@ Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
                                             "'")));
       continue;
     }
+    if (q->exactly_once != m->envelope.exactly_once) {
+      Fail(absl::InternalError(absl::StrCat(
+          "invariant exactly_once.flag_intact: c", q->client, "/", q->seq,
+          " sent ", q->exactly_once ? "" : "not ",
+          "exactly-once reached server ", s, " ",
+          m->envelope.exactly_once ? "" : "not ", "marked exactly-once")));
+    }
     const int times = ++processed_[Key(q->client, q->seq)];
-    if (!q->idempotent && times > 1) {
+    if (q->exactly_once) {
+      CountExactlyOnceRun(s, *q, *m);
+    } else if (!q->idempotent && times > 1) {
       Fail(absl::InternalError(absl::StrCat(
           "invariant at_most_once: non-idempotent request c", q->client, "/",
           q->seq, " processed ", times, " times (latest by server ", s,
@@ -293,10 +482,12 @@ Task<void> PingPongRun::Serve(int s, ServerTransport& t) {
     }
     CheckDeadline(s, *q, *m);
     // Sometimes a slow handler, so that restarts find requests in flight.
-    if (rng.Bernoulli(o_.slow_handler_probability)) {
+    if (rng.Bernoulli(eo_slow_handlers_ ? 0.6 : o_.slow_handler_probability)) {
       co_await driver::Sleep(
           *servers_[s].host,
-          rng.UniformDuration(absl::ZeroDuration(), o_.max_handler_delay));
+          rng.UniformDuration(
+              absl::ZeroDuration(),
+              o_.max_handler_delay * (eo_slow_handlers_ ? 10 : 1)));
     }
     // NotFound (connection gone) and FailedPrecondition (closed) are legal
     // here: the client sees its own outcome for it.
@@ -359,31 +550,39 @@ void PingPongRun::CheckDeadline(int s, const Parsed& q,
   }
 }
 
-Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
+Task<void> PingPongRun::OneRequest(int c, int server, Mode mode,
                                    absl::StatusCode error,
                                    absl::Duration timeout, bool quiet) {
+  const bool idempotent = mode == Mode::kIdempotent;
+  const bool exactly_once = mode == Mode::kExactlyOnce;
   ClientSlot& client = clients_[c];
+  const driver::Peer* peer = client.transport->peer(servers_[server].target);
   const uint64_t seq = client.next_seq++;
   const uint64_t key = Key(c, seq);
   Record& rec0 = records_[key];
-  rec0 = Record{.client = c,
-                .seq = seq,
-                .idempotent = idempotent,
-                .quiet = quiet,
-                .error = error,
-                .issued = sim_.Now(),
-                .deadline = sim_.Now() + timeout,
-                .outcomes = 0,
-                .kind = Kind::kPending,
-                .status = absl::OkStatus()};
+  rec0 = Record{
+      .client = c,
+      .seq = seq,
+      .idempotent = idempotent,
+      .exactly_once = exactly_once,
+      .quiet = quiet,
+      .error = error,
+      .issued = sim_.Now(),
+      .deadline = sim_.Now() + timeout,
+      .outcomes = 0,
+      .kind = Kind::kPending,
+      .status = absl::OkStatus(),
+      .server_incarnation = servers_[server].incarnation,
+      .peer_incarnation = peer != nullptr ? peer->server_incarnation() : 0};
   ++issued_;
-  sim_.TraceUser(1, key, idempotent);
+  sim_.TraceUser(1, key, static_cast<uint64_t>(mode));
   RequestOptions ro = RequestOptions::Timeout(timeout);
   ro.idempotent = idempotent;
+  ro.exactly_once = exactly_once;
   absl::StatusOr<std::string> reply =
       co_await client.transport->Request<std::string>(
           servers_[server].target,
-          absl::StrCat("q|", c, "|", seq, "|", idempotent ? 1 : 0, "|",
+          absl::StrCat("q|", c, "|", seq, "|", static_cast<int>(mode), "|",
                        static_cast<int>(error)),
           ro);
   Record& rec = records_[key];
@@ -447,6 +646,20 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
           absl::StrCat("invariant reply_implies_processed: ", id,
                        " replied, never processed")));
     }
+    if (exactly_once) {
+      // The recorded reply, sent again to a resend, is the one its handler
+      // gave: it names the incarnation that ran it.
+      Sometimes(true, "exactly_once.reply");
+      uint64_t inc = 0;
+      const auto ran = eo_ran_on_.find(key);
+      if (f.size() != 5 || !absl::SimpleAtoi(f[4], &inc) ||
+          ran == eo_ran_on_.end() || inc != ran->second) {
+        Fail(absl::InternalError(absl::StrCat(
+            "invariant exactly_once.reply_intact: ", id, " to server ", server,
+            " got reply '", *reply, "', but its handler ran on incarnation ",
+            ran == eo_ran_on_.end() ? 0 : ran->second)));
+      }
+    }
     Sometimes(idempotent && times > 1, "outcome.idempotent_retried_success");
   } else {
     switch (code) {
@@ -467,6 +680,7 @@ Task<void> PingPongRun::OneRequest(int c, int server, bool idempotent,
               absl::StrCat("invariant idempotent_not_aborted: ", id, ": ",
                            reply.status().ToString())));
         }
+        if (exactly_once) CheckExactlyOnceAborted(rec, server, reply.status());
         break;
       case absl::StatusCode::kCancelled:
         // The workload cancels nothing and closes no client transport
@@ -502,6 +716,12 @@ Task<void> PingPongRun::Lane(int c, int lane) {
   for (int i = 0; i < o_.requests_per_lane; ++i) {
     const int server = static_cast<int>(rng.Uniform(servers_.size()));
     const bool idempotent = rng.Bernoulli(0.5);
+    // (From the fork: the run's own draws stay what they were.)
+    const bool exactly_once =
+        !idempotent && eo_on_ && eo_rng_.Bernoulli(eo_share_);
+    const Mode mode = idempotent     ? Mode::kIdempotent
+                      : exactly_once ? Mode::kExactlyOnce
+                                     : Mode::kPlain;
     const absl::Duration timeout =
         rng.UniformDuration(absl::Milliseconds(20), absl::Seconds(2));
     absl::StatusCode error = absl::StatusCode::kOk;
@@ -512,8 +732,7 @@ Task<void> PingPongRun::Lane(int c, int lane) {
       SendOneWay(c, static_cast<int>(rng.Uniform(servers_.size())),
                  /*quiet=*/false);
     }
-    co_await OneRequest(c, server, idempotent, error, timeout,
-                        /*quiet=*/false);
+    co_await OneRequest(c, server, mode, error, timeout, /*quiet=*/false);
     co_await driver::Sleep(
         host, rng.UniformDuration(absl::ZeroDuration(), o_.max_think));
   }
@@ -542,7 +761,8 @@ Task<void> PingPongRun::Controller() {
   SimRandom& rng = sim_.random_source();
   while (!chaos_over_) {
     co_await driver::Sleep(sim_, rng.UniformDuration(absl::Milliseconds(20),
-                                                     absl::Milliseconds(200)));
+                                                     absl::Milliseconds(200)) *
+                                     (eo_fewer_restarts_ ? 3 : 1));
     if (chaos_over_) break;
     const int s = static_cast<int>(rng.Uniform(servers_.size()));
     ServerSlot& slot = servers_[s];
@@ -639,6 +859,7 @@ bool PingPongRun::Lossy(const AssertionRegistry& reg) const {
 absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   AssertionRegistry& reg = sim_.assertions();
   for (absl::string_view n : kOutcomePoints) reg.Declare(n);
+  DrawExactlyOnce();
   const absl::Time t0 = sim_.Now();
   start_ = t0;
   SimRandom& rng = sim_.random_source();
@@ -727,12 +948,16 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   for (int c = 0; c < o_.clients; ++c) {
     for (int s = 0; s < o_.servers; ++s) {
       SendOneWay(c, s, /*quiet=*/true);
-      clients_[c].tasks->Spawn(OneRequest(c, s, true, absl::StatusCode::kOk,
+      clients_[c].tasks->Spawn(OneRequest(c, s, Mode::kIdempotent,
+                                          absl::StatusCode::kOk,
                                           o_.quiet_timeout, true));
-      clients_[c].tasks->Spawn(OneRequest(c, s, false, absl::StatusCode::kOk,
-                                          o_.quiet_timeout, true));
+      // In a run with exactly-once requests, the plain one is exactly-once:
+      // with faults off it too must get its handler's answer.
+      clients_[c].tasks->Spawn(
+          OneRequest(c, s, eo_on_ ? Mode::kExactlyOnce : Mode::kPlain,
+                     absl::StatusCode::kOk, o_.quiet_timeout, true));
       clients_[c].tasks->Spawn(OneRequest(
-          c, s, false,
+          c, s, Mode::kPlain,
           kHandlerErrorCodes[(c + s) % std::size(kHandlerErrorCodes)],
           o_.quiet_timeout, true));
     }
@@ -806,6 +1031,7 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
         example & ((uint64_t{1} << 40) - 1), ")",
         lossy ? "" : " with no connection lost in the run")));
   }
+  ExactlyOnceCoverage();
   return finish(failure_);
 }
 

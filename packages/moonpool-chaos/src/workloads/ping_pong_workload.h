@@ -1,6 +1,7 @@
 // PingPongWorkload, "pingpong": several clients and several servers, each
-// on its own simulated host; clients send a mix of idempotent and
-// non-idempotent requests (the payload carries the client id and sequence),
+// on its own simulated host; clients send a mix of idempotent,
+// non-idempotent and (in most runs) exactly-once requests (the payload
+// carries the client id, sequence and mode),
 // some asking the handler for an error reply, and one-way messages, while
 // servers are restarted, gracefully (Close(drain)) and abruptly (KillHost,
 // then a new incarnation); then a quiet phase with every fault off in which
@@ -29,6 +30,22 @@
 //   at_most_once              a non-idempotent request is processed at most
 //                             once (the record lives in the workload, so it
 //                             survives a server's death).
+//   exactly_once.ran_at_most_once
+//                             an exactly-once request's handler runs at most
+//                             once, counted per (client incarnation,
+//                             correlation id) as the server sees it, across
+//                             servers and incarnations.
+//   exactly_once.aborted_only_if_lost
+//                             an exactly-once request ends Aborted only when
+//                             its server restarted while it was outstanding
+//                             (the server slot has a new incarnation, or the
+//                             client's Peer shook hands with another one), or
+//                             with "outcome forgotten" from a server that
+//                             forgot records by a bound or lifetime.
+//   exactly_once.reply_intact the reply of an exactly-once request, first or
+//                             sent again from the record, is its handler's:
+//                             it names the incarnation that ran it.
+//   exactly_once.flag_intact  the handler sees the flag the client set.
 //   idempotent_not_aborted    idempotent requests are sent again, never
 //                             Aborted.
 //   deadline.propagated       the deadline a handler sees is the client's,
@@ -56,7 +73,22 @@
 //                             budget.
 // Coverage points (a sweep requires each to be reached): outcome.* for each
 // outcome kind (outcome.error_reply included), one_way.delivered,
-// restart.graceful, restart.abrupt.
+// restart.graceful, restart.abrupt; exactly_once.reply, and from the
+// servers' and peers' counters: a duplicate of a running and of a completed
+// request answered from the record (exactly_once.duplicate_running,
+// duplicate_completed), a forgotten record answered
+// (exactly_once.forgotten_answered), a request sent again with its id
+// (exactly_once.resent).
+//
+// Exactly-once is a swarm switch drawn from a fork of the seed's source (so
+// the other draws are what they were): on in 3 runs of 4, for a share of
+// 30..100% of the non-idempotent requests (and the quiet phase's plain
+// request); small record bounds (1..2 per client, 1..4 in all) in 40% of
+// those runs, so records are forgotten; where the plan resets connections,
+// 60% of them reset 1..5% of segments and restart servers 3x less often
+// (resends need a lost connection to a server that lives on), and half of
+// them have slower handlers (60% sleep up to 200 ms), so that resends find
+// their original running.
 //
 // Ownership: a PingPongWorkload holds only its options; each Run builds and
 // destroys its hosts, transports and tasks on the SimLoop it is given.
