@@ -29,7 +29,7 @@ std::string ToString(capnp::Data::Reader data) {
 
 KeyValueService::KeyValueService(moonpool::driver::Loop& loop,
                                  KeyValueServiceOptions options)
-    : loop_(loop), options_(options) {}
+    : loop_(loop), options_(std::move(options)) {}
 
 absl::Status KeyValueService::Register(
     moonpool::transport::ServerTransport& server,
@@ -98,8 +98,9 @@ KeyValueService::Reply<GetReply> KeyValueService::Get(
 
 KeyValueService::Reply<PutReply> KeyValueService::Put(
     RequestContext& context, Request<PutRequest> request) {
-  store_.insert_or_assign(ToString(request.get().getKey()),
-                          ToString(request.get().getValue()));
+  auto [it, inserted] = store_.insert_or_assign(
+      ToString(request.get().getKey()), ToString(request.get().getValue()));
+  if (options_.on_put) options_.on_put(it->first, it->second);
   co_return CapnpMessage<PutReply>();
 }
 

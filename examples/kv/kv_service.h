@@ -27,11 +27,13 @@
 #define MOONPOOL_EXAMPLES_KV_KV_SERVICE_H_
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "kv.capnp.h"
 #include "kv_methods.h"
@@ -55,6 +57,11 @@ struct KeyValueServiceOptions {
   // stream lasts long enough to be cut midway (the simulation's restarts).
   // The wait ends early, Cancelled, when the call's cancellation fires.
   absl::Duration scan_item_delay = absl::ZeroDuration();
+  // Called with the key and value of every Put the service applies, right
+  // after it changed the map (empty: nothing called). The simulation counts
+  // applications with it: a Put, exactly-once or not, is applied at most
+  // once.
+  std::function<void(absl::string_view key, absl::string_view value)> on_put;
 };
 
 class KeyValueService {

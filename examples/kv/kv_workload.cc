@@ -39,6 +39,15 @@
 //                         the keys and values the model has in its range,
 //                         cut at its limit;
 //   kv.no_hang            every phase ends within its virtual-time budget.
+//   kv.put_applied_at_most_once  the store applies each Put (each value) at
+//                         most once, across the server's incarnations; in
+//                         some runs (a swarm switch) a share of the Puts is
+//                         exactly-once (RequestOptions::exactly_once), sent
+//                         again after a lost connection and answered from
+//                         the server's record;
+//   kv.exactly_once_aborted  an exactly-once Put ends Aborted only when the
+//                         server restarted while it was outstanding, its
+//                         record was forgotten, or it was fail-fast.
 //
 // Coverage (Sometimes; a sweep requires each to hold at least once): each
 // outcome kind (kv.outcome.*), fail-fast calls failing at once while the
@@ -68,11 +77,13 @@
 #include <variant>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "kv.capnp.h"
@@ -85,6 +96,7 @@
 #include "moonpool/chaos/workload.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/host_port.h"
+#include "moonpool/driver/peer.h"
 #include "moonpool/driver/select.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
@@ -155,6 +167,7 @@ constexpr absl::string_view kCoveragePoints[] = {
     "kv.scan_connection_lost",
     "kv.scan_abandoned",
     "kv.scan_past_window",
+    "kv.exactly_once.put_ok",
 };
 // Scans' windows: a few items' worth (an item of a short key and value is
 // about 50 bytes), so that a scan of more than a few keys waits for credit.
@@ -186,6 +199,11 @@ struct Outcome {
   bool abandoned = false;  // its caller stopped waiting (destroyed the call)
   bool found = false;      // Get: found; Delete: existed
   std::string value;       // Get, when found
+  // The server restarted while it was outstanding: a new incarnation
+  // started, or the client's Peer shook hands with another one than it had
+  // (a call made just after a restart may go out on a connection to the
+  // dead one).
+  bool server_restarted = false;
 };
 
 // One scan: what it asked for and what it saw.
@@ -279,6 +297,13 @@ class KvRun {
   // The server restarted after the last chaos call ended: the quiet phase's
   // first Gets must find nothing.
   bool restarted_for_quiet_ = false;
+  // Exactly-once Puts: whether this run sends any and which share of its
+  // chaos Puts, drawn from a fork so the run's other draws stay as they
+  // were; and how often the store applied each value.
+  SimRandom eo_rng_{0};
+  bool eo_on_ = false;
+  double eo_share_ = 0;
+  absl::btree_map<std::string, int> applied_;
 };
 
 absl::Status KvRun::StartServer() {
@@ -300,8 +325,18 @@ absl::Status KvRun::StartServer() {
     service_options.scan_item_delay =
         rng.UniformDuration(absl::Milliseconds(1), absl::Milliseconds(30));
   }
-  p->service =
-      std::make_unique<KeyValueService>(*server_host_, service_options);
+  service_options.on_put = [this](absl::string_view key,
+                                  absl::string_view value) {
+    const int n = ++applied_[std::string(value)];
+    if (n > 1) {
+      Fail(absl::InternalError(
+          absl::StrCat("invariant kv.put_applied_at_most_once: Put ", key, "=",
+                       value, " applied ", n, " times (latest by incarnation ",
+                       incarnation_, ")")));
+    }
+  };
+  p->service = std::make_unique<KeyValueService>(*server_host_,
+                                                 std::move(service_options));
   absl::StatusOr<std::unique_ptr<ServerTransport>> t =
       ServerTransport::Bind(*server_host_, server_address_, so);
   if (!t.ok()) {
@@ -369,6 +404,12 @@ Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
   ClientTransport& client = *clients_[c].transport;
   SimHost& host = *clients_[c].host;
   Outcome out;
+  const uint64_t incarnation = incarnation_;
+  auto peer_incarnation = [&] {
+    const moonpool::driver::Peer* p = client.peer(server_target_);
+    return p != nullptr ? p->server_incarnation() : 0;
+  };
+  const uint64_t peer_before = peer_incarnation();
   // The messages live in this frame until the call has ended.
   switch (op) {
     case Op::kGet: {
@@ -421,6 +462,9 @@ Task<Outcome> KvRun::Call(int c, Op op, const std::string& key,
       out.status = absl::InternalError("Scan is not a unary call");
       break;
   }
+  out.server_restarted =
+      incarnation_ != incarnation ||
+      (peer_before != 0 && peer_incarnation() != peer_before);
   ++outcomes_;
   if (out.status.ok() && !out.abandoned) ++oks_;
   sim_.TraceUser(
@@ -442,6 +486,7 @@ void KvRun::CheckChaosOutcome(int c, Op op, const std::string& key,
   switch (out.status.code()) {
     case absl::StatusCode::kOk:
       Sometimes(true, "kv.outcome.ok");
+      Sometimes(op == Op::kPut && o.exactly_once, "kv.exactly_once.put_ok");
       break;
     case absl::StatusCode::kDeadlineExceeded:
       Sometimes(true, "kv.outcome.deadline_exceeded");
@@ -454,6 +499,15 @@ void KvRun::CheckChaosOutcome(int c, Op op, const std::string& key,
       // Maybe delivered: Put, which is not sent again; or a fail-fast call
       // written on a connection that died, whose retry then found the
       // server unreachable (it does not wait to be sent again).
+      if (op == Op::kPut && o.exactly_once && o.wait_for_ready &&
+          !absl::StrContains(out.status.message(), "outcome forgotten") &&
+          !out.server_restarted) {
+        Fail(absl::InternalError(absl::StrCat(
+            "invariant kv.exactly_once_aborted: exactly-once ", what, " ended ",
+            out.status.ToString(),
+            " though the server did not restart while it was outstanding")));
+        return;
+      }
       if (op == Op::kPut || !o.wait_for_ready) {
         Sometimes(op == Op::kPut, "kv.outcome.aborted_put");
         return;
@@ -641,6 +695,8 @@ Task<void> KvRun::Lane(int c) {
     RequestOptions options = RequestOptions::Timeout(
         rng.UniformDuration(absl::Milliseconds(50), absl::Seconds(1)));
     options.wait_for_ready = !rng.Bernoulli(0.3);
+    options.exactly_once =
+        op == Op::kPut && eo_on_ && eo_rng_.Bernoulli(eo_share_);
     // Now and then the caller gives up early, sometimes while the call is
     // in flight: the transport sends `cancel`.
     const absl::Duration abandon_after =
@@ -799,6 +855,12 @@ absl::Status KvRun::Execute(WorkloadContext& ctx) {
   moonpool::chaos::AssertionRegistry& reg = sim_.assertions();
   for (absl::string_view n : kCoveragePoints) reg.Declare(n);
   SimRandom& rng = sim_.random_source();
+  {
+    SimRandom copy = rng;
+    eo_rng_ = copy.Fork();
+    eo_on_ = eo_rng_.Bernoulli(0.5);
+    eo_share_ = 0.5 + 0.5 * eo_rng_.UnitDouble();
+  }
   absl::StatusOr<SimHost*> h = sim_.AddHost(kServerIp);
   if (!h.ok()) return h.status();
   server_host_ = *h;
