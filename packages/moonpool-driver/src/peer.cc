@@ -521,9 +521,14 @@ void Peer::OnFailed(protocol::RequestFailed& failed) {
   in_flight_.erase(it);
   in_flight_ids_.erase(p.id);
   const absl::StatusCode code = failed.status.code();
-  if (failed.exactly_once && p.correlation.valid() &&
-      failed.delivery == protocol::Delivery::kMaybeDelivered &&
-      code == absl::StatusCode::kAborted && p.options.deadline > loop_.Now()) {
+  // Maybe ran: on this connection, or on an earlier one (a resend that
+  // then never left, or that a Goodbye refused, may still have run there).
+  const bool maybe_ran =
+      p.written || failed.delivery == protocol::Delivery::kMaybeDelivered;
+  if (p.correlation.valid() && maybe_ran &&
+      code != absl::StatusCode::kDeadlineExceeded &&
+      code != absl::StatusCode::kFailedPrecondition &&
+      p.options.deadline > loop_.Now()) {
     // The server may have it, running or done: ask that same server again,
     // with the same id, once a connection to it is back (SubmitResends).
     p.written = true;
@@ -532,8 +537,7 @@ void Peer::OnFailed(protocol::RequestFailed& failed) {
     ArmTimer();
     return;
   }
-  if (p.correlation.valid() &&
-      failed.delivery != protocol::Delivery::kMaybeDelivered) {
+  if (p.correlation.valid() && !maybe_ran) {
     // Never processed: it goes again as a new request, with a new id.
     ids_->Settle(p.correlation);
     p.correlation = CorrelationId();
