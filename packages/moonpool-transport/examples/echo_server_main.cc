@@ -5,7 +5,15 @@
 //   moonpool-echo-server --listen 127.0.0.1:0 [--max-connections N]
 //                        [--handlers N] [--drain-timeout SECONDS]
 //                        [--read-timeout SECONDS] [--idle-timeout SECONDS]
+//                        [--reply-delay-ms MS] [--count-runs]
+//                        [--exactly-once-max-records-per-client N] ...
 //
+// For the exactly-once tests (integration_tests/exactly_once_test.py):
+// --reply-delay-ms holds each answer that long (so a connection cut lands
+// while handlers run), --count-runs counts how many times each exactly-once
+// request (client incarnation, correlation id) was handed to a handler and
+// prints the totals on stderr at the end ("runs: ..."), and the
+// --exactly-once-* flags set ServerOptions::exactly_once's bounds.
 // Its first line on stdout is the bound address ("listening on
 // 127.0.0.1:40123"), so a caller may ask for port 0. SIGINT or SIGTERM
 // starts a graceful close (transport::GracefulShutdown: Close(drain=true),
@@ -21,17 +29,22 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "echo_service.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/sleep.h"
+#include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
+#include "moonpool/protocol/outcome_table.h"
 #include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/program_flags.h"
 #include "moonpool/transport/server_transport.h"
@@ -48,14 +61,33 @@ ABSL_FLAG(double, read_timeout, 30,
           "seconds within which a frame begun must arrive whole");
 ABSL_FLAG(double, idle_timeout, 300,
           "seconds after which a connection without requests is closed");
+ABSL_FLAG(double, reply_delay_ms, 0,
+          "milliseconds each answer is held before it is sent (0: none)");
+ABSL_FLAG(bool, count_runs, false,
+          "count the runs of each exactly-once request and print them at the "
+          "end");
+ABSL_FLAG(size_t, exactly_once_max_records_per_client,
+          moonpool::protocol::OutcomeTableOptions().max_records_per_client,
+          "exactly-once outcome records kept per client");
+ABSL_FLAG(size_t, exactly_once_max_bytes_per_client,
+          moonpool::protocol::OutcomeTableOptions().max_bytes_per_client,
+          "exactly-once outcome bytes kept per client");
+ABSL_FLAG(size_t, exactly_once_max_records,
+          moonpool::protocol::OutcomeTableOptions().max_records,
+          "exactly-once outcome records kept in all");
+ABSL_FLAG(size_t, exactly_once_max_bytes,
+          moonpool::protocol::OutcomeTableOptions().max_bytes,
+          "exactly-once outcome bytes kept in all");
 
 namespace {
 
 using moonpool::driver::Address;
+using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
 using moonpool::transport::GracefulShutdown;
 using moonpool::transport::GracefulShutdownOptions;
+using moonpool::transport::IncomingMessage;
 using moonpool::transport::ServerOptions;
 using moonpool::transport::ServerTransport;
 using moonpool::transport::ShutdownStep;
@@ -66,7 +98,10 @@ constexpr char kUsage[] =
     "an echo server: answers every request with its payload.\n\n"
     "  moonpool-echo-server --listen HOST:PORT [--max-connections N]\n"
     "      [--handlers N] [--drain-timeout SECONDS] [--read-timeout SECONDS]\n"
-    "      [--idle-timeout SECONDS]\n\n"
+    "      [--idle-timeout SECONDS] [--reply-delay-ms MS] [--count-runs]\n"
+    "      [--exactly-once-max-records-per-client N]\n"
+    "      [--exactly-once-max-bytes-per-client BYTES]\n"
+    "      [--exactly-once-max-records N] [--exactly-once-max-bytes BYTES]\n\n"
     "Flag names take dashes or underscores. SIGINT/SIGTERM: graceful close\n"
     "(drain), exit 0; a second one: close now.";
 
@@ -77,6 +112,9 @@ struct Flags {
   double drain_timeout_s;
   double read_timeout_s;
   double idle_timeout_s;
+  double reply_delay_ms;
+  bool count_runs;
+  moonpool::protocol::OutcomeTableOptions exactly_once;
 };
 
 Flags ReadFlags(int argc, char** argv) {
@@ -92,6 +130,17 @@ Flags ReadFlags(int argc, char** argv) {
   f.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
   f.read_timeout_s = absl::GetFlag(FLAGS_read_timeout);
   f.idle_timeout_s = absl::GetFlag(FLAGS_idle_timeout);
+  f.reply_delay_ms = absl::GetFlag(FLAGS_reply_delay_ms);
+  f.count_runs = absl::GetFlag(FLAGS_count_runs);
+  f.exactly_once.max_records_per_client =
+      absl::GetFlag(FLAGS_exactly_once_max_records_per_client);
+  f.exactly_once.max_bytes_per_client =
+      absl::GetFlag(FLAGS_exactly_once_max_bytes_per_client);
+  f.exactly_once.max_records = absl::GetFlag(FLAGS_exactly_once_max_records);
+  f.exactly_once.max_bytes = absl::GetFlag(FLAGS_exactly_once_max_bytes);
+  if (!(f.reply_delay_ms >= 0)) {
+    UsageError(kProgram, "--reply-delay-ms is negative");
+  }
   if (f.max_connections == 0) UsageError(kProgram, "--max-connections is 0");
   if (f.handlers == 0) UsageError(kProgram, "--handlers is 0");
   if (!(f.drain_timeout_s >= 0)) {
@@ -102,6 +151,47 @@ Flags ReadFlags(int argc, char** argv) {
   if (!(f.idle_timeout_s > 0))
     UsageError(kProgram, "--idle-timeout is not > 0");
   return f;
+}
+
+// How many times each exactly-once request was handed to a handler, by
+// (client incarnation, correlation id): a resend answered from the record
+// never reaches a handler, so every count should be 1.
+struct RunCounts {
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, uint32_t> runs;
+  uint64_t total = 0;
+};
+
+// Answers `msg` with its payload after `delay`, waiting for output room.
+Task<void> DelayedEcho(UvLoop& loop, ServerTransport& server,
+                       IncomingMessage msg, absl::Duration delay) {
+  co_await moonpool::driver::Sleep(loop, delay);
+  std::string payload = std::move(msg.envelope.payload);
+  (void)co_await server.ReplyWhenWritable(std::move(msg), std::move(payload));
+}
+
+// moonpool::examples::EchoHandler with the test flags: counts the runs of
+// exactly-once requests (when `counts`) and holds each answer `delay`.
+Task<void> TestEchoHandler(UvLoop& loop, ServerTransport& server,
+                           TaskScope& scope, absl::Duration delay,
+                           RunCounts* counts) {
+  while (std::optional<IncomingMessage> msg = co_await server.NextMessage()) {
+    if (!msg->is_request()) continue;
+    if (counts != nullptr && msg->envelope.exactly_once) {
+      ++counts->runs[{msg->client_incarnation,
+                      msg->envelope.correlation_id.value()}];
+      ++counts->total;
+    }
+    if (delay > absl::ZeroDuration()) {
+      scope.Spawn(DelayedEcho(loop, server, *std::move(msg), delay));
+      continue;
+    }
+    absl::Status s =
+        server.Reply(*msg, absl::string_view(msg->envelope.payload));
+    if (s.code() == absl::StatusCode::kResourceExhausted) {
+      scope.Spawn(
+          moonpool::examples::ReplyWhenWritable(server, *std::move(msg)));
+    }
+  }
 }
 
 }  // namespace
@@ -115,6 +205,7 @@ int main(int argc, char** argv) {
   options.drain_timeout = absl::Seconds(flags.drain_timeout_s);
   options.read_timeout = absl::Seconds(flags.read_timeout_s);
   options.idle_timeout = absl::Seconds(flags.idle_timeout_s);
+  options.exactly_once = flags.exactly_once;
   absl::StatusOr<std::unique_ptr<ServerTransport>> server =
       ServerTransport::Bind(loop, flags.listen, options);
   if (!server.ok()) {
@@ -151,7 +242,16 @@ int main(int argc, char** argv) {
                  s.ToString().c_str());
     failed = true;
   });
-  moonpool::examples::SpawnEchoHandlers(loop, srv, scope, flags.handlers);
+  const absl::Duration delay = absl::Milliseconds(flags.reply_delay_ms);
+  RunCounts counts;
+  if (flags.count_runs || delay > absl::ZeroDuration()) {
+    for (size_t i = 0; i < flags.handlers; ++i) {
+      scope.Spawn(TestEchoHandler(loop, srv, scope, delay,
+                                  flags.count_runs ? &counts : nullptr));
+    }
+  } else {
+    moonpool::examples::SpawnEchoHandlers(loop, srv, scope, flags.handlers);
+  }
 
   loop.Run();  // until the shutdown has closed the server and stopped it
 
@@ -163,6 +263,35 @@ int main(int argc, char** argv) {
                static_cast<unsigned long long>(st.connections_refused),
                static_cast<unsigned long long>(st.requests_received),
                static_cast<unsigned long long>(st.replies_sent));
+  // The exactly-once lines come before the stats line, which stays last.
+  const moonpool::protocol::OutcomeTableStats& eo = st.exactly_once;
+  std::fprintf(stderr,
+               "moonpool-echo-server: exactly_once: recorded=%llu "
+               "duplicates_running=%llu duplicates_completed=%llu "
+               "forgotten_answers=%llu settled=%llu forgotten_by_bound=%llu "
+               "forgotten_by_time=%llu abandoned=%llu clients_refused=%llu "
+               "records=%llu bytes=%llu\n",
+               static_cast<unsigned long long>(eo.recorded),
+               static_cast<unsigned long long>(eo.duplicates_running),
+               static_cast<unsigned long long>(eo.duplicates_completed),
+               static_cast<unsigned long long>(eo.forgotten_answers),
+               static_cast<unsigned long long>(eo.settled),
+               static_cast<unsigned long long>(eo.forgotten_by_bound),
+               static_cast<unsigned long long>(eo.forgotten_by_time),
+               static_cast<unsigned long long>(eo.abandoned),
+               static_cast<unsigned long long>(eo.clients_refused),
+               static_cast<unsigned long long>(eo.records),
+               static_cast<unsigned long long>(eo.bytes));
+  if (flags.count_runs) {
+    uint64_t more_than_once = 0;
+    for (const auto& [key, n] : counts.runs) more_than_once += n > 1;
+    std::fprintf(stderr,
+                 "moonpool-echo-server: runs: exactly_once_runs=%llu "
+                 "exactly_once_ids=%llu ran_more_than_once=%llu\n",
+                 static_cast<unsigned long long>(counts.total),
+                 static_cast<unsigned long long>(counts.runs.size()),
+                 static_cast<unsigned long long>(more_than_once));
+  }
   std::fprintf(
       stderr,
       "moonpool-echo-server: stats: connections_accepted=%llu "

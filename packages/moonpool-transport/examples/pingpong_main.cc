@@ -5,7 +5,19 @@
 //
 //   moonpool-pingpong [--connect HOST:PORT] [--connections N] [--in-flight K]
 //                     [--payload BYTES] [--duration SECONDS] [--idempotent]
+//                     [--exactly-once] [--requests N] [--never-settle]
 //                     [--timeout SECONDS] [--allow-faults] [--json FILE]
+//
+// --exactly-once marks every request exactly-once (RequestOptions): after a
+// connection loss it is sent again with the same id to the same server
+// process, which answers it from its record. --requests N stops after N
+// requests in all (whichever of it and --duration comes first).
+// --never-settle (with --connect, an IP literal) is another client
+// altogether: one bare protocol connection (driver::ConnectionDriver, no
+// Peer) that sends exactly-once requests to the server's default queue
+// and never says answeredBelow, so the server keeps every outcome until its
+// bounds (ServerOptions::exactly_once) forget them; it stops at --requests
+// or --duration, and does not reconnect.
 //
 // Without --connect it runs an echo server in the same process, on its own
 // thread with its own UvLoop, on 127.0.0.1 (port 0); the client runs on the
@@ -44,6 +56,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -55,6 +68,7 @@
 #include "absl/time/time.h"
 #include "echo_service.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/host_port.h"
 #include "moonpool/driver/peer.h"
 #include "moonpool/driver/sleep.h"
@@ -78,6 +92,14 @@ ABSL_FLAG(double, duration, 5, "seconds to send new requests for");
 ABSL_FLAG(double, timeout, 5, "each request's deadline, in seconds");
 ABSL_FLAG(bool, idempotent, false,
           "mark requests idempotent (sent again after a reconnect)");
+ABSL_FLAG(bool, exactly_once, false,
+          "mark requests exactly-once (sent again with the same id after a "
+          "reconnect to the same server process)");
+ABSL_FLAG(uint64_t, requests, 0,
+          "stop after this many requests in all (0: --duration alone)");
+ABSL_FLAG(bool, never_settle, false,
+          "one bare connection sending exactly-once requests that it never "
+          "settles (needs --connect; see the file comment)");
 ABSL_FLAG(bool, allow_faults, false,
           "faults are injected from outside: Aborted, Unavailable and "
           "DeadlineExceeded are counted, not failures");
@@ -107,7 +129,8 @@ constexpr char kUsage[] =
     "connections, every reply checked against its request.\n\n"
     "  moonpool-pingpong [--connect HOST:PORT] [--connections N]\n"
     "      [--in-flight K] [--payload BYTES] [--duration SECONDS]\n"
-    "      [--timeout SECONDS] [--idempotent] [--allow-faults]\n"
+    "      [--timeout SECONDS] [--idempotent] [--exactly-once]\n"
+    "      [--requests N] [--never-settle] [--allow-faults]\n"
     "      [--max-backoff SECONDS] [--json FILE]\n\n"
     "Flag names take dashes or underscores. SIGINT/SIGTERM: stop starting\n"
     "requests and report; a second one: cancel what is in flight.";
@@ -121,6 +144,9 @@ struct Flags {
   double timeout_s;
   double max_backoff_s;
   bool idempotent;
+  bool exactly_once;
+  uint64_t requests;
+  bool never_settle;
   bool allow_faults;
   std::string json;
 };
@@ -136,6 +162,12 @@ Flags ReadFlags(int argc, char** argv) {
   f.timeout_s = absl::GetFlag(FLAGS_timeout);
   f.max_backoff_s = absl::GetFlag(FLAGS_max_backoff);
   f.idempotent = absl::GetFlag(FLAGS_idempotent);
+  f.exactly_once = absl::GetFlag(FLAGS_exactly_once);
+  f.requests = absl::GetFlag(FLAGS_requests);
+  f.never_settle = absl::GetFlag(FLAGS_never_settle);
+  if (f.never_settle && f.connect.empty()) {
+    UsageError(kProgram, "--never-settle needs --connect");
+  }
   f.allow_faults = absl::GetFlag(FLAGS_allow_faults);
   f.json = absl::GetFlag(FLAGS_json);
   if (f.connections == 0) UsageError(kProgram, "--connections is 0");
@@ -239,7 +271,9 @@ Task<void> Worker(Run& run, ClientTransport& client, uint64_t worker) {
   RequestOptions options;
   options.timeout = absl::Seconds(run.flags.timeout_s);
   options.idempotent = run.flags.idempotent;
-  while (run.loop->Now() < run.end) {
+  options.exactly_once = run.flags.exactly_once;
+  while (run.loop->Now() < run.end &&
+         (run.flags.requests == 0 || run.next_id < run.flags.requests)) {
     uint64_t id = ++run.next_id;
     std::memcpy(payload.data(), &id, std::min(payload.size(), sizeof(id)));
     ++run.started;
@@ -325,12 +359,166 @@ struct PeerTotals {
   bool read = false;
   uint64_t tcp_connections = 0;
   uint64_t retries = 0;
+  uint64_t resent_exactly_once = 0;
+  uint64_t exactly_once_aborted = 0;
 };
+
+// --never-settle: one bare connection whose exactly-once requests are
+// never settled (no answeredBelow ever goes out), K in flight.
+class UnsettledClient final : public moonpool::driver::ConnectionHandler {
+ public:
+  UnsettledClient(UvLoop& loop, const Flags& flags)
+      : loop_(loop), flags_(flags) {
+    payload_.assign(flags.payload, '\0');
+    FillPattern(payload_, 0);
+  }
+
+  void Attach(std::unique_ptr<moonpool::driver::Stream> stream) {
+    moonpool::driver::ConnectionDriverOptions o;
+    o.connection.role = moonpool::protocol::Role::kClient;
+    o.connection.peer_name = "moonpool-pingpong --never-settle";
+    // Random and never 0, as a transport's.
+    o.connection.incarnation = loop_.Random() | 1;
+    o.connection.default_request_timeout = absl::Seconds(flags_.timeout_s);
+    driver_ = std::make_unique<moonpool::driver::ConnectionDriver>(
+        loop_, std::move(stream), o, *this);
+    driver_->Start(/*pump_now=*/true);
+  }
+  void Close() {
+    if (driver_ != nullptr) driver_->Close();
+  }
+
+  bool Done() const {
+    return closed || (!MaySend() && in_flight == 0 && ready);
+  }
+
+  bool ready = false;
+  bool closed = false;
+  absl::Status close_status;
+  uint64_t sent = 0;
+  uint64_t ok = 0;
+  uint64_t mismatches = 0;
+  uint64_t in_flight = 0;
+  std::map<absl::StatusCode, uint64_t> errors;
+  absl::Time end = absl::InfiniteFuture();
+
+ private:
+  bool MaySend() const {
+    return loop_.Now() < end &&
+           (flags_.requests == 0 || sent < flags_.requests);
+  }
+  void OnEvent(moonpool::protocol::Event& event) override {
+    if (std::holds_alternative<moonpool::protocol::HandshakeDone>(event)) {
+      ready = true;
+    } else if (auto* r =
+                   std::get_if<moonpool::protocol::ReplyReceived>(&event)) {
+      --in_flight;
+      if (!r->status.ok()) {
+        ++errors[r->status.code()];
+      } else if (r->payload.size() != payload_.size()) {
+        ++mismatches;
+      } else {
+        ++ok;
+      }
+    } else if (auto* f =
+                   std::get_if<moonpool::protocol::RequestFailed>(&event)) {
+      --in_flight;
+      ++errors[f->status.code()];
+    }
+  }
+  // Tops the window up once the events of a pump are in.
+  void OnPumped() override {
+    if (!ready || driver_->ending()) return;
+    while (in_flight < flags_.in_flight && MaySend()) {
+      uint64_t id = sent + 1;
+      std::memcpy(payload_.data(), &id, std::min(payload_.size(), sizeof(id)));
+      moonpool::protocol::RequestOptions o;
+      o.exactly_once = true;  // and no answered_below: nothing is settled
+      o.deadline = loop_.Now() + absl::Seconds(flags_.timeout_s);
+      if (!driver_->SendRequest(payload_, o).ok()) break;
+      ++sent;
+      ++in_flight;
+    }
+  }
+  void OnClosed(const absl::Status& status) override {
+    closed = true;
+    close_status = status;
+  }
+
+  UvLoop& loop_;
+  const Flags& flags_;
+  std::string payload_;
+  std::unique_ptr<moonpool::driver::ConnectionDriver> driver_;
+};
+
+int RunNeverSettle(const Flags& flags) {
+  absl::StatusOr<Address> address = Address::Parse(flags.connect);
+  if (!address.ok()) UsageError(kProgram, address.status().ToString());
+  UvLoop loop;
+  UnsettledClient client(loop, flags);
+  bool connected = false;
+  absl::Status connect_status;
+  absl::StatusOr<std::unique_ptr<moonpool::driver::Stream>> stream =
+      loop.Connect(*address, [&](absl::Status s) {
+        connected = true;
+        connect_status = std::move(s);
+      });
+  if (stream.ok()) {
+    loop.RunUntil([&] { return connected; }, loop.Now() + absl::Seconds(10));
+  }
+  if (!stream.ok() || !connected || !connect_status.ok()) {
+    std::fprintf(
+        stderr, "moonpool-pingpong: cannot connect to %s: %s\n",
+        flags.connect.c_str(),
+        (!stream.ok() ? stream.status() : connect_status).ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr,
+               "moonpool-pingpong: never settling, server %s, %zu in flight, "
+               "%zu-byte payloads\n",
+               flags.connect.c_str(), flags.in_flight, flags.payload);
+  Clock::time_point start = Clock::now();
+  client.end = loop.Now() + absl::Seconds(flags.duration_s);
+  client.Attach(std::move(*stream));
+  loop.RunUntil([&] { return client.Done(); },
+                client.end + absl::Seconds(flags.timeout_s + 5));
+  const double elapsed =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  const bool ended_early = client.closed;
+  const uint64_t unfinished = client.in_flight;
+  client.Close();
+  loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(50));
+
+  std::string errors;
+  uint64_t unexpected = 0;
+  for (const auto& [code, n] : client.errors) {
+    absl::StrAppend(&errors, " ", absl::StatusCodeToString(code), "=", n);
+    if (!flags.allow_faults) unexpected += n;
+  }
+  const bool passed = client.mismatches == 0 && unexpected == 0 &&
+                      unfinished == 0 && !ended_early && client.ok > 0;
+  std::printf(
+      "moonpool-pingpong: never settling, %zu in flight, %zu-byte "
+      "payloads, %.2f s\n",
+      flags.in_flight, flags.payload, elapsed);
+  std::printf("requests:   %" PRIu64 " sent, %" PRIu64 " ok\n", client.sent,
+              client.ok);
+  std::printf("outcomes:   OK=%" PRIu64 "%s  mismatches=%" PRIu64
+              "  unfinished=%" PRIu64 "\n",
+              client.ok, errors.c_str(), client.mismatches, unfinished);
+  if (ended_early) {
+    std::printf("connection: ended early: %s\n",
+                client.close_status.ToString().c_str());
+  }
+  std::printf("result:     %s\n", passed ? "PASS" : "FAIL");
+  return passed ? 0 : 1;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const Flags flags = ReadFlags(argc, argv);
+  if (flags.never_settle) return RunNeverSettle(flags);
 
   moonpool::examples::EchoServerThread server_thread;
   // A name (resolved by the client's loop on each connect) or a literal.
@@ -385,6 +573,8 @@ int main(int argc, char** argv) {
       if (const moonpool::driver::Peer* peer = c->peer(server)) {
         peers.tcp_connections += peer->stats().connections;
         peers.retries += peer->stats().retries;
+        peers.resent_exactly_once += peer->stats().resent_exactly_once;
+        peers.exactly_once_aborted += peer->stats().exactly_once_aborted;
       }
     }
   };
@@ -490,6 +680,12 @@ int main(int argc, char** argv) {
   std::printf("peers:      %" PRIu64 " TCP connections made, %" PRIu64
               " requests sent again after a connection ended\n",
               tcp_connections, retries);
+  if (flags.exactly_once) {
+    std::printf("exactly-once: %" PRIu64
+                " sent again with the same id, %" PRIu64
+                " Aborted (the server restarted)\n",
+                peers.resent_exactly_once, peers.exactly_once_aborted);
+  }
   std::printf("result:     %s%s\n", passed ? "PASS" : "FAIL",
               run.interrupted ? " (interrupted by a signal)" : "");
 
@@ -514,6 +710,9 @@ int main(int argc, char** argv) {
         ",\n  \"unexpected\": ", run.unexpected,
         ",\n  \"tcp_connections\": ", tcp_connections,
         ",\n  \"retries\": ", retries,
+        ",\n  \"exactly_once\": ", flags.exactly_once ? "true" : "false",
+        ",\n  \"resent_exactly_once\": ", peers.resent_exactly_once,
+        ",\n  \"exactly_once_aborted\": ", peers.exactly_once_aborted,
         ",\n  \"interrupted\": ", run.interrupted ? "true" : "false",
         ",\n  \"passed\": ", passed ? "true" : "false", "\n}\n");
     FILE* f = std::fopen(flags.json.c_str(), "w");
