@@ -650,6 +650,45 @@ TEST(ExactlyOnce, AQueuedCallWhoseConnectionDiedRunsOnceForItsResend) {
   EXPECT_EQ(client.peer(proxy.address())->stats().resent_exactly_once, 2u);
 }
 
+TEST(ExactlyOnce, AnExpiredOriginalTakesItsWaitingDuplicateWithIt) {
+  UvLoop loop(UvLoopOptions{.seed = 163});
+  auto server = BindOrDie(loop);
+  Proxy proxy(loop, server->address());
+  ClientTransport client(loop, FastClient());
+  TaskScope scope(loop, FailOnError());
+
+  // Nothing takes messages yet: the request waits in the default queue.
+  Reply once;
+  RequestOptions eo = RequestOptions::Timeout(absl::Milliseconds(300));
+  eo.exactly_once = true;
+  scope.Spawn(Store(
+      client.Request<std::string>(proxy.address(), std::string("late"), eo),
+      &once));
+  ASSERT_TRUE(
+      RunUntil(loop, [&] { return server->stats().queued_messages == 1; }));
+  proxy.Cut();
+  ASSERT_TRUE(RunUntil(loop, [&] {
+    return server->stats().exactly_once.duplicates_running == 1;
+  }));
+  // The resend waits on the new connection, and counts in flight there.
+  EXPECT_EQ(server->stats().requests_in_flight, 1u);
+  ASSERT_TRUE(RunUntil(loop, [&] { return once.has_value(); }));
+  EXPECT_EQ(once->status().code(), absl::StatusCode::kDeadlineExceeded)
+      << once->status();
+
+  // The queue reaches the original past its deadline: dropped unrun, and
+  // the duplicate waiting for it is forgotten too (nothing stays in flight,
+  // which would hold a drain and the connection's bound).
+  Runs runs;
+  scope.Spawn(CountingEcho(*server, &runs, nullptr));
+  ASSERT_TRUE(
+      RunUntil(loop, [&] { return server->stats().expired_dropped == 1; }));
+  EXPECT_EQ(TotalRuns(runs), 0);
+  EXPECT_EQ(server->stats().requests_in_flight, 0u);
+  EXPECT_EQ(server->stats().exactly_once.records, 0u);
+  EXPECT_EQ(server->stats().exactly_once.abandoned, 1u);
+}
+
 TEST(ExactlyOnce, APlainCallCutInFlightIsAborted) {
   // The control of the cut tests: the same cut without exactly-once.
   UvLoop loop(UvLoopOptions{.seed = 162});
