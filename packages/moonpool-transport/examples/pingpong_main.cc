@@ -17,7 +17,8 @@
 // Peer) that sends exactly-once requests to the server's default queue
 // and never says answeredBelow, so the server keeps every outcome until its
 // bounds (ServerOptions::exactly_once) forget them; it stops at --requests
-// or --duration, and does not reconnect.
+// or --duration, does not reconnect, and prints a short summary of its own
+// (--json is not written).
 //
 // Without --connect it runs an echo server in the same process, on its own
 // thread with its own UvLoop, on 127.0.0.1 (port 0); the client runs on the
