@@ -480,6 +480,33 @@ TEST(ExactlyOnce, ABoundForgetsAndAForgottenResendIsAbortedAndRunsNothing) {
   EXPECT_EQ(server->stats().exactly_once.duplicates_completed, 1u);
 }
 
+TEST(ExactlyOnce, AClientPastMaxClientsIsRefusedAndRunsNothing) {
+  UvLoop loop(UvLoopOptions{.seed = 164});
+  ServerOptions options;
+  options.exactly_once.max_clients = 1;
+  auto server = BindOrDie(loop, options);
+  TaskScope scope(loop, FailOnError());
+  Runs runs;
+  scope.Spawn(CountingEcho(*server, &runs, nullptr));
+
+  BareClient first(loop, server->address(), /*incarnation=*/11);
+  first.Send(1, "first");
+  ASSERT_TRUE(RunUntil(loop, [&] { return first.outcomes.size() == 1; }));
+  ASSERT_TRUE(first.outcomes.at(1).ok()) << first.outcomes.at(1).status();
+
+  // Another incarnation while the first still has a record: refused, not
+  // run (it did not run anywhere: the client may try again later).
+  BareClient second(loop, server->address(), /*incarnation=*/22);
+  second.Send(1, "second");
+  ASSERT_TRUE(RunUntil(loop, [&] { return second.outcomes.size() == 1; }));
+  EXPECT_EQ(second.outcomes.at(1).status().code(),
+            absl::StatusCode::kResourceExhausted)
+      << second.outcomes.at(1).status();
+  RunFor(loop, absl::Milliseconds(20));
+  EXPECT_EQ(TotalRuns(runs), 1);
+  EXPECT_EQ(server->stats().exactly_once.clients_refused, 1u);
+}
+
 TEST(ExactlyOnce, AServerRestartedOnThePortMeansAbortedMaybeDelivered) {
   UvLoop loop(UvLoopOptions{.seed = 157});
   auto first = BindOrDie(loop);
