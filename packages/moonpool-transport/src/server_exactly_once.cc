@@ -72,10 +72,9 @@ void ServerTransport::RecordOutcome(const IncomingMessage& request,
       state_ == State::kClosed) {
     return;
   }
-  std::vector<uint64_t> waiters =
-      outcomes_.Complete(request.client_incarnation,
-                         request.envelope.correlation_id, code, bytes,
-                         loop_.Now());
+  std::vector<uint64_t> waiters = outcomes_.Complete(
+      request.client_incarnation, request.envelope.correlation_id, code, bytes,
+      loop_.Now());
   ArmOutcomeTimer();
   for (uint64_t connection_id : waiters) {
     if (connection_id == request.connection_id) continue;
@@ -116,9 +115,8 @@ void ServerTransport::AnswerFromRecord(IncomingMessage request,
   Connection* c = Find(request.connection_id);
   if (c == nullptr) return;  // that connection is gone too: nobody to tell
   const absl::Status error(code, bytes);
-  absl::Status s = c->Answer(request, bytes, code == absl::StatusCode::kOk
-                                                 ? nullptr
-                                                 : &error);
+  absl::Status s = c->Answer(request, bytes,
+                             code == absl::StatusCode::kOk ? nullptr : &error);
   if (s.ok()) {
     ++(code == absl::StatusCode::kOk ? stats_.replies_sent
                                      : stats_.error_replies_sent);
@@ -142,6 +140,8 @@ void ServerTransport::AnswerFromRecord(IncomingMessage request,
 }
 
 void ServerTransport::ArmOutcomeTimer() {
+  // A closed server keeps no timer: its loop must be free to end.
+  if (state_ == State::kClosed) return;
   const absl::Time at = outcomes_.NextWakeup();
   if (at == absl::InfiniteFuture() || at >= outcome_timer_at_) return;
   outcome_timer_at_ = at;

@@ -433,6 +433,8 @@ void ServerTransport::CloseNow() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   listener_.reset();
+  outcome_timer_->Stop();
+  outcome_timer_at_ = absl::InfiniteFuture();
   // Handlers first: destroyed at their suspension points, before the
   // connections they would answer on.
   services_->CloseAll();

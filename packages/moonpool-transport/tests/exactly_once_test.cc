@@ -740,5 +740,28 @@ TEST(ExactlyOnce, APlainCallCutInFlightIsAborted) {
   EXPECT_EQ(server->stats().exactly_once.records, 0u);
 }
 
+// A closed server keeps no timer for its records' lifetimes: the loop ends
+// once the work is done, not when the last record would have expired (60 s
+// later by default).
+TEST(ExactlyOnce, AClosedServerWithRecordsLetsItsLoopEnd) {
+  UvLoop loop(UvLoopOptions{.seed = 170});
+  auto server = BindOrDie(loop);
+  Runs runs;
+  ASSERT_TRUE(ServeCounting(loop, *server, &runs, nullptr, nullptr).ok());
+  ClientTransport client(loop, FastClient());
+  TaskScope scope(loop, FailOnError());
+  Reply once;
+  scope.Spawn(
+      Store(client.Call(server->address(), kOnce, std::string("o")), &once));
+  ASSERT_TRUE(RunUntil(loop, [&] { return once.has_value(); }));
+  ASSERT_TRUE(once->ok()) << once->status();
+  ASSERT_EQ(server->stats().exactly_once.records, 1u);
+  client.Close();
+  scope.Spawn(server->Close(/*drain=*/false));
+  const absl::Time start = absl::Now();
+  loop.Run();  // until nothing is left to do
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
 }  // namespace
 }  // namespace moonpool::transport::testing

@@ -85,6 +85,10 @@ class RequestContext {
   // A one-way message: there is no client waiting, and the handler's
   // answer is dropped.
   bool one_way() const { return !message_.is_request(); }
+  // The client asked for exactly-once (DESIGN.md section 5): the handler's
+  // outcome is recorded and sent again to a resend, and this call goes on
+  // when its connection closes (it is not cancelled for that).
+  bool exactly_once() const { return message_.envelope.exactly_once; }
 
  private:
   friend class ServerTransport;
