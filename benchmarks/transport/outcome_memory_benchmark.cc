@@ -398,10 +398,8 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(after.table_bytes),
       per_1000(after.rss, before.rss), per_1000(after.heap, before.heap),
       per_1000(after.table_bytes, before.table_bytes));
-  // No Close and join: the server still holds N records, and while
-  // ServerTransport::Close leaves its exactly-once sweep timer armed, its
-  // loop would run on until they expire (an hour here). Nothing is left to
-  // flush but stdout.
+  // No Close and join: the server thread has no way out of its loop here,
+  // and nothing is left to flush but stdout.
   std::fflush(stdout);
   std::_Exit(0);
 }

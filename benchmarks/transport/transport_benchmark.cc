@@ -205,24 +205,9 @@ class Server {
   }
 
   // Closes the server (its handlers end, its loop runs out) and joins.
-  // Returns false when the loop was still running 2 s after the Close had
-  // finished: the thread is then detached (blocked in its loop, touching
-  // nothing of ours) and the process must end with _Exit. That happens
-  // while ServerTransport::Close leaves its exactly-once sweep timer armed:
-  // the loop then runs on until the last record expires (min_lifetime plus
-  // up to a quarter of it: 75 s with the defaults).
-  [[nodiscard]] bool StopAndJoin() {
-    std::future<void> closed = closed_.get_future();
-    std::future<void> loop_done = loop_done_.get_future();
+  void StopAndJoin() {
     loop_->PostFromAnyThread([this] { scope_->Spawn(CloseAndSignal()); });
-    closed.wait();
-    if (loop_done.wait_for(std::chrono::seconds(2)) !=
-        std::future_status::ready) {
-      thread_.detach();
-      return false;
-    }
     thread_.join();
-    return true;
   }
 
   // Valid after StopAndJoin.
@@ -235,7 +220,6 @@ class Server {
   Task<void> CloseAndSignal() {
     co_await server_->Close(false);
     recorded_ = server_->stats().exactly_once.recorded;
-    closed_.set_value();
   }
 
   static Task<void> Echo(ServerTransport& server) {
@@ -286,7 +270,6 @@ class Server {
     scope_ = &scope;
     bound.set_value((*server)->address());  // publishes the three above
     loop.Run();  // until Close ends the listener and the handlers
-    loop_done_.set_value();
     scope.Clear();
     server->reset();
   }
@@ -294,8 +277,6 @@ class Server {
   const Api api_;
   std::thread thread_;
   Address address_;
-  std::promise<void> closed_;     // set on the server thread
-  std::promise<void> loop_done_;  // set on the server thread
   // Set on the server thread before the constructor returns (the promise
   // orders them); used from the client thread only through
   // PostFromAnyThread.
@@ -564,23 +545,14 @@ struct RunResult {
   double cpu_us_per_request = 0;
 };
 
-// Set when a server's thread was detached (Server::StopAndJoin): main ends
-// the process with _Exit.
-bool server_detached = false;
-
 // One run of the workload with a fresh server and client; prints its JSON
 // object.
 RunResult RunOnce(const Options& options, Api api, bool exactly_once = false) {
-  // On the heap: leaked when its thread is detached, which still uses it.
-  auto owned_server = std::make_unique<Server>(api);
-  Server& server = *owned_server;
+  Server server(api);
   Client client(options, api, exactly_once, server);
   std::thread client_thread([&client] { client.Run(); });
   client_thread.join();
-  if (!server.StopAndJoin()) {
-    server_detached = true;
-    (void)owned_server.release();
-  }
+  server.StopAndJoin();
 
   Report report;
   report.peer = "moonpool";
@@ -732,9 +704,5 @@ int main(int argc, char** argv) {
         "' (bytes, capnp_raw, capnp_method, compare)");
   }
   RunOnce(options, api, exactly_once);
-  if (server_detached) {
-    std::fflush(stdout);
-    std::_Exit(0);
-  }
   return 0;
 }
