@@ -61,7 +61,8 @@ struct KeyValueServiceOptions {
   // after it changed the map (empty: nothing called). The simulation counts
   // applications with it: a Put, exactly-once or not, is applied at most
   // once.
-  std::function<void(absl::string_view key, absl::string_view value)> on_put;
+  std::function<void(absl::string_view key, absl::string_view value)> on_put =
+      nullptr;
 };
 
 class KeyValueService {

@@ -144,8 +144,8 @@ void Connection::AdvanceTime(absl::Time now) {
         absl::DeadlineExceededError(absl::StrCat(
             "request ", r->id.ToString(), " reached its deadline ",
             written ? "after it was written" : "before it was written")),
-        written ? Delivery::kMaybeDelivered : Delivery::kNotSent,
-        r->idempotent, r->exactly_once});
+        written ? Delivery::kMaybeDelivered : Delivery::kNotSent, r->idempotent,
+        r->exactly_once});
   }
   if (now - last_receive_ >= options_.keepalive_timeout) {
     ++stats_.keepalive_timeouts;
@@ -291,14 +291,9 @@ absl::StatusOr<CorrelationId> Connection::SendRequest(
         ", the last sent on this connection: the peer requires increasing "
         "ids"));
   }
-  EnvelopeView request{id,
-                       EnvelopeKind::kRequest,
-                       options.endpoint,
-                       payload,
-                       deadline - now,
-                       absl::StatusCode::kOk,
-                       {},
-                       stream_credit};
+  EnvelopeView request{id,      EnvelopeKind::kRequest, options.endpoint,
+                       payload, deadline - now,         absl::StatusCode::kOk,
+                       {},      stream_credit};
   request.exactly_once = exactly_once;
   if (v2) request.answered_below = options.answered_below;
   if (absl::Status s = EncodeEnvelope(request); !s.ok()) return s;
@@ -959,10 +954,9 @@ void Connection::Close(absl::Status why) {
 #endif
     // Constructed in place: GCC 12 at -O2 warns of a maybe-uninitialized
     // Status when a temporary is moved into the variant.
-    queue_.emplace_back(
-        std::in_place_type<RequestFailed>,
-        RequestFailed{r.id, std::move(status), delivery, r.idempotent,
-                      r.exactly_once});
+    queue_.emplace_back(std::in_place_type<RequestFailed>,
+                        RequestFailed{r.id, std::move(status), delivery,
+                                      r.idempotent, r.exactly_once});
   }
   awaiting_reply_.clear();
   cancels_before_handshake_.clear();

@@ -134,8 +134,7 @@ std::vector<uint64_t> OutcomeTable::Complete(uint64_t client, CorrelationId id,
   return waiters;
 }
 
-std::vector<uint64_t> OutcomeTable::Abandon(uint64_t client,
-                                            CorrelationId id) {
+std::vector<uint64_t> OutcomeTable::Abandon(uint64_t client, CorrelationId id) {
   auto cit = clients_.find(client);
   if (cit == clients_.end()) return {};
   Client& c = cit->second;

@@ -155,8 +155,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
       // What the connection's version lets it mean (0 on version 1). A
       // reply stream is never exactly-once: its items are not recorded.
       message.envelope.stream_credit = r->stream_credit;
-      message.envelope.exactly_once =
-          r->exactly_once && r->stream_credit == 0;
+      message.envelope.exactly_once = r->exactly_once && r->stream_credit == 0;
       if (!server_.AdmitRequest(*this, message, r->answered_below)) return;
       if (r->request.endpoint == kDefaultEndpoint) {
         server_.Enqueue(std::move(message));

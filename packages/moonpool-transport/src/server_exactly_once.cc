@@ -19,6 +19,25 @@ namespace moonpool::transport {
 
 using Verdict = protocol::OutcomeTable::Verdict;
 
+namespace {
+
+// The duplicate of `request` that arrived on connection `connection_id`
+// (a record's waiter): the same request, without its payload.
+IncomingMessage DuplicateOn(const IncomingMessage& request,
+                            uint64_t connection_id) {
+  IncomingMessage duplicate;
+  duplicate.envelope.correlation_id = request.envelope.correlation_id;
+  duplicate.envelope.kind = EnvelopeKind::kRequest;
+  duplicate.envelope.endpoint = request.envelope.endpoint;
+  duplicate.envelope.exactly_once = true;
+  duplicate.connection_id = connection_id;
+  duplicate.deadline = request.deadline;
+  duplicate.client_incarnation = request.client_incarnation;
+  return duplicate;
+}
+
+}  // namespace
+
 bool ServerTransport::AdmitRequest(Connection& c, IncomingMessage& message,
                                    CorrelationId answered_below) {
   const absl::Time now = loop_.Now();
@@ -78,18 +97,7 @@ void ServerTransport::RecordOutcome(const IncomingMessage& request,
   ArmOutcomeTimer();
   for (uint64_t connection_id : waiters) {
     if (connection_id == request.connection_id) continue;
-    IncomingMessage duplicate;
-    duplicate.envelope.correlation_id = request.envelope.correlation_id;
-    duplicate.envelope.kind = EnvelopeKind::kRequest;
-    duplicate.envelope.endpoint = request.envelope.endpoint;
-    duplicate.envelope.exactly_once = true;
-    duplicate.connection_id = connection_id;
-    duplicate.deadline = request.deadline;
-    duplicate.client_incarnation = request.client_incarnation;
-    if (Connection* c = Find(connection_id); c != nullptr) {
-      duplicate.peer_address = c->driver().peer_address();
-    }
-    AnswerFromRecord(std::move(duplicate), code, bytes);
+    AnswerFromRecord(DuplicateOn(request, connection_id), code, bytes);
   }
 }
 
@@ -101,10 +109,7 @@ void ServerTransport::AbandonRecord(const IncomingMessage& request) {
   for (uint64_t connection_id : outcomes_.Abandon(
            request.client_incarnation, request.envelope.correlation_id)) {
     if (Connection* c = Find(connection_id); c != nullptr) {
-      IncomingMessage duplicate;
-      duplicate.envelope.correlation_id = request.envelope.correlation_id;
-      duplicate.connection_id = connection_id;
-      c->Abandon(duplicate);
+      c->Abandon(DuplicateOn(request, connection_id));
     }
   }
 }

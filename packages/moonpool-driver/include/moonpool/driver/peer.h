@@ -62,13 +62,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "absl/container/btree_map.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/client_request_ids.h"
 #include "moonpool/driver/connection_driver.h"
