@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package moonpool-cpp needs to build and test.
 # Idempotent: prints nothing and touches no package list when all is present.
-# Usage: ci/install-deps.sh [--bench]   (--bench adds the benchmark peers)
+# Usage: ci/install-deps.sh [--bench]   (--bench adds the benchmark peers
+# and matplotlib for ci/bench-charts.py)
 set -euo pipefail
 
 packages=(
@@ -11,7 +12,8 @@ packages=(
   python3-xxhash
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler)
+  packages+=(libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+             python3-matplotlib)
 fi
 
 missing=()
