@@ -6,12 +6,12 @@
 #include <cassert>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <variant>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "envelope_fast_path.h"
 #include "in_place_message_builder.h"
 #include "kj/exception.h"
 #include "little_endian.h"
@@ -45,19 +45,14 @@ void SetText(absl::string_view text, capnp::Text::Builder builder) {
 }
 
 // Builds the body with `fill` in place at the end of `out` (estimate_words
-// of segment reserved), writes the header, and commits. Falls back to a heap
-// message and one copy when the estimate was short or `out` is not
-// word-aligned at its end (someone appended a partial word).
-//
-// Cap'n Proto allocates from zeroed memory, but zeroing a 1 MiB payload's
-// words only for the payload copy to overwrite them cost a fifth of a large
-// round trip. So only the first `zeroed_words` of the segment are cleared:
-// every struct `fill` allocates must fit in them, and every blob it
-// allocates past them it must overwrite entirely, padding included.
+// of segment reserved and zeroed, as Cap'n Proto expects of new segments),
+// writes the header, and commits. Falls back to a heap message and one copy
+// when the estimate was short or `out` is not word-aligned at its end
+// (someone appended a partial word). Envelopes do not come here: they are
+// written by hand (envelope_fast_path.h).
 template <typename Fill>
-absl::Status EncodeFrame(size_t estimate_words, size_t zeroed_words,
-                         size_t max_frame_bytes, ByteBuffer& out, Fill&& fill) {
-  assert(zeroed_words <= estimate_words);
+absl::Status EncodeFrame(size_t estimate_words, size_t max_frame_bytes,
+                         ByteBuffer& out, Fill&& fill) {
   const size_t reserve =
       kFrameHeaderBytes + kSegmentTableBytes + estimate_words * kWord;
   absl::Span<char> room = out.PrepareAppend(reserve);
@@ -68,7 +63,7 @@ absl::Status EncodeFrame(size_t estimate_words, size_t zeroed_words,
     if (reinterpret_cast<uintptr_t>(frame) % kWord == 0) {
       auto* segment = reinterpret_cast<capnp::word*>(frame + kFrameHeaderBytes +
                                                      kSegmentTableBytes);
-      std::memset(segment, 0, zeroed_words * kWord);
+      std::memset(segment, 0, estimate_words * kWord);
       InPlaceMessageBuilder builder(kj::arrayPtr(segment, estimate_words));
       fill(builder.initRoot<schema::Frame>());
       if (builder.InFirstSegmentOnly()) {
@@ -108,17 +103,6 @@ absl::Status EncodeFrame(size_t estimate_words, size_t zeroed_words,
   return absl::OkStatus();
 }
 
-// The budget in whole microseconds, rounded up so that a positive budget
-// never reads as "none" (0).
-uint64_t TimeoutMicros(absl::Duration timeout) {
-  if (timeout <= absl::ZeroDuration()) return 0;
-  if (timeout == absl::InfiniteDuration()) {
-    return std::numeric_limits<int64_t>::max();
-  }
-  return static_cast<uint64_t>(
-      absl::ToInt64Microseconds(absl::Ceil(timeout, absl::Microseconds(1))));
-}
-
 }  // namespace
 
 FrameEncoder::FrameEncoder(EncoderOptions options) : options_(options) {
@@ -145,75 +129,66 @@ absl::Status FrameEncoder::Encode(const EnvelopeView& e, ByteBuffer& out) {
   if (e.payload.size() > options_.max_frame_bytes) {
     return TooLarge(e.payload.size(), options_.max_frame_bytes);
   }
-  const size_t payload_words = DataWords(e.payload.size());
-  const size_t text_words = TextWords(e.error_message);
-  return EncodeFrame(
-      kOverheadWords + payload_words + text_words, kOverheadWords,
-      options_.max_frame_bytes, out, [&](schema::Frame::Builder f) {
-        schema::Envelope::Builder b = f.initEnvelope();
-        b.setCorrelationId(e.correlation_id.value());
-        b.setKind(static_cast<schema::Envelope::Kind>(kind));
-        b.setEndpoint(e.endpoint.value());
-        b.setTimeoutMicros(TimeoutMicros(e.timeout));
-        b.setErrorCode(static_cast<uint32_t>(code));
-        b.setStreamCredit(e.stream_credit);
-        b.setExactlyOnce(e.exactly_once);
-        b.setAnsweredBelow(e.answered_below.value());
-        // The blobs land on words that were not zeroed: the copy and the
-        // padding after it (the text's NUL included) cover every byte.
-        if (!e.payload.empty()) {
-          capnp::Data::Builder payload = b.initPayload(e.payload.size());
-          std::memcpy(payload.begin(), e.payload.data(), e.payload.size());
-          std::memset(payload.begin() + e.payload.size(), 0,
-                      payload_words * kWord - e.payload.size());
-        }
-        if (!e.error_message.empty()) {
-          capnp::Text::Builder text =
-              b.initErrorMessage(e.error_message.size());
-          SetText(e.error_message, text);
-          std::memset(text.begin() + e.error_message.size(), 0,
-                      text_words * kWord - e.error_message.size());
-        }
-      });
+  // What Cap'n Proto's builder refuses (it would throw), refused in words.
+  if (e.payload.size() > internal::kMaxBlobBytes ||
+      e.error_message.size() > internal::kMaxTextBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot encode frame: a payload of ", e.payload.size(),
+                     " bytes or an error message of ", e.error_message.size(),
+                     " bytes is beyond Cap'n Proto's blob limit of ",
+                     internal::kMaxBlobBytes, " bytes"));
+  }
+  // Written by hand, not with a MessageBuilder: the builder's set-up and
+  // pointer bookkeeping cost more than a small frame's whole round trip,
+  // and the layout is fixed (envelope_fast_path.h; the tests compare the
+  // bytes with Cap'n Proto's). Any alignment of `out` will do.
+  const size_t body_bytes = internal::CanonicalEnvelopeBodyBytes(
+      e.payload.size(), e.error_message.size());
+  if (body_bytes > options_.max_frame_bytes) {
+    return TooLarge(body_bytes, options_.max_frame_bytes);
+  }
+  char* frame = out.PrepareAppend(kFrameHeaderBytes + body_bytes).data();
+  internal::WriteCanonicalEnvelope(e, frame + kFrameHeaderBytes);
+  WriteFrameHeader(
+      absl::Span<const char>(frame + kFrameHeaderBytes, body_bytes), frame);
+  out.CommitAppend(kFrameHeaderBytes + body_bytes);
+  return absl::OkStatus();
 }
 
 absl::Status FrameEncoder::Encode(const Hello& hello, ByteBuffer& out) {
   const size_t words = kOverheadWords + TextWords(hello.peer_name);
-  return EncodeFrame(words, words, options_.max_frame_bytes, out,
-                     [&](schema::Frame::Builder f) {
-                       schema::Hello::Builder b = f.initHello();
-                       b.setMagic(hello.magic);
-                       b.setProtocolVersion(hello.protocol_version);
-                       b.setIncarnation(hello.incarnation);
-                       b.setMaxProtocolVersion(hello.max_protocol_version);
-                       if (!hello.peer_name.empty()) {
-                         SetText(hello.peer_name,
-                                 b.initPeerName(hello.peer_name.size()));
-                       }
-                     });
+  return EncodeFrame(
+      words, options_.max_frame_bytes, out, [&](schema::Frame::Builder f) {
+        schema::Hello::Builder b = f.initHello();
+        b.setMagic(hello.magic);
+        b.setProtocolVersion(hello.protocol_version);
+        b.setIncarnation(hello.incarnation);
+        b.setMaxProtocolVersion(hello.max_protocol_version);
+        if (!hello.peer_name.empty()) {
+          SetText(hello.peer_name, b.initPeerName(hello.peer_name.size()));
+        }
+      });
 }
 
 absl::Status FrameEncoder::Encode(const Ping& ping, ByteBuffer& out) {
-  return EncodeFrame(kOverheadWords, kOverheadWords, options_.max_frame_bytes,
-                     out,
+  return EncodeFrame(kOverheadWords, options_.max_frame_bytes, out,
                      [&](schema::Frame::Builder f) { f.setPing(ping.nonce); });
 }
 
 absl::Status FrameEncoder::Encode(const Pong& pong, ByteBuffer& out) {
-  return EncodeFrame(kOverheadWords, kOverheadWords, options_.max_frame_bytes,
-                     out,
+  return EncodeFrame(kOverheadWords, options_.max_frame_bytes, out,
                      [&](schema::Frame::Builder f) { f.setPong(pong.nonce); });
 }
 
 absl::Status FrameEncoder::Encode(const Cancel& cancel, ByteBuffer& out) {
   return EncodeFrame(
-      kOverheadWords, kOverheadWords, options_.max_frame_bytes, out,
+      kOverheadWords, options_.max_frame_bytes, out,
       [&](schema::Frame::Builder f) { f.setCancel(cancel.id.value()); });
 }
 
 absl::Status FrameEncoder::Encode(const Credit& credit, ByteBuffer& out) {
-  return EncodeFrame(kOverheadWords, kOverheadWords, options_.max_frame_bytes,
-                     out, [&](schema::Frame::Builder f) {
+  return EncodeFrame(kOverheadWords, options_.max_frame_bytes, out,
+                     [&](schema::Frame::Builder f) {
                        schema::Credit::Builder b = f.initCredit();
                        b.setCorrelationId(credit.id.value());
                        b.setBytes(credit.bytes);
@@ -223,8 +198,7 @@ absl::Status FrameEncoder::Encode(const Credit& credit, ByteBuffer& out) {
 absl::Status FrameEncoder::Encode(const Goodbye& goodbye, ByteBuffer& out) {
   const size_t words = kOverheadWords + TextWords(goodbye.reason);
   return EncodeFrame(
-      words, words, options_.max_frame_bytes, out,
-      [&](schema::Frame::Builder f) {
+      words, options_.max_frame_bytes, out, [&](schema::Frame::Builder f) {
         schema::Goodbye::Builder b = f.initGoodbye();
         b.setLastCorrelationId(goodbye.last_correlation_id.value());
         if (!goodbye.reason.empty()) {

@@ -18,9 +18,8 @@ namespace moonpool::wire::internal {
 
 class InPlaceMessageBuilder final : public capnp::MessageBuilder {
  public:
-  // REQUIRES: `first` is word-aligned and outlives the builder, and is
-  // zeroed wherever the builder allocates something the caller does not
-  // overwrite entirely (frame_encoder.cc zeroes all but a trailing payload).
+  // REQUIRES: `first` is word-aligned, zeroed (as Cap'n Proto expects of a
+  // new segment), and outlives the builder.
   explicit InPlaceMessageBuilder(kj::ArrayPtr<capnp::word> first)
       : first_(first) {}
 

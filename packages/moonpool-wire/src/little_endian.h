@@ -1,4 +1,5 @@
-// Little-endian loads and stores of the frame header's fields. Abseil keeps
+// Little-endian loads and stores of the frame header's fields and of the
+// envelope fast path's words (envelope_fast_path.h). Abseil keeps
 // its own in absl/base/internal, which is not API; these are four lines each.
 #ifndef MOONPOOL_WIRE_SRC_LITTLE_ENDIAN_H_
 #define MOONPOOL_WIRE_SRC_LITTLE_ENDIAN_H_
@@ -12,6 +13,7 @@ namespace moonpool::wire::internal {
 template <typename T>
 inline T ToLittleEndian(T v) {
   if constexpr (std::endian::native == std::endian::big) {
+    if constexpr (sizeof(T) == 2) return __builtin_bswap16(v);
     if constexpr (sizeof(T) == 4) return __builtin_bswap32(v);
     if constexpr (sizeof(T) == 8) return __builtin_bswap64(v);
   }

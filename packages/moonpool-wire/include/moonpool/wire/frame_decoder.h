@@ -86,6 +86,11 @@ class FrameDecoder {
   // Storage held, for memory accounting.
   size_t capacity() const { return buffer_.capacity(); }
   uint64_t frames_decoded() const { return frames_decoded_; }
+  // How many of those were envelopes read by the fast path (the layout this
+  // library's encoder writes) rather than Cap'n Proto's general reader; the
+  // result is the same either way (moonpool-wire's README, "Envelope fast
+  // path").
+  uint64_t frames_decoded_fast() const { return frames_decoded_fast_; }
 
  private:
   [[nodiscard]] absl::Status Fail(absl::Status status);
@@ -98,6 +103,7 @@ class FrameDecoder {
   FrameValue frame_;
   absl::Status status_;
   uint64_t frames_decoded_ = 0;
+  uint64_t frames_decoded_fast_ = 0;
   size_t last_frame_bytes_ = 0;  // header included
 };
 
