@@ -85,6 +85,7 @@
 #include "absl/time/time.h"
 #include "alloc_counter.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/host_port.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
@@ -225,8 +226,9 @@ class Server {
   static Task<void> Echo(ServerTransport& server) {
     while (std::optional<IncomingMessage> msg = co_await server.NextMessage()) {
       if (!msg->is_request()) continue;
-      absl::Status s =
-          server.Reply(*msg, absl::string_view(msg->envelope.payload));
+      // Given back (std::move): the server reuses the message's storage.
+      absl::Status s = server.Reply(std::move(*msg),
+                                    absl::string_view(msg->envelope.payload));
       if (!s.ok()) Die("server: Reply failed: " + s.ToString());
     }
   }
@@ -361,7 +363,9 @@ class Client {
     std::string request(payload_.size(), '\0');
     RequestOptions request_options = RequestOptions::Timeout(kRequestTimeout);
     request_options.exactly_once = exactly_once_;
-    const Address server = server_.address();
+    // Converted once, as a client that keeps its server's name does: a
+    // HostPort built from an Address formats the IP on every call.
+    const driver::HostPort server(server_.address());
     while (!stopping_) {
       const uint64_t seq = next_seq_++;
       payload_.Fill(seq, request.data());
@@ -392,7 +396,9 @@ class Client {
     std::string bytes(payload_.size(), '\0');
     const RequestOptions request_options =
         RequestOptions::Timeout(kRequestTimeout);
-    const Address server = server_.address();
+    // Converted once, as a client that keeps its server's name does: a
+    // HostPort built from an Address formats the IP on every call.
+    const driver::HostPort server(server_.address());
     while (!stopping_) {
       const uint64_t seq = next_seq_++;
       payload_.Fill(seq, bytes.data());

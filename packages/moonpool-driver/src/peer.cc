@@ -143,6 +143,7 @@ void Peer::Cancel(PeerRequestId id) {
     Pending p = std::move(it->second);
     in_flight_.erase(it);
     if (p.correlation.valid()) ids_->Settle(p.correlation);
+    ReleasePayload(p);
     ++stats_.cancelled_in_flight;
     // NotFound only if the protocol already forgot it, which it reports
     // through an event we have not yet taken: nothing to do either way.
@@ -155,6 +156,7 @@ void Peer::Cancel(PeerRequestId id) {
     resend_.erase(it);
     queued_bytes_ -= p.payload.size();
     ids_->Settle(p.correlation);
+    ReleasePayload(p);
     ++stats_.cancelled_queued;
     ArmTimer();
     return;
@@ -165,6 +167,7 @@ void Peer::Cancel(PeerRequestId id) {
     queued_bytes_ -= p.payload.size();
     queue_.erase(queue_.begin() + static_cast<ptrdiff_t>(i));
     if (i < retry_position_) --retry_position_;
+    ReleasePayload(p);
     ++stats_.cancelled_queued;
     ArmTimer();
     return;
@@ -291,8 +294,13 @@ void Peer::SubmitQueued() {
   }
 }
 
+void Peer::ReleasePayload(Pending& p) {
+  if (options_.buffers != nullptr) options_.buffers->Give(std::move(p.payload));
+}
+
 void Peer::Complete(Pending& p, absl::StatusOr<absl::string_view> outcome) {
   if (p.correlation.valid()) ids_->Settle(p.correlation);
+  ReleasePayload(p);
   if (!p.done) return;
   ReplyCallback done = std::move(p.done);
   done(std::move(outcome));

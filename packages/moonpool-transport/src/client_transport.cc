@@ -72,6 +72,7 @@ ClientTransport::ClientTransport(driver::Loop& loop, ClientOptions options)
     options_.peer.connection.incarnation = incarnation;
   }
   options_.peer.ids = &ids_;
+  options_.peer.buffers = &buffers_;
   peers_.reserve(options_.expected_peers);
 }
 

@@ -149,7 +149,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
         return;
       }
       ++server_.in_flight_;
-      IncomingMessage message{Envelope::CopyOf(r->request), id_,
+      IncomingMessage message{server_.CopyEnvelope(r->request), id_,
                               driver_.peer_address(), r->deadline,
                               peer_incarnation_};
       // What the connection's version lets it mean (0 on version 1). A
@@ -165,7 +165,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
     } else if (auto* m = std::get_if<protocol::OneWayReceived>(&event)) {
       ++server_.stats_.one_way_received;
       if (server_.state_ == State::kClosed) return;
-      IncomingMessage message{Envelope::CopyOf(m->message), id_,
+      IncomingMessage message{server_.CopyEnvelope(m->message), id_,
                               driver_.peer_address(), absl::InfiniteFuture(),
                               peer_incarnation_};
       if (m->message.endpoint == kDefaultEndpoint) {

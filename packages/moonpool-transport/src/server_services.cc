@@ -36,14 +36,14 @@ void ServerCall::Reset(IncomingMessage message, ServedMethod& m,
   state = State::kQueued;
 }
 
-void ServerCall::Release() {
+void ServerCall::Release(driver::BufferPool& buffers) {
   credit_waiter = driver::Promise<void>();
   // Work the handler left running with the token hears that the call is
   // over; a token copy outlives the source (cancellation.h).
   context.Cancel("the call has ended");
   context.source_.reset();
   context.token_ = driver::CancellationToken();
-  context.message_.envelope.payload.clear();
+  buffers.Give(std::move(context.message_.envelope.payload));
 }
 
 }  // namespace internal
@@ -274,7 +274,7 @@ void ServerTransport::Services::End(ServerCall* call) {
       by_id_.erase(CallKey(call->message().connection_id,
                            call->message().envelope.correlation_id.value()));
     }
-    call->Release();
+    call->Release(server_.buffers_);
   }
   FreeCall(call);
   StartQueued(m);
@@ -315,7 +315,7 @@ void ServerTransport::Services::StartQueued(ServedMethod& m) {
         by_id_.erase(CallKey(message.connection_id,
                              message.envelope.correlation_id.value()));
         --live_;
-        call->Release();
+        call->Release(server_.buffers_);
         FreeCall(call);
         dropped = true;
         continue;
@@ -346,7 +346,7 @@ bool ServerTransport::Services::Cancel(Connection& c, CorrelationId id) {
   ++server_.stats_.cancelled_before_handler;
   c.Abandon(call->message());
   server_.AbandonRecord(call->message());
-  call->Release();
+  call->Release(server_.buffers_);
   server_.ResumePaused();
   if (live_ == 0 && server_.state_ == State::kDraining) {
     WakeAll(server_.close_waiters_);
@@ -379,7 +379,7 @@ void ServerTransport::Services::ConnectionGone(uint64_t id) {
     --m.queued;
     --live_;
     server_.queued_bytes_ -= message.envelope.payload.size();
-    call->Release();
+    call->Release(server_.buffers_);
     dropped = true;
   }
   if (dropped) server_.ResumePaused();

@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "latency_histogram.h"
+#include "moonpool/driver/buffer_pool.h"
 #include "moonpool/driver/promise.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/timer.h"
@@ -70,7 +71,7 @@ class ServerCall {
   void Reset(IncomingMessage message, ServedMethod& m, uint64_t incarnation,
              absl::Time now);
   // Fires the token with "call ended" and lets go of the request.
-  void Release();
+  void Release(driver::BufferPool& buffers);
   IncomingMessage& message() { return context.message_; }
   absl::string_view cancel_reason() const { return context.cancel_reason_; }
   // Fires the token, and wakes a stream writer waiting for credit (its

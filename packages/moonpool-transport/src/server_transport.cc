@@ -255,6 +255,15 @@ absl::StatusOr<ServerTransport::Connection*> ServerTransport::ConnectionFor(
   return c;
 }
 
+Envelope ServerTransport::CopyEnvelope(const EnvelopeView& view) {
+  EnvelopeView rest = view;
+  rest.payload = {};
+  Envelope e = Envelope::CopyOf(rest);
+  e.payload = buffers_.Take();
+  e.payload.assign(view.payload.data(), view.payload.size());
+  return e;
+}
+
 absl::Status ServerTransport::Reply(const IncomingMessage& request,
                                     absl::string_view payload) {
   RecordOutcome(request, absl::StatusCode::kOk, payload);

@@ -1,11 +1,18 @@
 #include "moonpool/wire/frame_header.h"
 
+// Short inputs (the 12 header bytes, a small frame's body) are hashed by
+// XXH3 compiled inline here: for them the library call, and the dispatcher's
+// indirect call, cost more than the hash. Long ones go to the library.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
+#undef XXH_INLINE_ALL
+
 #if MOONPOOL_XXH3_DISPATCH
 // Debian's libxxhash exports run-time dispatch to AVX2/AVX-512 beside the
-// SSE2 XXH3_64bits; this header redirects XXH3_64bits to it. Same hashes,
-// about 5x faster on large bodies (see benchmarks/README.md).
-#include <xxh_x86dispatch.h>
+// SSE2 XXH3_64bits (xxh_x86dispatch.h declares it; that header cannot be
+// combined with XXH_INLINE_ALL). Same hashes, about 5x faster on large
+// bodies (see benchmarks/README.md).
+extern "C" XXH64_hash_t XXH3_64bits_dispatch(const void* input, size_t len);
 #endif
 
 #include <cassert>
@@ -22,14 +29,24 @@ namespace {
 using internal::LoadLittleEndian;
 using internal::StoreLittleEndian;
 
+// Where XXH3 stops using its short-input code paths (XXH3_MIDSIZE_MAX).
+constexpr size_t kShortInputBytes = 240;
+
+uint64_t Hash(const char* data, size_t size) {
+#if MOONPOOL_XXH3_DISPATCH
+  if (size > kShortInputBytes) return XXH3_64bits_dispatch(data, size);
+#endif
+  return XXH3_64bits(data, size);
+}
+
 uint32_t HeaderCheck(const char* header) {
-  return static_cast<uint32_t>(XXH3_64bits(header, 12));
+  return static_cast<uint32_t>(Hash(header, 12));
 }
 
 }  // namespace
 
 uint64_t BodyChecksum(absl::Span<const char> body) {
-  return XXH3_64bits(body.data(), body.size());
+  return Hash(body.data(), body.size());
 }
 
 void WriteFrameHeader(absl::Span<const char> body, char* out) {

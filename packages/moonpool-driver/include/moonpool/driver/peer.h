@@ -70,6 +70,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/buffer_pool.h"
 #include "moonpool/driver/client_request_ids.h"
 #include "moonpool/driver/connection_driver.h"
 #include "moonpool/driver/host_port.h"
@@ -118,6 +119,10 @@ struct PeerOptions {
   // ClientTransport's); borrowed, must outlive the Peer. nullptr: the Peer
   // keeps its own.
   ClientRequestIds* ids = nullptr;
+  // Where a request's payload string goes once its outcome is delivered
+  // (or it is cancelled), for the next request's encoding
+  // (buffer_pool.h); borrowed, must outlive the Peer. nullptr: freed.
+  BufferPool* buffers = nullptr;
 };
 
 struct PeerRequestOptions {
@@ -343,6 +348,8 @@ class Peer final : private ConnectionHandler {
   // for ready.
   void FailFast();
   void Complete(Pending& p, absl::StatusOr<absl::string_view> outcome);
+  // Gives `p`'s payload string to options_.buffers, if any.
+  void ReleasePayload(Pending& p);
   // Sends `p` on the connection; on failure `p` is left intact.
   [[nodiscard]] absl::Status Submit(Pending& p);
   // Runs SubmitQueued on the next turn.

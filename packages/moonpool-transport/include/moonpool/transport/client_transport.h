@@ -59,6 +59,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/buffer_pool.h"
 #include "moonpool/driver/client_request_ids.h"
 #include "moonpool/driver/host_port.h"
 #include "moonpool/driver/loop.h"
@@ -97,8 +98,9 @@ class ClientTransport {
   driver::Task<absl::StatusOr<Reply>> Request(const driver::HostPort& address,
                                               const Req& req,
                                               RequestOptions options = {}) {
-    return internal::CancellableCall<Reply>(loop_, EncodeToString(req),
-                                            Sender{this, address, options});
+    return internal::CancellableCall<Reply>(
+        loop_, EncodeToString(req, buffers_.Take()),
+        Sender{this, address, options});
   }
 
   // Calls `method` at `to` (DESIGN.md section 5, "Named endpoints"): sends
@@ -121,7 +123,7 @@ class ClientTransport {
     options.exactly_once =
         options.exactly_once || method.options().exactly_once;
     absl::StatusOr<std::string> payload =
-        method.status().ok() ? EncodeToString(request)
+        method.status().ok() ? EncodeToString(request, buffers_.Take())
                              : absl::StatusOr<std::string>(method.status());
     return internal::CancellableCall<ReplyIn>(loop_, std::move(payload),
                                               Sender{this, to, options});
@@ -238,6 +240,9 @@ class ClientTransport {
   bool closed_ = false;
   // One incarnation's ids, shared by every Peer (client_request_ids.h).
   driver::ClientRequestIds ids_;
+  // Request payload strings, encoded into here and given back by the
+  // Peers when a request ends (buffer_pool.h).
+  driver::BufferPool buffers_;
   absl::flat_hash_map<driver::HostPort, std::unique_ptr<driver::Peer>> peers_;
   // Serve: the handler, the adapters the Peers call, and the handler tasks.
   class Server;

@@ -52,6 +52,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -61,6 +62,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/buffer_pool.h"
 #include "moonpool/driver/listener.h"
 #include "moonpool/driver/loop.h"
 #include "moonpool/driver/peer.h"
@@ -134,6 +136,23 @@ class ServerTransport final : private internal::StreamSink {
   // message). Errors as Reply's; InvalidArgument for an OK `status`.
   [[nodiscard]] absl::Status ReplyError(const IncomingMessage& request,
                                         const absl::Status& status);
+  // As Reply and ReplyError, and the message's storage comes back to the
+  // transport for a later message (`request` is left without its
+  // payload): pass `std::move(*msg)` so that a steady flow of requests
+  // allocates no payload copies. `reply` may view the request's own bytes
+  // (an echo): it is encoded before they go.
+  template <Payload T>
+  [[nodiscard]] absl::Status Reply(IncomingMessage&& request, const T& reply) {
+    absl::Status s = Reply(std::as_const(request), reply);
+    GiveBack(request);
+    return s;
+  }
+  [[nodiscard]] absl::Status ReplyError(IncomingMessage&& request,
+                                        const absl::Status& status) {
+    absl::Status s = ReplyError(std::as_const(request), status);
+    GiveBack(request);
+    return s;
+  }
 
   // As Reply and ReplyError, but a full output (its client reads slower
   // than the handlers answer) is waited out instead of returned: the answer
@@ -289,6 +308,11 @@ class ServerTransport final : private internal::StreamSink {
   enum class State { kOpen, kDraining, kClosed };
 
   ServerTransport(driver::Loop& loop, ServerOptions options);
+  // An owning copy of a received envelope, its payload in a pooled string.
+  Envelope CopyEnvelope(const EnvelopeView& view);
+  void GiveBack(IncomingMessage& message) {
+    buffers_.Give(std::move(message.envelope.payload));
+  }
 
   void OnAccept(absl::StatusOr<std::unique_ptr<driver::Stream>> stream);
   void Enqueue(IncomingMessage message);
@@ -445,6 +469,9 @@ class ServerTransport final : private internal::StreamSink {
   std::vector<driver::Promise<void>> message_waiters_;
   std::vector<driver::Promise<void>> close_waiters_;
   std::string scratch_;  // typed replies are encoded here (reused)
+  // Received payloads are copied into strings from here; a message given
+  // back (Reply(IncomingMessage&&), a finished method call) returns its.
+  driver::BufferPool buffers_;
   // The outcomes of exactly-once requests, across connections, and the
   // timer of their lifetimes.
   protocol::OutcomeTable outcomes_;

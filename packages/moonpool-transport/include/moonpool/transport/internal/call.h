@@ -26,9 +26,10 @@
 namespace moonpool::transport {
 
 // `value` encoded through its Codec (or as its bytes), or why it cannot be.
+// `out` is where to write (a pooled string, say: its capacity is reused).
 template <Payload T>
-[[nodiscard]] absl::StatusOr<std::string> EncodeToString(const T& value) {
-  std::string out;
+[[nodiscard]] absl::StatusOr<std::string> EncodeToString(
+    const T& value, std::string out = std::string()) {
   if (absl::Status s = EncodePayload(value, out); !s.ok()) return s;
   return out;
 }
