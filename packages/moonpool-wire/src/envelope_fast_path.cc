@@ -46,6 +46,8 @@ constexpr size_t kPayloadPointerWord =
 constexpr size_t kErrorMessagePointerWord =
     kEnvelopeStartWord + kEnvelopeDataWords + kErrorMessagePointer;
 
+constexpr size_t kMaxSegmentWords = size_t{1} << 29;
+
 constexpr size_t Words(size_t bytes) {
   return (bytes + kWordBytes - 1) / kWordBytes;
 }
@@ -85,9 +87,9 @@ bool GetBlob(const char* segment, size_t segment_words, size_t pointer_word,
   }
   const uint64_t elements = pointer >> 35;
   const uint64_t words = Words(elements);
-  // *next <= segment_words < 2^29 (a body is at most 4 GiB), so the offset
-  // fits the pointer's field; the exact comparison below checks the kind,
-  // the element size and the offset at once.
+  // *next <= segment_words < 2^29, so the offset fits the pointer's field;
+  // the exact comparison below checks the kind, the element size and the
+  // offset at once.
   if (words > segment_words - *next) return false;
   if (pointer != ByteListPointer(*next - pointer_word - 1, elements)) {
     return false;
@@ -162,6 +164,9 @@ bool ReadCanonicalEnvelope(absl::Span<const char> body, EnvelopeView& out) {
   if (body_words < 1 + kBlobsStartWord) return false;
   if (LoadLittleEndian<uint32_t>(body.data()) != 0) return false;
   const size_t segment_words = body_words - 1;
+  // Offsets and sizes of a canonical segment fit a pointer's fields only
+  // below this (a frame body of at most 4 GiB always is).
+  if (segment_words >= kMaxSegmentWords) return false;
   if (LoadLittleEndian<uint32_t>(body.data() + 4) != segment_words) {
     return false;
   }
