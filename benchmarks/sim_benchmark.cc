@@ -3,12 +3,22 @@
 // seeds per second of the standard pingpong workload under random plans
 // (what a moonpool-sim sweep costs). Targets (issue 7): >= 500,000 round
 // trips/s, and 1,000 seeds in under 60 s (>= ~17 seeds/s).
+//
+// BM_SweepSeeds/<workload> (issue 16): each standard workload (pingpong,
+// stream, and kv when the example is built) run over seeds 1..N as
+// `moonpool-sim --seeds 1..N --config random` runs them, reporting the
+// simulator's speed as simulated seconds per wall-clock second
+// (sim_seconds_per_second) and seeds_per_second, so that it can stand beside
+// FoundationDB's simulation (about 10x real time) and TigerBeetle's VOPR
+// (about 700x). The seed set is fixed (Iterations), so two runs time the
+// same simulated work.
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "moonpool/chaos/seed_runner.h"
@@ -17,6 +27,10 @@
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/server_transport.h"
+
+#ifdef MOONPOOL_SIM_BENCHMARK_KV
+#include "kv_workload.h"  // examples/kv: registers the "kv" workload
+#endif
 
 namespace moonpool::chaos {
 namespace {
@@ -99,7 +113,71 @@ void BM_PingPongSeeds(benchmark::State& state) {
 }
 BENCHMARK(BM_PingPongSeeds)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 
+// One seed per iteration, seeds 1, 2, 3, ... in order, each under its random
+// plan (swarm mode, buggify on): what one process of a moonpool-sim sweep
+// does, without the determinism re-runs. The virtual time of a seed is the
+// runner's SeedResult::stats.virtual_time (the workload's Simulate, chaos
+// and quiet phases together). Wall-clock time (UseRealTime), so the rates
+// are per wall second; the per-iteration CPU time is in the JSON beside
+// them, and sim_seconds_per_seed lets a reader divide by it.
+void BM_SweepSeeds(benchmark::State& state, const char* workload) {
+  RunSpec spec;
+  spec.workload = workload;
+  spec.config = ConfigMode::kRandom;
+  uint64_t seed = 1;
+  double virtual_seconds = 0;
+  int64_t round_trips = 0;
+  for (auto _ : state) {
+    const SeedResult r = RunSeed(spec, seed);
+    if (!r.status.ok()) {
+      // A failed seed is a bug for the sweep to report, not a speed.
+      state.SkipWithError(
+          absl::StrCat(workload, " seed ", seed, ": ", r.status.ToString())
+              .c_str());
+      break;
+    }
+    virtual_seconds += absl::ToDoubleSeconds(r.stats.virtual_time);
+    round_trips += static_cast<int64_t>(r.stats.round_trips);
+    ++seed;
+  }
+  const double seeds = static_cast<double>(seed - 1);
+  state.counters["sim_seconds_per_second"] =
+      benchmark::Counter(virtual_seconds, benchmark::Counter::kIsRate);
+  state.counters["seeds_per_second"] =
+      benchmark::Counter(seeds, benchmark::Counter::kIsRate);
+  state.counters["sim_seconds_per_seed"] =
+      benchmark::Counter(seeds > 0 ? virtual_seconds / seeds : 0);
+  state.counters["round_trips_per_second"] = benchmark::Counter(
+      static_cast<double>(round_trips), benchmark::Counter::kIsRate);
+}
+// Seeds per run: pingpong's 1..1000 as chaos_sweep_pingpong_1000, then
+// 1..300 of the others; a few seconds of wall time each on a 2-core VM, and
+// the same seeds every run.
+BENCHMARK_CAPTURE(BM_SweepSeeds, pingpong, "pingpong")
+    ->Iterations(1000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_SweepSeeds, stream, "stream")
+    ->Iterations(300)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+#ifdef MOONPOOL_SIM_BENCHMARK_KV
+BENCHMARK_CAPTURE(BM_SweepSeeds, kv, "kv")
+    ->Iterations(300)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+#endif
+
 }  // namespace
 }  // namespace moonpool::chaos
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+#ifdef MOONPOOL_SIM_BENCHMARK_KV
+  kv::RegisterKvWorkload();
+#endif
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
