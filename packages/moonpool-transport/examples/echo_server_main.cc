@@ -2,11 +2,22 @@
 // the request's own payload, for load tests (moonpool-pingpong) and the
 // integration tests.
 //
-//   moonpool-echo-server --listen 127.0.0.1:0 [--max-connections N]
+//   moonpool-echo-server --listen 127.0.0.1:0 [--threads N]
+//                        [--max-connections N]
 //                        [--handlers N] [--drain-timeout SECONDS]
 //                        [--read-timeout SECONDS] [--idle-timeout SECONDS]
 //                        [--reply-delay-ms MS] [--count-runs]
 //                        [--exactly-once-max-records-per-client N] ...
+//
+// --threads N serves on N loops, one thread each, all on the one port
+// (transport::ServerThreads, SO_REUSEPORT: the kernel spreads the
+// connections); every other flag applies to each loop (--max-connections
+// and --handlers are per loop), and the counters printed at the end are
+// the loops' sums, with one "loops:" line giving each loop's share when N
+// is above 1. The main thread only watches the signals. An exactly-once
+// request sent again on a connection that lands on another loop is answered
+// Aborted (another incarnation), as after a restart: the tests that cut
+// connections run with one loop.
 //
 // For the exactly-once tests (integration_tests/exactly_once_test.py):
 // --reply-delay-ms holds each answer that long (so a connection cut lands
@@ -16,7 +27,7 @@
 // --exactly-once-* flags set ServerOptions::exactly_once's bounds.
 // Its first line on stdout is the bound address ("listening on
 // 127.0.0.1:40123"), so a caller may ask for port 0. SIGINT or SIGTERM
-// starts a graceful close (transport::GracefulShutdown: Close(drain=true),
+// starts a graceful close (ServerThreads::Close(drain=true) on every loop:
 // Goodbye on every connection, what was received is answered) and the
 // process exits 0 when it ends; a second signal closes at once. The signals
 // are watched before the address is printed, so a caller may signal as soon
@@ -26,34 +37,40 @@
 // own flag errors, and --help, exit 1).
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "echo_service.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/signal_watch.h"
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/protocol/outcome_table.h"
-#include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/program_flags.h"
+#include "moonpool/transport/server_threads.h"
 #include "moonpool/transport/server_transport.h"
 
 ABSL_FLAG(std::string, listen, "",
           "HOST:PORT to bind (required; port 0: any free port, the first "
           "line of stdout says which)");
-ABSL_FLAG(size_t, max_connections, 1024, "connections open at once");
-ABSL_FLAG(size_t, handlers, 16, "handler tasks answering requests");
+ABSL_FLAG(size_t, threads, 1,
+          "loops serving the port, one thread each (SO_REUSEPORT)");
+ABSL_FLAG(size_t, max_connections, 1024, "connections open at once, per loop");
+ABSL_FLAG(size_t, handlers, 16, "handler tasks answering requests, per loop");
 ABSL_FLAG(double, drain_timeout, 10,
           "seconds a graceful close (first SIGINT/SIGTERM) may take before "
           "what is left is closed");
@@ -85,20 +102,21 @@ using moonpool::driver::Address;
 using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
 using moonpool::driver::UvLoop;
-using moonpool::transport::GracefulShutdown;
-using moonpool::transport::GracefulShutdownOptions;
 using moonpool::transport::IncomingMessage;
+using moonpool::transport::ServerLoop;
 using moonpool::transport::ServerOptions;
+using moonpool::transport::ServerThreads;
+using moonpool::transport::ServerThreadsOptions;
 using moonpool::transport::ServerTransport;
-using moonpool::transport::ShutdownStep;
 using moonpool::transport::UsageError;
 
 constexpr char kProgram[] = "moonpool-echo-server";
 constexpr char kUsage[] =
     "an echo server: answers every request with its payload.\n\n"
-    "  moonpool-echo-server --listen HOST:PORT [--max-connections N]\n"
-    "      [--handlers N] [--drain-timeout SECONDS] [--read-timeout SECONDS]\n"
-    "      [--idle-timeout SECONDS] [--reply-delay-ms MS] [--count-runs]\n"
+    "  moonpool-echo-server --listen HOST:PORT [--threads N]\n"
+    "      [--max-connections N] [--handlers N] [--drain-timeout SECONDS]\n"
+    "      [--read-timeout SECONDS] [--idle-timeout SECONDS]\n"
+    "      [--reply-delay-ms MS] [--count-runs]\n"
     "      [--exactly-once-max-records-per-client N]\n"
     "      [--exactly-once-max-bytes-per-client BYTES]\n"
     "      [--exactly-once-max-records N] [--exactly-once-max-bytes BYTES]\n\n"
@@ -107,6 +125,7 @@ constexpr char kUsage[] =
 
 struct Flags {
   Address listen;
+  size_t threads;
   size_t max_connections;
   size_t handlers;
   double drain_timeout_s;
@@ -125,6 +144,7 @@ Flags ReadFlags(int argc, char** argv) {
   absl::StatusOr<Address> address = Address::Parse(listen);
   if (!address.ok()) UsageError(kProgram, address.status().ToString());
   f.listen = *address;
+  f.threads = absl::GetFlag(FLAGS_threads);
   f.max_connections = absl::GetFlag(FLAGS_max_connections);
   f.handlers = absl::GetFlag(FLAGS_handlers);
   f.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
@@ -141,6 +161,7 @@ Flags ReadFlags(int argc, char** argv) {
   if (!(f.reply_delay_ms >= 0)) {
     UsageError(kProgram, "--reply-delay-ms is negative");
   }
+  if (f.threads == 0) UsageError(kProgram, "--threads is 0");
   if (f.max_connections == 0) UsageError(kProgram, "--max-connections is 0");
   if (f.handlers == 0) UsageError(kProgram, "--handlers is 0");
   if (!(f.drain_timeout_s >= 0)) {
@@ -199,63 +220,91 @@ Task<void> TestEchoHandler(UvLoop& loop, ServerTransport& server,
 int main(int argc, char** argv) {
   const Flags flags = ReadFlags(argc, argv);
 
-  UvLoop loop;
-  ServerOptions options;
-  options.max_connections = flags.max_connections;
-  options.drain_timeout = absl::Seconds(flags.drain_timeout_s);
-  options.read_timeout = absl::Seconds(flags.read_timeout_s);
-  options.idle_timeout = absl::Seconds(flags.idle_timeout_s);
-  options.exactly_once = flags.exactly_once;
-  absl::StatusOr<std::unique_ptr<ServerTransport>> server =
-      ServerTransport::Bind(loop, flags.listen, options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "moonpool-echo-server: cannot listen on %s: %s\n",
-                 flags.listen.ToString().c_str(),
-                 server.status().ToString().c_str());
-    return 1;
-  }
-  ServerTransport& srv = **server;
-
-  // Watched before the address is printed: a caller that signals as soon
-  // as it has read it must reach the drain, not the default action.
-  GracefulShutdownOptions shutdown_options;
-  shutdown_options.on_signal = [](int signum, ShutdownStep step) {
-    std::fprintf(stderr, "moonpool-echo-server: %s (%s)\n",
-                 step == ShutdownStep::kDrain ? "draining" : "closing now",
-                 strsignal(signum));
-  };
-  absl::StatusOr<std::unique_ptr<GracefulShutdown>> shutdown =
-      GracefulShutdown::Watch(loop, std::move(shutdown_options));
-  if (!shutdown.ok()) {
-    std::fprintf(stderr, "moonpool-echo-server: cannot watch signals: %s\n",
-                 shutdown.status().ToString().c_str());
-    return 1;
-  }
-  (*shutdown)->AddServer(srv);
-
-  std::printf("listening on %s\n", srv.address().ToString().c_str());
-  std::fflush(stdout);
-
-  bool failed = false;
-  TaskScope scope(loop, [&failed](absl::Status s) {
+  ServerThreadsOptions options;
+  options.threads = flags.threads;
+  options.server.max_connections = flags.max_connections;
+  options.server.drain_timeout = absl::Seconds(flags.drain_timeout_s);
+  options.server.read_timeout = absl::Seconds(flags.read_timeout_s);
+  options.server.idle_timeout = absl::Seconds(flags.idle_timeout_s);
+  options.server.exactly_once = flags.exactly_once;
+  std::atomic<bool> failed{false};
+  options.on_task_error = [&failed](size_t, const absl::Status& s) {
     std::fprintf(stderr, "moonpool-echo-server: task failed: %s\n",
                  s.ToString().c_str());
     failed = true;
-  });
-  const absl::Duration delay = absl::Milliseconds(flags.reply_delay_ms);
-  RunCounts counts;
-  if (flags.count_runs || delay > absl::ZeroDuration()) {
-    for (size_t i = 0; i < flags.handlers; ++i) {
-      scope.Spawn(TestEchoHandler(loop, srv, scope, delay,
-                                  flags.count_runs ? &counts : nullptr));
-    }
-  } else {
-    moonpool::examples::SpawnEchoHandlers(loop, srv, scope, flags.handlers);
+  };
+  // The main thread's loop watches the signals and waits for the server
+  // loops to end; the last one to end wakes it.
+  UvLoop control;
+  options.on_ended = [&control] { control.PostFromAnyThread([] {}); };
+
+  // Watched before the address is printed: a caller that signals as soon
+  // as it has read it must reach the drain, not the default action.
+  std::unique_ptr<ServerThreads> servers;
+  int signals = 0;
+  absl::StatusOr<std::unique_ptr<moonpool::driver::SignalWatch>> watch =
+      control.WatchSignals({SIGINT, SIGTERM}, [&](int signum) {
+        if (servers == nullptr || signals == 2) return;
+        const bool drain = ++signals == 1;
+        std::fprintf(stderr, "moonpool-echo-server: %s (%s)\n",
+                     drain ? "draining" : "closing now", strsignal(signum));
+        servers->Close(drain);
+      });
+  if (!watch.ok()) {
+    std::fprintf(stderr, "moonpool-echo-server: cannot watch signals: %s\n",
+                 watch.status().ToString().c_str());
+    return 1;
   }
 
-  loop.Run();  // until the shutdown has closed the server and stopped it
+  // Each loop's own counts (--count-runs), merged at the end.
+  std::vector<RunCounts> counts(flags.threads);
+  const absl::Duration delay = absl::Milliseconds(flags.reply_delay_ms);
+  absl::StatusOr<std::unique_ptr<ServerThreads>> started = ServerThreads::Start(
+      flags.listen, std::move(options),
+      [&flags, &counts, delay](ServerLoop& s) -> absl::Status {
+        if (flags.count_runs || delay > absl::ZeroDuration()) {
+          for (size_t i = 0; i < flags.handlers; ++i) {
+            s.scope.Spawn(
+                TestEchoHandler(s.loop, s.server, s.scope, delay,
+                                flags.count_runs ? &counts[s.index] : nullptr));
+          }
+        } else {
+          moonpool::examples::SpawnEchoHandlers(s.loop, s.server, s.scope,
+                                                flags.handlers);
+        }
+        return absl::OkStatus();
+      });
+  if (!started.ok()) {
+    std::fprintf(stderr, "moonpool-echo-server: cannot listen on %s: %s\n",
+                 flags.listen.ToString().c_str(),
+                 started.status().ToString().c_str());
+    watch->reset();
+    return 1;
+  }
+  servers = std::move(*started);
 
-  moonpool::transport::ServerStats st = srv.stats();
+  std::printf("listening on %s\n", servers->address().ToString().c_str());
+  std::fflush(stdout);
+
+  // Until a signal's Close has ended every loop. The deadline only keeps
+  // the control loop waiting: the signal watch alone would not.
+  control.RunUntil([&servers] { return servers->ended(); },
+                   control.Now() + absl::Hours(24 * 365));
+  watch->reset();  // a signal has its default action again
+  servers->Wait();
+
+  const std::vector<moonpool::transport::ServerStats> per_loop =
+      servers->final_stats();
+  const moonpool::transport::ServerStats st = servers->total_stats();
+  if (per_loop.size() > 1) {
+    std::string loops;
+    for (size_t i = 0; i < per_loop.size(); ++i) {
+      absl::StrAppend(&loops, i == 0 ? "" : "; ", i,
+                      ": connections=", per_loop[i].connections_accepted,
+                      " requests=", per_loop[i].requests_received);
+    }
+    std::fprintf(stderr, "moonpool-echo-server: loops: %s\n", loops.c_str());
+  }
   std::fprintf(stderr,
                "moonpool-echo-server: closed: %llu connections accepted, "
                "%llu refused, %llu requests, %llu replies\n",
@@ -283,13 +332,18 @@ int main(int argc, char** argv) {
                static_cast<unsigned long long>(eo.records),
                static_cast<unsigned long long>(eo.bytes));
   if (flags.count_runs) {
+    RunCounts all;
+    for (const RunCounts& c : counts) {
+      for (const auto& [key, n] : c.runs) all.runs[key] += n;
+      all.total += c.total;
+    }
     uint64_t more_than_once = 0;
-    for (const auto& [key, n] : counts.runs) more_than_once += n > 1;
+    for (const auto& [key, n] : all.runs) more_than_once += n > 1;
     std::fprintf(stderr,
                  "moonpool-echo-server: runs: exactly_once_runs=%llu "
                  "exactly_once_ids=%llu ran_more_than_once=%llu\n",
-                 static_cast<unsigned long long>(counts.total),
-                 static_cast<unsigned long long>(counts.runs.size()),
+                 static_cast<unsigned long long>(all.total),
+                 static_cast<unsigned long long>(all.runs.size()),
                  static_cast<unsigned long long>(more_than_once));
   }
   std::fprintf(
@@ -308,8 +362,6 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(st.idle_timeouts),
       static_cast<unsigned long long>(st.backpressure_pauses),
       static_cast<unsigned long long>(st.orphaned_dropped));
-  scope.Clear();
-  shutdown->reset();
-  server->reset();
+  servers.reset();
   return failed ? 1 : 0;
 }

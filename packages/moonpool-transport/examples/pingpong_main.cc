@@ -3,7 +3,8 @@
 // that every reply carries its request's payload, and reports throughput,
 // latency percentiles and the outcome of every request.
 //
-//   moonpool-pingpong [--connect HOST:PORT] [--connections N] [--in-flight K]
+//   moonpool-pingpong [--connect HOST:PORT] [--threads T] [--connections N]
+//                     [--in-flight K]
 //                     [--payload BYTES] [--duration SECONDS] [--idempotent]
 //                     [--exactly-once] [--requests N] [--never-settle]
 //                     [--timeout SECONDS] [--allow-faults] [--json FILE]
@@ -26,6 +27,13 @@
 // ClientTransport keeps one Peer, so one connection, per address): N
 // connections to one server are N transports on the one client loop.
 //
+// --threads T runs T client loops, one thread each (the main thread's is
+// the first), and deals the N connections out among them (connection c to
+// loop c mod T; N must be at least T); --requests is shared out the same
+// way. The figures printed are the loops' sums (latency percentiles over
+// every request). Without --connect, the in-process server has T loops too
+// (transport::ServerThreads, on one port).
+//
 // Progress goes to stderr about once a second (one line rewritten with \r
 // on a terminal, plain lines otherwise); the summary goes to stdout, and
 // with --json also to FILE.
@@ -46,6 +54,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cinttypes>
@@ -57,10 +66,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <variant>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -80,11 +91,15 @@
 #include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/program_flags.h"
 #include "moonpool/transport/request_options.h"
+#include "moonpool/transport/server_threads.h"
 
 ABSL_FLAG(std::string, connect, "",
           "HOST:PORT of the server to load, HOST a name or an IP literal "
           "(default: an echo server in this "
           "process, on its own thread and loop)");
+ABSL_FLAG(size_t, threads, 1,
+          "client loops, one thread each, sharing the connections (and the "
+          "in-process server's loops)");
 ABSL_FLAG(size_t, connections, 1, "connections, one ClientTransport each");
 ABSL_FLAG(size_t, in_flight, 1, "requests kept in flight per connection");
 ABSL_FLAG(size_t, payload, 64,
@@ -128,7 +143,8 @@ constexpr char kProgram[] = "moonpool-pingpong";
 constexpr char kUsage[] =
     "a closed-loop load generator: K requests in flight on each of N\n"
     "connections, every reply checked against its request.\n\n"
-    "  moonpool-pingpong [--connect HOST:PORT] [--connections N]\n"
+    "  moonpool-pingpong [--connect HOST:PORT] [--threads T] [--connections "
+    "N]\n"
     "      [--in-flight K] [--payload BYTES] [--duration SECONDS]\n"
     "      [--timeout SECONDS] [--idempotent] [--exactly-once]\n"
     "      [--requests N] [--never-settle] [--allow-faults]\n"
@@ -138,6 +154,7 @@ constexpr char kUsage[] =
 
 struct Flags {
   std::string connect;
+  size_t threads;
   size_t connections;
   size_t in_flight;
   size_t payload;
@@ -156,6 +173,7 @@ Flags ReadFlags(int argc, char** argv) {
   moonpool::transport::ParseProgramFlags(argc, argv, kUsage, __FILE__);
   Flags f;
   f.connect = absl::GetFlag(FLAGS_connect);
+  f.threads = absl::GetFlag(FLAGS_threads);
   f.connections = absl::GetFlag(FLAGS_connections);
   f.in_flight = absl::GetFlag(FLAGS_in_flight);
   f.payload = absl::GetFlag(FLAGS_payload);
@@ -172,6 +190,16 @@ Flags ReadFlags(int argc, char** argv) {
   f.allow_faults = absl::GetFlag(FLAGS_allow_faults);
   f.json = absl::GetFlag(FLAGS_json);
   if (f.connections == 0) UsageError(kProgram, "--connections is 0");
+  if (f.threads == 0) UsageError(kProgram, "--threads is 0");
+  if (f.threads > f.connections) {
+    UsageError(kProgram, "--threads is above --connections");
+  }
+  if (f.requests != 0 && f.requests < f.threads) {
+    UsageError(kProgram, "--requests is below --threads");
+  }
+  if (f.never_settle && f.threads != 1) {
+    UsageError(kProgram, "--never-settle runs on one thread");
+  }
   if (f.in_flight == 0) UsageError(kProgram, "--in-flight is 0");
   if (f.payload > (size_t{8} << 20)) {
     UsageError(kProgram, "--payload is over 8 MiB");
@@ -193,6 +221,11 @@ class Histogram {
   }
   uint64_t count() const { return count_; }
   uint64_t max() const { return max_; }
+  void Merge(const Histogram& other) {
+    for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
+    count_ += other.count_;
+    max_ = std::max(max_, other.max_);
+  }
   // The value at quantile q (0..1): the middle of its bucket.
   uint64_t Quantile(double q) const {
     if (count_ == 0) return 0;
@@ -226,12 +259,14 @@ class Histogram {
   uint64_t max_ = 0;
 };
 
-// Everything the workers share; the client loop's thread only.
+// Everything the workers of one client loop share; that loop's thread
+// only, but for the progress_* figures.
 struct Run {
   UvLoop* loop = nullptr;
   Flags flags;
   HostPort server;
-  absl::Time end;  // no request starts after this (loop clock)
+  absl::Time end;      // no request starts after this (loop clock)
+  uint64_t quota = 0;  // requests this loop sends at most; 0: no bound
   size_t live_workers = 0;
   uint64_t next_id = 0;
   uint64_t started = 0;
@@ -244,6 +279,19 @@ struct Run {
   // A signal ended the run early; a second one closed the clients.
   bool interrupted = false;
   bool closed_now = false;
+  // Copies for the progress line, which the main thread prints for every
+  // loop: written by this loop's thread alone.
+  std::atomic<uint64_t> progress_ok{0};
+  std::atomic<uint64_t> progress_in_flight{0};
+  std::atomic<uint64_t> progress_mismatches{0};
+  std::atomic<uint64_t> progress_errors{0};
+  void Publish() {
+    progress_ok.store(ok, std::memory_order_relaxed);
+    progress_in_flight.store(started - completed, std::memory_order_relaxed);
+    progress_mismatches.store(mismatches, std::memory_order_relaxed);
+    progress_errors.store(completed - ok - mismatches,
+                          std::memory_order_relaxed);
+  }
 };
 
 bool Expected(const Run& run, absl::StatusCode code) {
@@ -274,10 +322,11 @@ Task<void> Worker(Run& run, ClientTransport& client, uint64_t worker) {
   options.idempotent = run.flags.idempotent;
   options.exactly_once = run.flags.exactly_once;
   while (run.loop->Now() < run.end &&
-         (run.flags.requests == 0 || run.next_id < run.flags.requests)) {
+         (run.quota == 0 || run.next_id < run.quota)) {
     uint64_t id = ++run.next_id;
     std::memcpy(payload.data(), &id, std::min(payload.size(), sizeof(id)));
     ++run.started;
+    if (run.flags.threads > 1) run.Publish();
     Clock::time_point t0 = Clock::now();
     absl::StatusOr<std::string> reply =
         co_await client.Request<std::string>(run.server, payload, options);
@@ -313,6 +362,7 @@ Task<void> Worker(Run& run, ClientTransport& client, uint64_t worker) {
     // do not spin on it.
     co_await moonpool::driver::Sleep(*run.loop, absl::Milliseconds(1));
   }
+  if (run.flags.threads > 1) run.Publish();
   --run.live_workers;
 }
 
@@ -324,7 +374,11 @@ std::string ErrorCounts(const Run& run, absl::string_view sep) {
   return out;
 }
 
-Task<void> Progress(Run& run, Clock::time_point start) {
+// The progress line, from the main thread's loop (`run`) while its workers
+// run. With more than one loop, the sums of every loop's published figures
+// (`all`), and the errors as one count.
+Task<void> Progress(Run& run, const std::vector<Run*>& all,
+                    Clock::time_point start) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   uint64_t last_ok = 0;
   Clock::time_point last = start;
@@ -333,15 +387,28 @@ Task<void> Progress(Run& run, Clock::time_point start) {
     Clock::time_point now = Clock::now();
     double dt = std::chrono::duration<double>(now - last).count();
     double elapsed = std::chrono::duration<double>(now - start).count();
+    uint64_t ok = run.ok;
+    uint64_t in_flight = run.started - run.completed;
+    uint64_t mismatches = run.mismatches;
     std::string errors = ErrorCounts(run, " ");
+    if (all.size() > 1) {
+      ok = in_flight = mismatches = 0;
+      uint64_t failed = 0;
+      for (const Run* r : all) {
+        ok += r->progress_ok.load(std::memory_order_relaxed);
+        in_flight += r->progress_in_flight.load(std::memory_order_relaxed);
+        mismatches += r->progress_mismatches.load(std::memory_order_relaxed);
+        failed += r->progress_errors.load(std::memory_order_relaxed);
+      }
+      errors = failed == 0 ? "" : absl::StrCat(" errors ", failed);
+    }
     std::fprintf(stderr,
                  "%s[%5.1f s] %8.0f req/s  ok %" PRIu64 "  in flight %" PRIu64
                  "  mismatches %" PRIu64 "%s%s",
-                 tty ? "\r" : "", elapsed, (run.ok - last_ok) / dt, run.ok,
-                 run.started - run.completed, run.mismatches, errors.c_str(),
-                 tty ? "\033[K" : "\n");
+                 tty ? "\r" : "", elapsed, (ok - last_ok) / dt, ok, in_flight,
+                 mismatches, errors.c_str(), tty ? "\033[K" : "\n");
     std::fflush(stderr);
-    last_ok = run.ok;
+    last_ok = ok;
     last = now;
   }
   if (tty) std::fputc('\n', stderr);
@@ -515,13 +582,94 @@ int RunNeverSettle(const Flags& flags) {
   return passed ? 0 : 1;
 }
 
+// One client loop: its Run, its connections (one ClientTransport each) and
+// what it measured. The main thread's is the first; each of the others has
+// a thread of its own. Owned by main, which outlives the threads: a signal
+// posts to these loops (UvLoop::PostFromAnyThread) until they are gone.
+struct ClientLoop {
+  UvLoop loop;
+  Run run;
+  std::vector<size_t> connections;  // indexes into 0 .. --connections - 1
+  std::vector<std::unique_ptr<ClientTransport>> clients;
+  PeerTotals peers;
+  uint64_t unfinished = 0;
+  bool task_failed = false;
+  Clock::time_point done_at;
+  std::thread thread;
+};
+
+void MakeClients(ClientLoop& cl, const ClientOptions& options) {
+  for (size_t i = 0; i < cl.connections.size(); ++i) {
+    cl.clients.push_back(std::make_unique<ClientTransport>(cl.loop, options));
+  }
+}
+
+// What the Peers saw, read once: before the clients close, whether the run
+// ends by itself or a signal's shutdown closes them.
+void ReadPeers(ClientLoop& cl) {
+  if (cl.peers.read) return;
+  cl.peers.read = true;
+  for (const auto& c : cl.clients) {
+    if (const moonpool::driver::Peer* peer = c->peer(cl.run.server)) {
+      cl.peers.tcp_connections += peer->stats().connections;
+      cl.peers.retries += peer->stats().retries;
+      cl.peers.resent_exactly_once += peer->stats().resent_exactly_once;
+      cl.peers.exactly_once_aborted += peer->stats().exactly_once_aborted;
+    }
+  }
+}
+
+// Runs `cl`'s workers (and, when `progress` is given, the progress line
+// over those loops) until they are done, then closes its clients;
+// `before_close` runs just before (the main loop's shutdown goes there).
+void DriveClients(ClientLoop& cl, Clock::time_point start,
+                  const std::vector<Run*>* progress,
+                  absl::FunctionRef<void()> before_close) {
+  Run& run = cl.run;
+  const Flags& flags = run.flags;
+  run.end = cl.loop.Now() + absl::Seconds(flags.duration_s);
+  {
+    TaskScope scope(cl.loop, [&cl](absl::Status s) {
+      std::fprintf(stderr, "moonpool-pingpong: task failed: %s\n",
+                   s.ToString().c_str());
+      cl.task_failed = true;
+    });
+    for (size_t i = 0; i < cl.connections.size(); ++i) {
+      for (size_t k = 0; k < flags.in_flight; ++k) {
+        ++run.live_workers;
+        scope.Spawn(Worker(run, *cl.clients[i],
+                           cl.connections[i] * flags.in_flight + k));
+      }
+    }
+    if (progress != nullptr) scope.Spawn(Progress(run, *progress, start));
+    // Every request has a deadline, so every worker ends by then; past it,
+    // a request went silent.
+    absl::Time give_up = run.end + absl::Seconds(flags.timeout_s + 5);
+    cl.loop.RunUntil([&run] { return run.live_workers == 0; }, give_up);
+    cl.unfinished = run.started - run.completed;
+    if (cl.unfinished != 0) {
+      std::fprintf(stderr,
+                   "\nmoonpool-pingpong: SILENCE: %" PRIu64
+                   " request(s) had no outcome %.1f s after their deadline\n",
+                   cl.unfinished, 5.0);
+    }
+  }  // destroys what is left of the tasks
+  cl.done_at = Clock::now();
+  ReadPeers(cl);
+  before_close();
+  for (auto& c : cl.clients) c->Close();
+  cl.clients.clear();
+  cl.loop.RunUntil([] { return false; },
+                   cl.loop.Now() + absl::Milliseconds(50));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Flags flags = ReadFlags(argc, argv);
   if (flags.never_settle) return RunNeverSettle(flags);
 
-  moonpool::examples::EchoServerThread server_thread;
+  std::unique_ptr<moonpool::transport::ServerThreads> in_process;
   // A name (resolved by the client's loop on each connect) or a literal.
   HostPort server;
   if (!flags.connect.empty()) {
@@ -529,61 +677,90 @@ int main(int argc, char** argv) {
     if (!a.ok()) UsageError(kProgram, a.status().ToString());
     server = *a;
   } else {
-    moonpool::transport::ServerOptions options;
-    options.max_connections = std::max<size_t>(1024, flags.connections);
-    absl::StatusOr<Address> a =
-        server_thread.Start(Address::Loopback(0), options, /*handlers=*/16);
+    moonpool::transport::ServerThreadsOptions options;
+    options.threads = flags.threads;
+    options.server.max_connections = std::max<size_t>(1024, flags.connections);
+    options.on_task_error = [](size_t, const absl::Status& s) {
+      std::fprintf(stderr, "echo server: task failed: %s\n",
+                   s.ToString().c_str());
+    };
+    absl::StatusOr<std::unique_ptr<moonpool::transport::ServerThreads>> a =
+        moonpool::transport::ServerThreads::Start(
+            Address::Loopback(0), std::move(options),
+            [](moonpool::transport::ServerLoop& s) {
+              moonpool::examples::SpawnEchoHandlers(s.loop, s.server, s.scope,
+                                                    /*handlers=*/16);
+              return absl::OkStatus();
+            });
     if (!a.ok()) {
       std::fprintf(stderr, "moonpool-pingpong: in-process server: %s\n",
                    a.status().ToString().c_str());
       return 1;
     }
-    server = *a;
+    in_process = std::move(*a);
+    server = in_process->address();
   }
-
-  Run run;
-  UvLoop loop;
-  run.loop = &loop;
-  run.flags = flags;
-  run.server = server;
 
   ClientOptions client_options;
   client_options.peer.backoff.max = absl::Seconds(flags.max_backoff_s);
   client_options.peer.max_queued_requests = std::max<size_t>(
       client_options.peer.max_queued_requests, flags.in_flight);
-  std::vector<std::unique_ptr<ClientTransport>> clients;
-  for (size_t i = 0; i < flags.connections; ++i) {
-    clients.push_back(std::make_unique<ClientTransport>(loop, client_options));
+  // Loop 0 is the main thread's. Connection c goes to loop c mod T, and
+  // the --requests bound is shared out alike.
+  std::vector<std::unique_ptr<ClientLoop>> loops;
+  std::vector<Run*> runs;
+  for (size_t t = 0; t < flags.threads; ++t) {
+    auto cl = std::make_unique<ClientLoop>();
+    cl->run.loop = &cl->loop;
+    cl->run.flags = flags;
+    cl->run.server = server;
+    if (flags.requests != 0) {
+      cl->run.quota =
+          flags.requests / flags.threads + (t < flags.requests % flags.threads);
+    }
+    for (size_t c = t; c < flags.connections; c += flags.threads) {
+      cl->connections.push_back(c);
+    }
+    runs.push_back(&cl->run);
+    loops.push_back(std::move(cl));
   }
+  ClientLoop& main_loop = *loops[0];
+  Run& run = main_loop.run;
+  UvLoop& loop = main_loop.loop;
+  MakeClients(main_loop, client_options);
 
-  std::fprintf(stderr,
-               "moonpool-pingpong: %s %s, %zu connection(s) x %zu in flight, "
-               "%zu-byte payloads, %.1f s%s\n",
-               flags.connect.empty() ? "in-process server on" : "server",
-               server.ToString().c_str(), flags.connections, flags.in_flight,
-               flags.payload, flags.duration_s,
-               flags.idempotent ? ", idempotent" : "");
+  std::fprintf(
+      stderr,
+      "moonpool-pingpong: %s %s, %zu connection(s) x %zu in flight, "
+      "%zu-byte payloads, %.1f s%s%s\n",
+      flags.connect.empty() ? "in-process server on" : "server",
+      server.ToString().c_str(), flags.connections, flags.in_flight,
+      flags.payload, flags.duration_s, flags.idempotent ? ", idempotent" : "",
+      flags.threads > 1 ? absl::StrCat(", ", flags.threads, " threads").c_str()
+                        : "");
 
-  // What the Peers saw, read once: before the clients close, whether the
-  // run ends by itself or a signal's shutdown closes them.
-  PeerTotals peers;
-  auto read_peers = [&peers, &clients, &server] {
-    if (peers.read) return;
-    peers.read = true;
-    for (const auto& c : clients) {
-      if (const moonpool::driver::Peer* peer = c->peer(server)) {
-        peers.tcp_connections += peer->stats().connections;
-        peers.retries += peer->stats().retries;
-        peers.resent_exactly_once += peer->stats().resent_exactly_once;
-        peers.exactly_once_aborted += peer->stats().exactly_once_aborted;
-      }
+  // Tells the other loops what a signal did (their own Run is theirs).
+  auto tell_others = [&loops](bool close_now) {
+    for (size_t t = 1; t < loops.size(); ++t) {
+      ClientLoop* cl = loops[t].get();
+      cl->loop.PostFromAnyThread([cl, close_now] {
+        cl->run.interrupted = true;
+        if (!close_now) {
+          cl->run.end = std::min(cl->run.end, cl->loop.Now());
+          return;
+        }
+        cl->run.closed_now = true;
+        ReadPeers(*cl);
+        for (auto& c : cl->clients) c->Close();
+      });
     }
   };
   GracefulShutdownOptions shutdown_options;
   shutdown_options.stop_loop = false;  // RunUntil waits for the workers
   // In flight requests end by their deadline; past it, silence is reported.
   shutdown_options.drain_timeout = absl::Seconds(flags.timeout_s + 5);
-  shutdown_options.on_signal = [&run, &loop](int signum, ShutdownStep step) {
+  shutdown_options.on_signal = [&run, &loop, &tell_others](int signum,
+                                                           ShutdownStep step) {
     run.interrupted = true;
     if (step == ShutdownStep::kDrain) {
       run.end = std::min(run.end, loop.Now());
@@ -598,8 +775,9 @@ int main(int argc, char** argv) {
                    "Cancelled)\n",
                    strsignal(signum));
     }
+    tell_others(step != ShutdownStep::kDrain);
   };
-  shutdown_options.on_closing = read_peers;
+  shutdown_options.on_closing = [&main_loop] { ReadPeers(main_loop); };
   absl::StatusOr<std::unique_ptr<GracefulShutdown>> shutdown =
       GracefulShutdown::Watch(loop, std::move(shutdown_options));
   if (!shutdown.ok()) {
@@ -607,49 +785,51 @@ int main(int argc, char** argv) {
                  shutdown.status().ToString().c_str());
     return 1;
   }
-  for (const auto& c : clients) (*shutdown)->AddClient(*c);
+  for (const auto& c : main_loop.clients) (*shutdown)->AddClient(*c);
   (*shutdown)->SetDrain([&run] { return WorkersDone(run); });
 
-  bool task_failed = false;
   Clock::time_point start = Clock::now();
-  run.end = loop.Now() + absl::Seconds(flags.duration_s);
-  uint64_t unfinished = 0;
-  {
-    TaskScope scope(loop, [&task_failed](absl::Status s) {
-      std::fprintf(stderr, "moonpool-pingpong: task failed: %s\n",
-                   s.ToString().c_str());
-      task_failed = true;
+  for (size_t t = 1; t < loops.size(); ++t) {
+    ClientLoop* cl = loops[t].get();
+    cl->thread = std::thread([cl, &client_options, start] {
+      MakeClients(*cl, client_options);
+      DriveClients(*cl, start, nullptr, [] {});
     });
-    for (size_t c = 0; c < flags.connections; ++c) {
-      for (size_t k = 0; k < flags.in_flight; ++k) {
-        ++run.live_workers;
-        scope.Spawn(Worker(run, *clients[c], c * flags.in_flight + k));
-      }
-    }
-    scope.Spawn(Progress(run, start));
-    // Every request has a deadline, so every worker ends by then; past it,
-    // a request went silent.
-    absl::Time give_up = run.end + absl::Seconds(flags.timeout_s + 5);
-    loop.RunUntil([&run] { return run.live_workers == 0; }, give_up);
-    unfinished = run.started - run.completed;
-    if (unfinished != 0) {
-      std::fprintf(stderr,
-                   "\nmoonpool-pingpong: SILENCE: %" PRIu64
-                   " request(s) had no outcome %.1f s after their deadline\n",
-                   unfinished, 5.0);
-    }
-  }  // destroys what is left of the tasks
-  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  read_peers();
-  const uint64_t tcp_connections = peers.tcp_connections;
-  const uint64_t retries = peers.retries;
+  }
   // It borrows the clients: gone first (and from here on a signal has its
   // default action again).
-  shutdown->reset();
-  for (auto& c : clients) c->Close();
-  clients.clear();
-  loop.RunUntil([] { return false; }, loop.Now() + absl::Milliseconds(50));
-  server_thread.Stop();
+  DriveClients(main_loop, start, &runs, [&shutdown] { shutdown->reset(); });
+  for (size_t t = 1; t < loops.size(); ++t) loops[t]->thread.join();
+  if (in_process != nullptr) in_process->Stop();
+
+  // The loops' sums.
+  Clock::time_point done_at = start;
+  uint64_t unfinished = 0;
+  bool task_failed = false;
+  PeerTotals peers;
+  for (size_t t = 0; t < loops.size(); ++t) {
+    const ClientLoop& cl = *loops[t];
+    done_at = std::max(done_at, cl.done_at);
+    unfinished += cl.unfinished;
+    task_failed = task_failed || cl.task_failed;
+    peers.tcp_connections += cl.peers.tcp_connections;
+    peers.retries += cl.peers.retries;
+    peers.resent_exactly_once += cl.peers.resent_exactly_once;
+    peers.exactly_once_aborted += cl.peers.exactly_once_aborted;
+    if (t == 0) continue;
+    const Run& r = cl.run;
+    run.started += r.started;
+    run.completed += r.completed;
+    run.ok += r.ok;
+    run.mismatches += r.mismatches;
+    run.unexpected += r.unexpected;
+    for (const auto& [code, n] : r.errors) run.errors[code] += n;
+    run.latency.Merge(r.latency);
+    run.interrupted = run.interrupted || r.interrupted;
+  }
+  const double elapsed = std::chrono::duration<double>(done_at - start).count();
+  const uint64_t tcp_connections = peers.tcp_connections;
+  const uint64_t retries = peers.retries;
 
   const double rps = elapsed > 0 ? run.ok / elapsed : 0;
   const double mbps =
