@@ -29,6 +29,11 @@ for `netns`, across a veth pair between two network namespaces):
   partition         in network namespaces, the veth link is set down for 2 s
                     mid-load and up again (a real partition): every request
                     ends OK (skipped where `ip netns add` is not permitted).
+  threads           moonpool-echo-server --threads 2 (two loops on one port,
+                    SO_REUSEPORT) and moonpool-pingpong --threads 2 over 32
+                    connections: every request answered with its payload,
+                    both server loops served some, and the server's summed
+                    counters match the client's.
 
 Usage: process_test.py TEST --server PATH --pingpong PATH [--long]
 --long runs the load tests for 30 s instead of a few (the documented long
@@ -42,6 +47,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,11 +86,12 @@ def prefix(netns):
 class Server:
     """A moonpool-echo-server; its address comes from its first stdout line."""
 
-    def __init__(self, binary, host="127.0.0.1", port=0, netns=None):
+    def __init__(self, binary, host="127.0.0.1", port=0, netns=None,
+                 args=()):
         self.log_path = os.path.join(tmpdir, f"server-{next_server()}.log")
         self.log = open(self.log_path, "w")
         cmd = prefix(netns) + [binary, "--listen", f"{host}:{port}",
-                               "--drain-timeout", "5"]
+                               "--drain-timeout", "5"] + list(args)
         self.proc = spawn(cmd, stdout=subprocess.PIPE, stderr=self.log,
                           text=True, env=server_env())
         address = read_listening_address(self.proc)
@@ -392,6 +399,43 @@ def test_partition(a):
     check(server.wait(15) == 0, "server exit status")
 
 
+def test_threads(a):
+    server = Server(a.server, args=["--threads", "2"])
+    pp = Pingpong(a.pingpong, server.address,
+                  ["--threads", "2", "--connections", "32", "--in-flight", "4",
+                   "--duration", duration(a, "2")], "pingpong")
+    rc, s = pp.finish(timeout=120 if a.long else 30)
+    report("threads", s)
+    check_accounted("pingpong", s, allowed=set())
+    check(rc == 0, f"pingpong exited {rc}")
+    check(s["tcp_connections"] == 32,
+          f"{s['tcp_connections']} TCP connections, not 32")
+    server.signal(signal.SIGTERM)
+    check(server.wait(10) == 0, f"server exit status; log: {server.stderr()}")
+    log_text = server.stderr()
+    log(f"server: {log_text}")
+    # "loops: 0: connections=A requests=B; 1: connections=C requests=D":
+    # with 32 connections hashed over two listeners, both get some (all on
+    # one has a chance of 2^-31).
+    loops = re.search(r"loops: (.*)$", log_text, re.M)
+    check(loops is not None, "the server printed no per-loop line")
+    shares = re.findall(r"(\d+): connections=(\d+) requests=(\d+)",
+                        loops.group(1))
+    check(len(shares) == 2, f"not two loops: {loops.group(1)}")
+    for index, conns, requests in shares:
+        check(int(conns) > 0 and int(requests) > 0,
+              f"loop {index} served nothing: {loops.group(1)}")
+    check(sum(int(c) for _, c, _ in shares) == 32,
+          f"the loops accepted {loops.group(1)}, not 32 connections")
+    stats = re.search(r"stats: .*requests_received=(\d+) replies_sent=(\d+)",
+                      log_text)
+    check(stats is not None, "no stats line")
+    check(int(stats.group(1)) == s["requests"] and
+          int(stats.group(2)) == s["requests"],
+          f"server counted {stats.group(1)} requests and {stats.group(2)}"
+          f" replies; the client sent {s['requests']}")
+
+
 TESTS = {
     "many_clients": test_many_clients,
     "kill_restart": test_kill_restart,
@@ -401,6 +445,7 @@ TESTS = {
     "stall_short": test_stall_short,
     "stall_long": test_stall_long,
     "partition": test_partition,
+    "threads": test_threads,
 }
 
 
