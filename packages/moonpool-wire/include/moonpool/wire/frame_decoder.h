@@ -88,8 +88,8 @@ class FrameDecoder {
   uint64_t frames_decoded() const { return frames_decoded_; }
   // How many of those were envelopes read by the fast path (the layout this
   // library's encoder writes) rather than Cap'n Proto's general reader; the
-  // result is the same either way (moonpool-wire's README, "Envelope fast
-  // path").
+  // result is the same either way (moonpool-wire's README, "The envelope
+  // fast path").
   uint64_t frames_decoded_fast() const { return frames_decoded_fast_; }
 
  private:
