@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <utility>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -81,7 +83,24 @@ std::string Number(double value, int digits) {
 
 }  // namespace
 
-Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds) {
+// Splits "NAME_tN" (N a number from 1 to kMaxThreads) into NAME and N.
+static std::optional<std::pair<std::string_view, int>> SplitThreads(
+    std::string_view name) {
+  const size_t at = name.rfind("_t");
+  if (at == std::string_view::npos || at + 2 == name.size()) {
+    return std::nullopt;
+  }
+  int n = 0;
+  for (char c : name.substr(at + 2)) {
+    if (c < '0' || c > '9' || n > kMaxThreads) return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  if (n < 1 || n > kMaxThreads) return std::nullopt;
+  return std::make_pair(name.substr(0, at), n);
+}
+
+Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds,
+                          bool accepts_threads) {
   AcceptedKinds() = kinds;
   if (argc > 0) {
     std::string_view name = argv[0];
@@ -114,9 +133,18 @@ Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds) {
     }
     if (flag == "--workload") {
       workload.reset();
+      options.threads = 1;
+      std::string_view base = *value;
+      if (auto split = SplitThreads(*value); split && accepts_threads) {
+        base = split->first;
+        options.threads = split->second;
+      }
       for (const Workload& w : kWorkloads) {
+        if (w.name == base && Accepted(w) && !w.is_stream()) workload = w;
         if (w.name == *value && Accepted(w)) workload = w;
       }
+      // The report names what was asked for: NAME_tN (a view of argv).
+      if (workload) workload->name = *value;
       if (!workload) {
         UsageError("unknown workload '" + std::string(*value) + "'");
       }

@@ -82,6 +82,9 @@ enum class WorkloadKinds { kUnary, kStream, kBoth };
 // The parsed command line.
 struct Options {
   Workload workload;
+  // Server loops, and client threads, for a workload named NAME_tN (see
+  // ParseOptionsOrDie); 1 otherwise.
+  int threads = 1;
   std::chrono::milliseconds duration{2000};  // measured, after the warm-up
   std::chrono::milliseconds warmup{300};     // run, then discarded
 };
@@ -91,8 +94,19 @@ struct Options {
 // usage on stderr and exits with status 2 on anything else (a stream
 // workload given to a unary-only program is an unknown workload); `--help`
 // prints it on stdout and exits 0.
+//
+// A program that can run its server on several loops and its client on
+// several threads (raw_uv_echo, transport_benchmark) passes
+// `accepts_threads`: then a unary workload NAME_tN (N from 1 to
+// kMaxThreads; 100conn_t2, say) is NAME on N server loops (one port,
+// SO_REUSEPORT) and N client threads sharing its connections (connection c
+// on thread c mod N, so NAME must have at least N). Options::threads is N,
+// and Options::workload is NAME's with the name NAME_tN, which the report
+// carries. ci/bench's "threads" table runs these.
+inline constexpr int kMaxThreads = 256;
 Options ParseOptionsOrDie(int argc, char** argv,
-                          WorkloadKinds kinds = WorkloadKinds::kUnary);
+                          WorkloadKinds kinds = WorkloadKinds::kUnary,
+                          bool accepts_threads = false);
 
 // Fixes glibc's mmap and trim thresholds (32 MiB, 256 MiB) so that a 1 MiB
 // message freed and allocated again stays in the heap instead of costing page
@@ -165,6 +179,14 @@ class LatencyRecorder {
 
   size_t size() const { return samples_.size(); }
   uint64_t growth_allocations() const { return growth_allocations_; }
+
+  // Adds `other`'s samples: a program with several client threads merges
+  // their recorders once the window is over.
+  void Append(const LatencyRecorder& other) {
+    samples_.insert(samples_.end(), other.samples_.begin(),
+                    other.samples_.end());
+    sorted_ = false;
+  }
 
   // The sample at quantile `q` in [0, 1] (nearest rank), in microseconds;
   // 0 when there are none. Sorts the samples on first use.

@@ -19,7 +19,15 @@
 //     read buffer, so a 1 MiB reply is never assembled;
 //   - all buffers are reused: no heap allocation per request after warm-up.
 //
+// A workload NAME_tN (peer_harness.h) runs N servers, each a loop of its own
+// on its own thread with its own listener on the one port (SO_REUSEPORT),
+// and N clients, each a loop of its own on its own thread with its share of
+// NAME's connections: the kernel spreads the connections over the
+// listeners. requests is the clients' sum, seconds their windows' mean, the
+// percentiles over every client's samples.
+//
 // Usage and output: peer_harness.h and README.md in this directory.
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -92,14 +100,24 @@ struct ServerConnection {
 
 class Server {
  public:
-  // Binds 127.0.0.1 on an ephemeral port and listens. Call Run on the thread
-  // that is to be the server's loop thread.
-  Server() {
+  // Binds 127.0.0.1 on `port` (0: an ephemeral one) and listens; with
+  // `reuse_port`, with SO_REUSEPORT, so that other servers can bind the
+  // port too. Call Run on the thread that is to be the server's loop thread.
+  explicit Server(int port = 0, bool reuse_port = false) {
     CheckUv(uv_loop_init(&loop_), "server uv_loop_init");
-    CheckUv(uv_tcp_init(&loop_, &listener_), "uv_tcp_init");
+    CheckUv(uv_tcp_init_ex(&loop_, &listener_, AF_INET), "uv_tcp_init_ex");
     listener_.data = this;
+    if (reuse_port) {
+      uv_os_fd_t fd;
+      CheckUv(uv_fileno(reinterpret_cast<uv_handle_t*>(&listener_), &fd),
+              "uv_fileno");
+      const int one = 1;
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        Die("setsockopt(SO_REUSEPORT) failed");
+      }
+    }
     sockaddr_in addr;
-    CheckUv(uv_ip4_addr("127.0.0.1", 0, &addr), "uv_ip4_addr");
+    CheckUv(uv_ip4_addr("127.0.0.1", port, &addr), "uv_ip4_addr");
     CheckUv(
         uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0),
         "uv_tcp_bind");
@@ -671,28 +689,59 @@ class Client {
 
 int main(int argc, char** argv) {
   using namespace moonpool::bench::peers;
-  const Options options = ParseOptionsOrDie(argc, argv);
+  const Options options = ParseOptionsOrDie(argc, argv, WorkloadKinds::kUnary,
+                                            /*accepts_threads=*/true);
   ConfigureMalloc();
+  const int n = options.threads;
+  if (options.workload.connections < n) {
+    Die("a workload of " + std::to_string(options.workload.connections) +
+        " connection(s) cannot be shared by " + std::to_string(n) +
+        " client threads");
+  }
 
-  Server server;
-  Client client(options, server);
-  std::thread server_thread([&server] { server.Run(); });
-  std::thread client_thread([&client, &server] { client.Run(server.port()); });
-  client_thread.join();
-  server.RequestStop();
-  server_thread.join();
+  // Server 0 picks the port; the others bind it too (SO_REUSEPORT).
+  std::vector<std::unique_ptr<Server>> servers;
+  servers.push_back(std::make_unique<Server>(0, n > 1));
+  for (int t = 1; t < n; ++t) {
+    servers.push_back(std::make_unique<Server>(servers[0]->port(), true));
+  }
+  // Client t takes connections t, t + n, ...: its share of them, and the
+  // allocation snapshots of server t.
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int t = 0; t < n; ++t) {
+    Options share = options;
+    share.workload.connections = (options.workload.connections - t + n - 1) / n;
+    clients.push_back(std::make_unique<Client>(share, *servers[t]));
+  }
+  std::vector<std::thread> server_threads;
+  for (auto& s : servers) {
+    server_threads.emplace_back([s = s.get()] { s->Run(); });
+  }
+  std::vector<std::thread> client_threads;
+  const int port = servers[0]->port();
+  for (auto& c : clients) {
+    client_threads.emplace_back([c = c.get(), port] { c->Run(port); });
+  }
+  for (std::thread& t : client_threads) t.join();
+  for (auto& s : servers) s->RequestStop();
+  for (std::thread& t : server_threads) t.join();
 
   Report report;
   report.peer = "raw_uv";
   report.workload = options.workload;
-  report.requests = client.requests();
-  report.seconds = client.seconds();
+  uint64_t allocations = 0;
+  for (auto& c : clients) {
+    report.requests += c->requests();
+    report.seconds += c->seconds() / n;
+    allocations += c->measured_allocations();
+  }
+  for (auto& s : servers) allocations += s->measured_allocations();
   if (moonpool::bench::CountsMallocCalls() && report.requests > 0) {
     report.allocs_per_request =
-        static_cast<double>(client.measured_allocations() +
-                            server.measured_allocations()) /
-        static_cast<double>(report.requests);
+        static_cast<double>(allocations) / static_cast<double>(report.requests);
   }
-  PrintReport(report, client.latencies());
+  LatencyRecorder& latencies = clients[0]->latencies();
+  for (int t = 1; t < n; ++t) latencies.Append(clients[t]->latencies());
+  PrintReport(report, latencies);
   return 0;
 }

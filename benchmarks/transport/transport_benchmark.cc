@@ -4,8 +4,9 @@
 //
 //   transport_benchmark --workload NAME [--duration_ms 2000] [--warmup_ms 300]
 //
-// The server runs on a thread of its own with its own UvLoop:
-// ServerTransport::Bind(127.0.0.1:0) and a few handler tasks, each looping on
+// The server runs on a thread of its own with its own UvLoop
+// (transport::ServerThreads with one loop): ServerTransport::Bind(127.0.0.1:0)
+// and a few handler tasks, each looping on
 // NextMessage() and Reply(msg, msg.envelope.payload). The client runs on a
 // second thread with its own UvLoop: one ClientTransport per connection (a
 // transport keeps one Peer, so one TCP connection, per address), and K worker
@@ -38,6 +39,15 @@
 // settles it. The report's "workload" keeps the suffix. Every report also
 // carries "cpu_us_per_request" (the CPU of the two loop threads in the window
 // per request), steadier than requests per second on a shared machine.
+//
+// More than one core (issue 16): a workload NAME_tN (peer_harness.h; ci/bench
+// runs 100conn_t2) serves on N loops, transport::ServerThreads on one port
+// (SO_REUSEPORT), and loads them from N client threads, each a Client of
+// its own with its share of NAME's connections (connection c on thread
+// c mod N): one client thread could not keep N server loops busy. requests
+// is the clients' sum, seconds their windows' mean, the percentiles over
+// every client's samples, allocations and CPU summed over every loop
+// thread (client thread 0 asks every server loop for its snapshots).
 //
 // MOONPOOL_BENCH_HANDLERS=N (environment) overrides the number of server
 // handler tasks (default 4), for experiments; ci/bench does not set it.
@@ -100,6 +110,7 @@
 #include "moonpool/transport/request_context.h"
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_options.h"
+#include "moonpool/transport/server_threads.h"
 #include "moonpool/transport/server_transport.h"
 #include "peer_harness.h"
 
@@ -176,53 +187,83 @@ size_t HandlerCount() {
 }
 
 // ---------------------------------------------------------------------------
-// Server: one thread, one UvLoop, one ServerTransport, a few echo handlers.
+// Server: transport::ServerThreads, one loop (N for a workload NAME_tN, on
+// one port), each loop a ServerTransport and a few echo handlers.
 
 class Server {
  public:
-  // Starts the thread and waits until the server is bound.
-  explicit Server(Api api) : api_(api) {
-    std::promise<Address> bound;
-    std::future<Address> address = bound.get_future();
-    thread_ =
-        std::thread([this, bound = std::move(bound)]() mutable { Run(bound); });
-    address_ = address.get();
+  // Starts the loops and waits until they are bound.
+  Server(Api api, int threads) : snapshots_(static_cast<size_t>(threads)) {
+    moonpool::transport::ServerThreadsOptions options;
+    options.threads = static_cast<size_t>(threads);
+    options.on_task_error = [](size_t, const absl::Status& s) {
+      Die("server: a task failed: " + s.ToString());
+    };
+    absl::StatusOr<std::unique_ptr<moonpool::transport::ServerThreads>> loops =
+        moonpool::transport::ServerThreads::Start(
+            Address::Loopback(0), std::move(options),
+            [api](moonpool::transport::ServerLoop& s) -> absl::Status {
+              if (api == Api::kCapnpMethod) {
+                absl::Status h = s.server.Handle(
+                    kPingMethod,
+                    [](RequestContext&, CapnpReader<schema::Ping> ping)
+                        -> Task<absl::StatusOr<CapnpMessage<schema::Pong>>> {
+                      co_return MakePong(ping.get());
+                    });
+                if (!h.ok()) return h;
+              }
+              for (size_t i = 0, n = HandlerCount(); i < n; ++i) {
+                s.scope.Spawn(api == Api::kCapnpRaw ? EchoPing(s.server)
+                                                    : Echo(s.server));
+              }
+              return absl::OkStatus();
+            });
+    if (!loops.ok()) Die("server: Start failed: " + loops.status().ToString());
+    loops_ = std::move(*loops);
   }
 
-  const Address& address() const { return address_; }
+  const Address& address() const { return loops_->address(); }
 
-  // Thread-safe: the server loop reads its thread's allocation count.
+  // Thread-safe: each server loop reads its thread's allocation count.
   void RequestBeginSnapshot() {
-    loop_->PostFromAnyThread([this] {
-      allocs_begin_ = ThreadAllocations();
-      cpu_begin_ = ThreadCpuNanos();
-    });
+    for (size_t i = 0; i < snapshots_.size(); ++i) {
+      (void)loops_->Post(i, [this](moonpool::transport::ServerLoop& s) {
+        snapshots_[s.index].allocs_begin = ThreadAllocations();
+        snapshots_[s.index].cpu_begin = ThreadCpuNanos();
+      });
+    }
   }
   void RequestEndSnapshot() {
-    loop_->PostFromAnyThread([this] {
-      allocs_end_ = ThreadAllocations();
-      cpu_end_ = ThreadCpuNanos();
-    });
+    for (size_t i = 0; i < snapshots_.size(); ++i) {
+      (void)loops_->Post(i, [this](moonpool::transport::ServerLoop& s) {
+        snapshots_[s.index].allocs_end = ThreadAllocations();
+        snapshots_[s.index].cpu_end = ThreadCpuNanos();
+      });
+    }
   }
 
-  // Closes the server (its handlers end, its loop runs out) and joins.
+  // Closes the servers (posted after the snapshots, so taken after them)
+  // and joins their threads.
   void StopAndJoin() {
-    loop_->PostFromAnyThread([this] { scope_->Spawn(CloseAndSignal()); });
-    thread_.join();
+    loops_->Stop(/*drain=*/false);
+    recorded_ = loops_->total_stats().exactly_once.recorded;
   }
 
-  // Valid after StopAndJoin.
-  uint64_t measured_allocations() const { return allocs_end_ - allocs_begin_; }
-  uint64_t measured_cpu_nanos() const { return cpu_end_ - cpu_begin_; }
+  // Valid after StopAndJoin: the loops' sums.
+  uint64_t measured_allocations() const {
+    uint64_t n = 0;
+    for (const Snapshot& s : snapshots_) n += s.allocs_end - s.allocs_begin;
+    return n;
+  }
+  uint64_t measured_cpu_nanos() const {
+    uint64_t n = 0;
+    for (const Snapshot& s : snapshots_) n += s.cpu_end - s.cpu_begin;
+    return n;
+  }
   // Exactly-once outcomes the server recorded in the whole run.
   uint64_t outcomes_recorded() const { return recorded_; }
 
  private:
-  Task<void> CloseAndSignal() {
-    co_await server_->Close(false);
-    recorded_ = server_->stats().exactly_once.recorded;
-  }
-
   static Task<void> Echo(ServerTransport& server) {
     while (std::optional<IncomingMessage> msg = co_await server.NextMessage()) {
       if (!msg->is_request()) continue;
@@ -246,50 +287,15 @@ class Server {
     }
   }
 
-  void Run(std::promise<Address>& bound) {
-    UvLoop loop;
-    ServerOptions options;
-    absl::StatusOr<std::unique_ptr<ServerTransport>> server =
-        ServerTransport::Bind(loop, Address::Loopback(0), options);
-    if (!server.ok()) Die("server: Bind failed: " + server.status().ToString());
-    TaskScope scope(loop, [](absl::Status s) {
-      Die("server: a task failed: " + s.ToString());
-    });
-    if (api_ == Api::kCapnpMethod) {
-      absl::Status s = (*server)->Handle(
-          kPingMethod,
-          [](RequestContext&, CapnpReader<schema::Ping> ping)
-              -> Task<absl::StatusOr<CapnpMessage<schema::Pong>>> {
-            co_return MakePong(ping.get());
-          });
-      if (!s.ok()) Die("server: Handle failed: " + s.ToString());
-    }
-    for (size_t i = 0, n = HandlerCount(); i < n; ++i) {
-      scope.Spawn(api_ == Api::kCapnpRaw ? EchoPing(**server) : Echo(**server));
-    }
-    loop_ = &loop;
-    server_ = server->get();
-    scope_ = &scope;
-    bound.set_value((*server)->address());  // publishes the three above
-    loop.Run();  // until Close ends the listener and the handlers
-    scope.Clear();
-    server->reset();
-  }
-
-  const Api api_;
-  std::thread thread_;
-  Address address_;
-  // Set on the server thread before the constructor returns (the promise
-  // orders them); used from the client thread only through
-  // PostFromAnyThread.
-  UvLoop* loop_ = nullptr;
-  ServerTransport* server_ = nullptr;
-  TaskScope* scope_ = nullptr;
-  // Written and read on the server thread; read by main after the join.
-  uint64_t allocs_begin_ = 0;
-  uint64_t allocs_end_ = 0;
-  uint64_t cpu_begin_ = 0;
-  uint64_t cpu_end_ = 0;
+  // Each loop's window; written on its thread, read by main after the join.
+  struct Snapshot {
+    uint64_t allocs_begin = 0;
+    uint64_t allocs_end = 0;
+    uint64_t cpu_begin = 0;
+    uint64_t cpu_end = 0;
+  };
+  std::vector<Snapshot> snapshots_;
+  std::unique_ptr<moonpool::transport::ServerThreads> loops_;
   uint64_t recorded_ = 0;
 };
 
@@ -299,8 +305,12 @@ class Server {
 
 class Client {
  public:
-  Client(const Options& options, Api api, bool exactly_once, Server& server)
-      : options_(options),
+  // Only the client that `snapshots_server` asks the server for its
+  // allocation and CPU snapshots (with several client threads, the first).
+  Client(const Options& options, Api api, bool exactly_once, Server& server,
+         bool snapshots_server = true)
+      : snapshots_server_(snapshots_server),
+        options_(options),
         api_(api),
         exactly_once_(exactly_once),
         payload_(options.workload.payload_size),
@@ -454,7 +464,7 @@ class Client {
     co_await SleepUntil(warmup_begin + options_.warmup);
     latencies_.Reserve(peers::EstimateSamples(
         warmup_requests_, Clock::now() - warmup_begin, options_.duration));
-    server_.RequestBeginSnapshot();
+    if (snapshots_server_) server_.RequestBeginSnapshot();
     allocs_begin_ = ThreadAllocations();
     cpu_begin_ = ThreadCpuNanos();
     measuring_ = true;
@@ -465,9 +475,10 @@ class Client {
     stopping_ = true;
     allocs_end_ = ThreadAllocations();
     cpu_end_ = ThreadCpuNanos();
-    server_.RequestEndSnapshot();
+    if (snapshots_server_) server_.RequestEndSnapshot();
   }
 
+  const bool snapshots_server_;
   const Options options_;
   const Api api_;
   const bool exactly_once_;
@@ -554,22 +565,45 @@ struct RunResult {
 // One run of the workload with a fresh server and client; prints its JSON
 // object.
 RunResult RunOnce(const Options& options, Api api, bool exactly_once = false) {
-  Server server(api);
-  Client client(options, api, exactly_once, server);
-  std::thread client_thread([&client] { client.Run(); });
-  client_thread.join();
+  // NAME_tN: N server loops and N client threads, client t with
+  // connections t, t + N, ... of the workload.
+  const int threads = options.threads;
+  Server server(api, threads);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int t = 0; t < threads; ++t) {
+    Options share = options;
+    share.workload.connections =
+        (options.workload.connections - t + threads - 1) / threads;
+    clients.push_back(std::make_unique<Client>(share, api, exactly_once, server,
+                                               /*snapshots_server=*/t == 0));
+  }
+  std::vector<std::thread> client_threads;
+  for (auto& c : clients) {
+    client_threads.emplace_back([c = c.get()] { c->Run(); });
+  }
+  for (std::thread& t : client_threads) t.join();
   server.StopAndJoin();
 
   Report report;
   report.peer = "moonpool";
   report.workload = options.workload;
-  report.requests = client.requests();
-  report.seconds = client.seconds();
+  uint64_t client_allocations = 0;
+  uint64_t client_cpu_nanos = 0;
+  for (auto& c : clients) {
+    report.requests += c->requests();
+    report.seconds += c->seconds() / threads;
+    client_allocations += c->measured_allocations();
+    client_cpu_nanos += c->measured_cpu_nanos();
+  }
+  for (int t = 1; t < threads; ++t) {
+    clients[0]->latencies().Append(clients[t]->latencies());
+  }
+  Client& client = *clients[0];
   std::optional<double> client_allocs;
   std::optional<double> server_allocs;
   if (moonpool::bench::CountsMallocCalls() && report.requests > 0) {
     const double n = static_cast<double>(report.requests);
-    client_allocs = static_cast<double>(client.measured_allocations()) / n;
+    client_allocs = static_cast<double>(client_allocations) / n;
     server_allocs = static_cast<double>(server.measured_allocations()) / n;
     report.allocs_per_request = *client_allocs + *server_allocs;
   }
@@ -587,8 +621,7 @@ RunResult RunOnce(const Options& options, Api api, bool exactly_once = false) {
   }
   if (report.requests > 0) {
     result.cpu_us_per_request =
-        static_cast<double>(client.measured_cpu_nanos() +
-                            server.measured_cpu_nanos()) /
+        static_cast<double>(client_cpu_nanos + server.measured_cpu_nanos()) /
         1000.0 / static_cast<double>(report.requests);
   }
   PrintReportWithSplit(report, client.latencies(), client_allocs, server_allocs,
@@ -661,7 +694,13 @@ int main(int argc, char** argv) {
     break;
   }
   Options options =
-      ParseOptionsOrDie(static_cast<int>(args.size()), args.data());
+      ParseOptionsOrDie(static_cast<int>(args.size()), args.data(),
+                        WorkloadKinds::kUnary, /*accepts_threads=*/true);
+  if (options.workload.connections < options.threads) {
+    Die("a workload of " + std::to_string(options.workload.connections) +
+        " connection(s) cannot be shared by " +
+        std::to_string(options.threads) + " client threads");
+  }
   if (exactly_once) {
     if (options.workload.is_stream() || api_name != "bytes") {
       Die("an exactly-once workload (_eo) is a unary workload with --api "
