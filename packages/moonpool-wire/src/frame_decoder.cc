@@ -16,6 +16,9 @@ namespace moonpool::wire {
 namespace {
 
 constexpr size_t kWord = internal::kWordBytes;
+// Frames from this size on (header included) are received by reads that
+// stop at their end (PrepareAppend).
+constexpr size_t kLargeFrameBytes = size_t{64} << 10;
 
 }  // namespace
 
@@ -25,10 +28,13 @@ FrameDecoder::FrameDecoder(DecoderOptions options) : options_(options) {
 
 absl::Span<char> FrameDecoder::PrepareAppend(size_t min_bytes) {
   size_t want = min_bytes;
+  // Where a read should stop, past `min_bytes`: the end of a large frame.
+  size_t stop_at = SIZE_MAX;
   if (header_.has_value()) {
     const size_t frame_bytes = kFrameHeaderBytes + header_->body_length;
     if (frame_bytes > buffer_.size()) {
       want = std::max(want, frame_bytes - buffer_.size());
+      if (frame_bytes >= kLargeFrameBytes) stop_at = want;
     }
   } else if (buffer_.empty() && buffer_.capacity() > options_.retained_bytes &&
              want <= options_.retained_bytes &&
@@ -41,10 +47,25 @@ absl::Span<char> FrameDecoder::PrepareAppend(size_t min_bytes) {
     // views borrow this storage until this call.
     buffer_.Release();
   }
+  if (!header_.has_value() && last_frame_bytes_ >= kLargeFrameBytes) {
+    // Its size is not known yet: guess that it is as large as the last one
+    // (a stream of large frames is usually of one size). A shorter frame
+    // leaves the start of the next one behind it, moved at most once.
+    stop_at = std::max(want, last_frame_bytes_ - buffer_.size());
+  }
   // One frame plus this append, and a word of alignment, is all a caller
   // that drains Next() can make us hold; doubling past it could hold twice.
-  return buffer_.PrepareAppend(
+  absl::Span<char> room = buffer_.PrepareAppend(
       want, kFrameHeaderBytes + options_.max_frame_bytes + min_bytes + kWord);
+  // A read that runs past a large frame's end takes the start of the next
+  // frame with it, and that start must then move to the front of the
+  // buffer (or the buffer grow) before the rest of that frame fits: up to a
+  // whole frame copied once more. Stopping at the frame's end leaves the
+  // buffer empty once the frame is taken, so the next one lands at its
+  // front: a large body is never moved, at the price of one read per frame,
+  // which a large frame needs anyway. Small frames are not bounded: many
+  // of them per read is what makes them cheap.
+  return room.first(std::min(room.size(), stop_at));
 }
 
 void FrameDecoder::CommitAppend(size_t n) { buffer_.CommitAppend(n); }

@@ -62,7 +62,10 @@ class FrameDecoder {
 
   // At least `min_bytes` of writable space for received bytes. When the size
   // of the frame being received is known, the space reaches to its end, so
-  // that a large body lands in place in one buffer.
+  // that a large body lands in place in one buffer. For a large frame (64 KiB
+  // and up, or a frame after one) it also stops there, unless `min_bytes` is
+  // more: a read then never carries the start of the next large frame, which
+  // would have to be moved.
   absl::Span<char> PrepareAppend(size_t min_bytes);
   // Makes `n` bytes of the last PrepareAppend() span part of the stream.
   void CommitAppend(size_t n);
