@@ -1,20 +1,16 @@
 // The echo service shared by moonpool-echo-server and moonpool-pingpong's
 // in-process server: a pool of handler tasks that answer every request with
-// its own payload, and an EchoServerThread that runs one on its own thread
-// with its own UvLoop (one loop per thread).
+// its own payload. The programs run it on loops of their own, one thread
+// each, through transport::ServerThreads.
 //
 // Not API: example code, built only with the programs under examples/.
 #ifndef MOONPOOL_TRANSPORT_EXAMPLES_ECHO_SERVICE_H_
 #define MOONPOOL_TRANSPORT_EXAMPLES_ECHO_SERVICE_H_
 
-#include <algorithm>
 #include <cstddef>
-#include <cstdio>
-#include <future>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -68,76 +64,6 @@ inline void SpawnEchoHandlers(driver::Loop& loop,
     scope.Spawn(EchoHandler(loop, server, scope));
   }
 }
-
-// An echo server on a thread of its own, on 127.0.0.1 (port 0 by default).
-// Start binds (and reports the address or the error); Stop drains it
-// (Close(drain=true)) and joins the thread. Start and Stop are called from
-// one thread, the owner's; the loop is touched from it only through
-// UvLoop::PostFromAnyThread.
-class EchoServerThread {
- public:
-  EchoServerThread() = default;
-  EchoServerThread(const EchoServerThread&) = delete;
-  EchoServerThread& operator=(const EchoServerThread&) = delete;
-  ~EchoServerThread() { Stop(); }
-
-  absl::StatusOr<driver::Address> Start(driver::Address address,
-                                        transport::ServerOptions options,
-                                        size_t handlers) {
-    std::promise<absl::StatusOr<driver::Address>> bound;
-    std::future<absl::StatusOr<driver::Address>> result = bound.get_future();
-    thread_ = std::thread([this, address, options = std::move(options),
-                           handlers, bound = std::move(bound)]() mutable {
-      Run(address, std::move(options), handlers, bound);
-    });
-    absl::StatusOr<driver::Address> a = result.get();
-    if (!a.ok()) {
-      thread_.join();
-    }
-    return a;
-  }
-
-  // Drains the server and waits for its thread. Idempotent.
-  void Stop() {
-    if (!thread_.joinable()) return;
-    if (loop_ != nullptr) {
-      loop_->PostFromAnyThread([this] { scope_->Spawn(server_->Close(true)); });
-    }
-    thread_.join();
-  }
-
- private:
-  void Run(driver::Address address, transport::ServerOptions options,
-           size_t handlers,
-           std::promise<absl::StatusOr<driver::Address>>& bound) {
-    driver::UvLoop loop;
-    absl::StatusOr<std::unique_ptr<transport::ServerTransport>> server =
-        transport::ServerTransport::Bind(loop, address, std::move(options));
-    if (!server.ok()) {
-      bound.set_value(server.status());
-      return;
-    }
-    driver::TaskScope scope(loop, [](absl::Status s) {
-      std::fprintf(stderr, "echo server: task failed: %s\n",
-                   s.ToString().c_str());
-    });
-    SpawnEchoHandlers(loop, **server, scope, handlers);
-    loop_ = &loop;
-    server_ = server->get();
-    scope_ = &scope;
-    bound.set_value((*server)->address());  // publishes the three above
-    loop.Run();  // until Stop's Close ends the listener and the handlers
-    scope.Clear();
-    server->reset();
-  }
-
-  std::thread thread_;
-  // Set on the server thread before Start returns (the promise orders them);
-  // read by Stop on the owner's thread.
-  driver::UvLoop* loop_ = nullptr;
-  transport::ServerTransport* server_ = nullptr;
-  driver::TaskScope* scope_ = nullptr;
-};
 
 }  // namespace moonpool::examples
 
