@@ -502,15 +502,25 @@ void Peer::OnReply(protocol::ReplyReceived& reply) {
     it = in_flight_.find(reply.id.value());
     if (it == in_flight_.end() || it->second.id != request_id) return;
   }
-  Pending p = std::move(it->second);
-  in_flight_.erase(it);
+  // Only what the outcome needs leaves the table, not the whole record (a
+  // request's hot path: moving a Pending moves two callbacks and a string).
+  Pending& p = it->second;
+  ReplyCallback done = std::move(p.done);
+  const bool empty_reply = p.on_item || last_item;
+  // Destroyed after the erase, not inside it (a callback's destructor may
+  // run code that must not see the table mid-erase).
+  StreamItemCallback on_item = std::move(p.on_item);
+  if (p.correlation.valid()) ids_->Settle(p.correlation);
+  ReleasePayload(p);
   in_flight_ids_.erase(p.id);
+  in_flight_.erase(it);  // `p` is gone from here on
   ++stats_.replies;
+  if (!done) return;
   if (!reply.status.ok()) {
-    Complete(p, reply.status);
+    done(reply.status);
     return;
   }
-  Complete(p, p.on_item || last_item ? absl::string_view() : reply.payload);
+  done(empty_reply ? absl::string_view() : reply.payload);
 }
 
 void Peer::GrantCredit(PeerRequestId id, uint64_t bytes) {

@@ -157,6 +157,7 @@ class UvLoop::Impl {
   int64_t base_ns_;
   absl::Time base_time_;
   mutable int64_t now_ns_;
+  mutable absl::Time now_time_;  // now_ns_ as a time (RefreshTime)
   mutable bool time_stale_ = true;
 
   std::mt19937_64 rng_;
@@ -226,6 +227,8 @@ struct StreamState {
   absl::Status StartReading();
   void StopReading();
   absl::StatusOr<size_t> Write(absl::Span<const char> bytes);
+  absl::StatusOr<size_t> WriteGathered(
+      absl::Span<const absl::Span<const char>> pieces);
   size_t QueuedBytes() const;
   void Shutdown();
   void Close();
