@@ -192,7 +192,7 @@ def draw(summary, context, bench_dir, plt):
         all_peers += [p for p in summary[w] if p not in all_peers]
     colors = colors_for(all_peers)
     rows, cols = grid(len(workloads))
-    top_margin = 1 - 0.55 / (3.8 * rows)  # the two title lines
+    top_margin = 1 - 0.4 / (3.8 * rows)  # the two title lines
     notes = []
     written = []
 
@@ -239,8 +239,8 @@ def draw(summary, context, bench_dir, plt):
         if missing:
             text = "no figure (failed): " + ", ".join(
                 PEER_NAMES.get(p, p) for p in missing)
-            ax.text(0.5, -0.36, text, transform=ax.transAxes, ha="center",
-                    fontsize=7, color="#b00000")
+            ax.text(0.99, 0.97, text, transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7, color="#b00000")
             notes.append(f"{w}: {text}")
         if not present:
             ax.text(0.5, 0.5, "no program succeeded", ha="center",
@@ -268,7 +268,7 @@ def draw(summary, context, bench_dir, plt):
             xs = [g + (k - (n - 1) / 2) * width for g in range(len(ys))]
             ax.bar(xs, ys, width=width, color=colors[p],
                    label=PEER_NAMES.get(p, p))
-            if n <= 4:
+            if n <= 5:
                 for x, y in zip(xs, ys):
                     ax.annotate(short(y), (x, y), ha="center", va="bottom",
                                 fontsize=7, rotation=90 if n > 2 else 0)
@@ -287,9 +287,9 @@ def draw(summary, context, bench_dir, plt):
         ax.legend(fontsize=7, loc="upper left")
         missing = [p for p, r in summary[w].items() if r is None]
         if missing:
-            ax.text(0.5, -0.2, "no figure (failed): " + ", ".join(
+            ax.text(0.99, 0.97, "no figure (failed): " + ", ".join(
                 PEER_NAMES.get(p, p) for p in missing),
-                    transform=ax.transAxes, ha="center", fontsize=7,
+                    transform=ax.transAxes, ha="right", va="top", fontsize=7,
                     color="#b00000")
     for j in range(len(workloads), rows * cols):
         axes[j // cols][j % cols].axis("off")
