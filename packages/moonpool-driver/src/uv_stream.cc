@@ -8,7 +8,9 @@
 // writes append to a second buffer, sent as one write when the first
 // completes. So a write the kernel takes at once allocates nothing, and a
 // burst of small writes into a slow link costs one system call per round
-// trip of the buffers, not one per write.
+// trip of the buffers, not one per write. A gathered write (WriteGathered)
+// offers all its pieces in one writev, from where they are, and copies only
+// what the kernel does not take, as Write does.
 //
 // A connecting stream holds what it is given (writes, StartReading,
 // Shutdown) until the connect completes. If the connect fails, the connect
@@ -31,6 +33,9 @@ namespace {
 
 // One uv_write carries at most this much (uv_buf_t lengths are 32-bit).
 constexpr size_t kMaxWriteChunk = size_t{1} << 30;
+// Buffers one gathered write offers the kernel (writev); uv_try_write
+// keeps up to this many on its stack.
+constexpr unsigned kMaxGatheredPieces = 16;
 // Write queue storage kept by an idle stream; above this it is freed.
 constexpr size_t kRetainedWriteBytes = size_t{64} << 10;
 
@@ -143,6 +148,64 @@ absl::StatusOr<size_t> StreamState::Write(absl::Span<const char> bytes) {
   }
   if (taken == bytes.size()) return taken;
   in_flight.assign(bytes.data() + taken, bytes.size() - taken);
+  in_flight_offset = 0;
+  if (absl::Status st = StartWrite(); !st.ok()) {
+    broken = st;
+    in_flight.clear();
+    return st;
+  }
+  return taken;
+}
+
+absl::StatusOr<size_t> StreamState::WriteGathered(
+    absl::Span<const absl::Span<const char>> pieces) {
+  if (shutdown_requested) {
+    return absl::FailedPreconditionError("write after Shutdown");
+  }
+  if (!broken.ok()) return broken;
+  size_t total = 0;
+  for (absl::Span<const char> piece : pieces) total += piece.size();
+  if (total == 0) return size_t{0};
+  if (phase == Phase::kConnecting || write_in_flight) {
+    for (absl::Span<const char> piece : pieces) {
+      pending.append(piece.data(), piece.size());
+    }
+    return size_t{0};
+  }
+  // Nothing queued: one writev offers every piece where it is. Pieces past
+  // the array, or past a uv_buf_t's 32-bit length, are not offered now:
+  // they are copied with the rest the kernel does not take.
+  uv_buf_t bufs[kMaxGatheredPieces];
+  unsigned count = 0;
+  for (absl::Span<const char> piece : pieces) {
+    if (piece.empty()) continue;
+    if (count == kMaxGatheredPieces) break;
+    const size_t len = std::min<size_t>(piece.size(), UINT_MAX);
+    bufs[count++] = uv_buf_init(const_cast<char*>(piece.data()),
+                                static_cast<unsigned int>(len));
+    if (len < piece.size()) break;
+  }
+  const int r = uv_try_write(stream(), bufs, count);
+  size_t taken = 0;
+  if (r >= 0) {
+    taken = static_cast<size_t>(r);
+  } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+    broken = UvStatus(r, absl::StrCat("write to ", peer.ToString()));
+    return broken;
+  }
+  if (taken == total) return taken;
+  // in_flight is empty with no write in flight (OnWriteDone swaps it out).
+  in_flight.clear();
+  in_flight.reserve(total - taken);
+  size_t skip = taken;
+  for (absl::Span<const char> piece : pieces) {
+    if (skip >= piece.size()) {
+      skip -= piece.size();
+      continue;
+    }
+    in_flight.append(piece.data() + skip, piece.size() - skip);
+    skip = 0;
+  }
   in_flight_offset = 0;
   if (absl::Status st = StartWrite(); !st.ok()) {
     broken = st;
@@ -327,6 +390,13 @@ class UvStream final : public Stream {
       return absl::FailedPreconditionError("write on a closed stream");
     }
     return state_->Write(bytes);
+  }
+  absl::StatusOr<size_t> WriteGathered(
+      absl::Span<const absl::Span<const char>> pieces) override {
+    if (state_ == nullptr) {
+      return absl::FailedPreconditionError("write on a closed stream");
+    }
+    return state_->WriteGathered(pieces);
   }
   size_t queued_write_bytes() const override {
     return state_ != nullptr ? state_->QueuedBytes() : 0;

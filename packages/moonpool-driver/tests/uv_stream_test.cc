@@ -5,6 +5,7 @@
 // once or never, errors carry the documented codes, and closing at awkward
 // moments leaves nothing behind (the loop, declared first, is destroyed
 // last and asserts that libuv closed clean; ASan checks the memory).
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <functional>
@@ -282,6 +283,117 @@ TEST(UvStream, WritesCoalesceWhileThePeerDoesNotRead) {
       loop.Now() + kPatience));
   // Hundreds of queued writes left as a handful of gathered writes.
   EXPECT_LT(client.handler.written_calls, 10);
+}
+
+// Spans of `parts`, for WriteGathered.
+std::vector<absl::Span<const char>> Pieces(
+    const std::vector<std::string>& parts) {
+  std::vector<absl::Span<const char>> pieces;
+  for (const std::string& p : parts) pieces.push_back(absl::MakeConstSpan(p));
+  return pieces;
+}
+
+TEST(UvStream, GatheredWriteSendsEveryPieceInOrder) {
+  UvLoop loop;
+  Server server(loop, {.echo = true});
+  Client client(loop, server.address());
+  ASSERT_TRUE(client.stream->StartReading().ok());
+  ASSERT_TRUE(loop.RunUntil([&] { return client.connect_calls == 1; },
+                            loop.Now() + kPatience));
+  // A header, a large payload kept elsewhere, an empty piece, a trailer.
+  const std::vector<std::string> parts = {"header", RandomBytes(1 << 20, 3), "",
+                                          "trailer"};
+  std::string all;
+  for (const std::string& p : parts) all += p;
+  absl::StatusOr<size_t> taken = client.stream->WriteGathered(Pieces(parts));
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_TRUE(loop.RunUntil(
+      [&] { return client.handler.received.size() >= all.size(); },
+      loop.Now() + kPatience));
+  EXPECT_TRUE(client.handler.received == all) << "bytes differ";
+  EXPECT_EQ(*taken + client.handler.written, all.size())
+      << "taken at once + OnWritten = everything written";
+}
+
+TEST(UvStream, GatheredWriteQueuesWhatTheKernelDoesNotTake) {
+  UvLoop loop;
+  Server server(loop, {.read = false});
+  Client client(loop, server.address());
+  client.handler.keep_data = false;
+  ASSERT_TRUE(loop.RunUntil(
+      [&] { return client.connect_calls == 1 && server.streams.size() == 1; },
+      loop.Now() + kPatience));
+  // Gathered writes until the kernel stops taking whole ones.
+  std::string sent;
+  size_t taken_at_once = 0;
+  const std::vector<std::string> parts = {"<frame>", RandomBytes(256 << 10, 4),
+                                          "</frame>"};
+  while (client.stream->queued_write_bytes() == 0) {
+    absl::StatusOr<size_t> taken = client.stream->WriteGathered(Pieces(parts));
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    taken_at_once += *taken;
+    for (const std::string& p : parts) sent += p;
+    ASSERT_LT(sent.size(), size_t{256} << 20) << "the kernel never pushed back";
+  }
+  // Behind queued bytes nothing is taken at once: all of it queues.
+  const size_t before = client.stream->queued_write_bytes();
+  absl::StatusOr<size_t> taken = client.stream->WriteGathered(Pieces(parts));
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(*taken, 0u);
+  for (const std::string& p : parts) sent += p;
+  EXPECT_EQ(client.stream->queued_write_bytes(),
+            before + parts[0].size() + parts[1].size() + parts[2].size());
+
+  // The peer reads: everything arrives, in order.
+  Recorder& peer = *server.handlers[0];
+  ASSERT_TRUE(server.streams[0]->StartReading().ok());
+  ASSERT_TRUE(loop.RunUntil([&] { return peer.received.size() >= sent.size(); },
+                            loop.Now() + kPatience));
+  EXPECT_TRUE(peer.received == sent) << "bytes differ or out of order";
+  ASSERT_TRUE(loop.RunUntil(
+      [&] { return taken_at_once + client.handler.written == sent.size(); },
+      loop.Now() + kPatience));
+}
+
+// A Stream with only Write: the default WriteGathered must keep the order
+// and report what was taken at once.
+class TakesAtMost final : public Stream {
+ public:
+  explicit TakesAtMost(size_t budget) : budget_(budget) {}
+  void SetHandler(StreamHandler*) override {}
+  absl::Status StartReading() override { return absl::OkStatus(); }
+  void StopReading() override {}
+  absl::StatusOr<size_t> Write(absl::Span<const char> bytes) override {
+    // Nothing is taken once something is queued: order is kept.
+    const size_t taken = queued_.empty() ? std::min(budget_, bytes.size()) : 0;
+    budget_ -= taken;
+    written_.append(bytes.data(), taken);
+    queued_.append(bytes.data() + taken, bytes.size() - taken);
+    return taken;
+  }
+  size_t queued_write_bytes() const override { return queued_.size(); }
+  void Shutdown() override {}
+  void Close() override {}
+  const Address& local_address() const override { return address_; }
+  const Address& peer_address() const override { return address_; }
+
+  std::string all() const { return written_ + queued_; }
+
+ private:
+  size_t budget_;
+  std::string written_;
+  std::string queued_;
+  Address address_ = Address::Loopback(0);
+};
+
+TEST(Stream, DefaultGatheredWriteWritesThePiecesInOrderThroughWrite) {
+  TakesAtMost stream(/*budget=*/10);
+  const std::vector<std::string> parts = {"0123", "456789abc", "def"};
+  absl::StatusOr<size_t> taken = stream.WriteGathered(Pieces(parts));
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(*taken, 10u);
+  EXPECT_EQ(stream.queued_write_bytes(), 6u);
+  EXPECT_EQ(stream.all(), "0123456789abcdef");
 }
 
 TEST(UvStream, WritesBeforeTheConnectCompletesAreSentAfterIt) {

@@ -63,6 +63,25 @@ class Stream {
   // (then nothing is queued).
   [[nodiscard]] virtual absl::StatusOr<size_t> Write(
       absl::Span<const char> bytes) = 0;
+  // Writes `pieces` in order, as Write would their concatenation: a
+  // gathered write, so that bytes kept in several places (a frame's header
+  // in one buffer, its large payload where its owner keeps it) reach the
+  // kernel without first being copied together. Returns how many bytes the
+  // kernel took at once; only the rest is copied and queued. The default
+  // writes the pieces one by one through Write, which is correct for any
+  // Stream (a piece after one the kernel did not take whole queues behind
+  // it); a Stream that can hand the kernel several buffers in one call
+  // (UvLoop's: writev) overrides it.
+  [[nodiscard]] virtual absl::StatusOr<size_t> WriteGathered(
+      absl::Span<const absl::Span<const char>> pieces) {
+    size_t taken = 0;
+    for (absl::Span<const char> piece : pieces) {
+      absl::StatusOr<size_t> n = Write(piece);
+      if (!n.ok()) return n.status();
+      taken += *n;
+    }
+    return taken;
+  }
   // Bytes queued and not yet taken by the kernel.
   virtual size_t queued_write_bytes() const = 0;
 
