@@ -1,6 +1,10 @@
 // CapnpMessage<T> is an outgoing Cap'n Proto message whose root is the
 // struct T: it owns a capnp::MallocMessageBuilder, and Codec (codec.h)
 // serialises it as one flat, unpacked message (the standard stream framing).
+// The builder and its first segment (8 KiB, capnp's default size, so the
+// bytes are the same as a default builder's) live in a block reused through
+// a small per-thread free list (internal/capnp_block.h): building a message
+// that fits its first segment allocates nothing in steady state.
 //
 //   CapnpMessage<schema::Ping> ping;
 //   ping.builder().setSequence(7);
@@ -14,8 +18,11 @@
 
 #include <concepts>
 #include <memory>
+#include <new>
 
 #include "capnp/message.h"
+#include "kj/common.h"
+#include "moonpool/transport/internal/capnp_block.h"
 
 namespace moonpool::transport {
 
@@ -28,12 +35,44 @@ concept CapnpStruct = requires {
 }
 &&capnp::kind<T>() == capnp::Kind::STRUCT;
 
+namespace internal {
+
+inline capnp::MallocMessageBuilder* BuilderIn(CapnpBuilderBlock& block) {
+  return std::launder(
+      reinterpret_cast<capnp::MallocMessageBuilder*>(block.object));
+}
+
+// A block with a builder in it, whose first segment is the block's words.
+inline CapnpBuilderBlock* TakeBuilderBlock() {
+  CapnpBuilderBlock* block = TakeCapnpBlock<CapnpBuilderBlock>();
+  try {
+    new (block->object) capnp::MallocMessageBuilder(
+        kj::arrayPtr(block->words, kCapnpBuilderWords));
+  } catch (...) {
+    GiveCapnpBlock(block);
+    throw;
+  }
+  return block;
+}
+
+// Destroys the builder in a block and gives the block back.
+struct CapnpBuilderBlockDeleter {
+  void operator()(CapnpBuilderBlock* block) const {
+    // The destructor zeroes what the message used of the first segment.
+    BuilderIn(*block)->~MallocMessageBuilder();
+    GiveCapnpBlock(block);
+  }
+};
+
+}  // namespace internal
+
 template <CapnpStruct T>
 class CapnpMessage {
  public:
   // A message with an empty root of type T.
   CapnpMessage()
-      : message_(std::make_unique<capnp::MallocMessageBuilder>()),
+      : block_(internal::TakeBuilderBlock()),
+        message_(internal::BuilderIn(*block_)),
         root_(message_->initRoot<T>()) {}
   CapnpMessage(CapnpMessage&&) noexcept = default;
   CapnpMessage& operator=(CapnpMessage&&) noexcept = default;
@@ -46,8 +85,11 @@ class CapnpMessage {
   capnp::MessageBuilder& message() const { return *message_; }
 
  private:
-  // Heap-held so that moving the message keeps builder() valid.
-  std::unique_ptr<capnp::MallocMessageBuilder> message_;
+  // In a block of its own so that moving the message keeps builder() valid.
+  std::unique_ptr<internal::CapnpBuilderBlock,
+                  internal::CapnpBuilderBlockDeleter>
+      block_;
+  capnp::MallocMessageBuilder* message_;  // in block_
   typename T::Builder root_;
 };
 

@@ -24,6 +24,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -89,17 +90,41 @@ namespace internal {
 
 // Writes `message` flat and unpacked into `out`, sized exactly: one
 // allocation (the string's, when its capacity is short), no intermediate
-// array.
+// array. A one-segment message (the usual case) is its segment table, one
+// word, then its segment in one copy, the bytes capnp::writeMessage writes;
+// more segments go through writeMessage.
 [[nodiscard]] inline absl::Status EncodeCapnp(capnp::MessageBuilder& message,
                                               std::string& out) {
   absl::Status status;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                 const kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>
+                     segments = message.getSegmentsForOutput();
+                 if (segments.size() == 1) {
+                   const size_t bytes =
+                       segments[0].size() * sizeof(capnp::word);
+                   out.resize(sizeof(capnp::word) + bytes);
+                   // Little-endian u32 segment count minus one (0), then the
+                   // segment's size in words.
+                   const uint32_t table[2] = {
+                       0, static_cast<uint32_t>(segments[0].size())};
+                   unsigned char* p =
+                       reinterpret_cast<unsigned char*>(out.data());
+                   for (int i = 0; i < 2; ++i) {
+                     for (int b = 0; b < 4; ++b) {
+                       p[4 * i + b] =
+                           static_cast<unsigned char>(table[i] >> (8 * b));
+                     }
+                   }
+                   std::memcpy(p + sizeof(capnp::word), segments[0].begin(),
+                               bytes);
+                   return;
+                 }
                  const size_t words =
-                     capnp::computeSerializedSizeInWords(message);
+                     capnp::computeSerializedSizeInWords(segments);
                  out.resize(words * sizeof(capnp::word));
                  kj::ArrayOutputStream stream(kj::arrayPtr(
                      reinterpret_cast<kj::byte*>(out.data()), out.size()));
-                 capnp::writeMessage(stream, message);
+                 capnp::writeMessage(stream, segments);
                })) {
     // kj's description may hold NUL bytes (it quotes what it checked).
     const kj::StringPtr d = e->getDescription();
