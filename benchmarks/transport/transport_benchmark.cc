@@ -282,7 +282,7 @@ class Server {
           moonpool::transport::Codec<CapnpReader<schema::Ping>>::Decode(
               msg->envelope.payload);
       if (!ping.ok()) Die("server: bad Ping: " + ping.status().ToString());
-      absl::Status s = server.Reply(*msg, MakePong(ping->get()));
+      absl::Status s = server.Reply(std::move(*msg), MakePong(ping->get()));
       if (!s.ok()) Die("server: Reply failed: " + s.ToString());
     }
   }

@@ -95,5 +95,25 @@ TEST(PayloadReuse, AnErrorReplyGivenBackReachesItsCaller) {
   EXPECT_EQ(reply->status().message(), request);
 }
 
+TEST(PayloadReuse, ARequestGivenItsStringSendsItWithoutACopy) {
+  UvLoop loop(UvLoopOptions{.seed = 23});
+  auto server = testing::BindOrDie(loop);
+  ClientTransport client(loop, FastClient());
+  TaskScope scope(loop, testing::FailOnError());
+  int handled = 0;
+  scope.Spawn(GivingBackEcho(*server, &handled));
+  const std::string expected = PayloadOf(5);  // 70,000 bytes
+  std::string request = expected;
+  std::optional<absl::StatusOr<std::string>> reply;
+  scope.Spawn(
+      Store(client.Request<std::string>(server->address(), std::move(request)),
+            &reply));
+  // Given away: the transport holds the bytes now (moved, not copied).
+  EXPECT_TRUE(request.empty());  // NOLINT(bugprone-use-after-move)
+  ASSERT_TRUE(RunUntil(loop, [&] { return reply.has_value(); }));
+  ASSERT_TRUE(reply->ok()) << reply->status();
+  EXPECT_EQ(**reply, expected);
+}
+
 }  // namespace
 }  // namespace moonpool::transport::testing

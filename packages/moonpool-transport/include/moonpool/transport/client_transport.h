@@ -103,6 +103,18 @@ class ClientTransport {
         Sender{this, address, options});
   }
 
+  // The same with payload bytes the caller gives away: the string is sent
+  // as it is, not copied (a large payload's copy is a real share of its
+  // round trip), and its storage is the transport's afterwards.
+  template <Decodable Reply>
+  driver::Task<absl::StatusOr<Reply>> Request(const driver::HostPort& address,
+                                              std::string&& req,
+                                              RequestOptions options = {}) {
+    return internal::CancellableCall<Reply>(
+        loop_, absl::StatusOr<std::string>(std::move(req)),
+        Sender{this, address, options});
+  }
+
   // Calls `method` at `to` (DESIGN.md section 5, "Named endpoints"): sends
   // `request` to the method's token and yields its reply, typed by the
   // method (Method::ReplyIn: a CapnpReader<T>, std::string or Bytes), so
