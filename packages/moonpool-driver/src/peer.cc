@@ -142,8 +142,7 @@ void Peer::Cancel(PeerRequestId id) {
     // promise's destructor), which must not see the table mid-erase.
     Pending p = std::move(it->second);
     in_flight_.erase(it);
-    if (p.correlation.valid()) ids_->Settle(p.correlation);
-    ReleasePayload(p);
+    EndRequest(p);
     ++stats_.cancelled_in_flight;
     // NotFound only if the protocol already forgot it, which it reports
     // through an event we have not yet taken: nothing to do either way.
@@ -155,8 +154,7 @@ void Peer::Cancel(PeerRequestId id) {
     Pending p = std::move(it->second);
     resend_.erase(it);
     queued_bytes_ -= p.payload.size();
-    ids_->Settle(p.correlation);
-    ReleasePayload(p);
+    EndRequest(p);
     ++stats_.cancelled_queued;
     ArmTimer();
     return;
@@ -167,7 +165,7 @@ void Peer::Cancel(PeerRequestId id) {
     queued_bytes_ -= p.payload.size();
     queue_.erase(queue_.begin() + static_cast<ptrdiff_t>(i));
     if (i < retry_position_) --retry_position_;
-    ReleasePayload(p);
+    EndRequest(p);
     ++stats_.cancelled_queued;
     ArmTimer();
     return;
@@ -294,13 +292,13 @@ void Peer::SubmitQueued() {
   }
 }
 
-void Peer::ReleasePayload(Pending& p) {
+void Peer::EndRequest(Pending& p) {
+  if (p.correlation.valid()) ids_->Settle(p.correlation);
   if (options_.buffers != nullptr) options_.buffers->Give(std::move(p.payload));
 }
 
 void Peer::Complete(Pending& p, absl::StatusOr<absl::string_view> outcome) {
-  if (p.correlation.valid()) ids_->Settle(p.correlation);
-  ReleasePayload(p);
+  EndRequest(p);
   if (!p.done) return;
   ReplyCallback done = std::move(p.done);
   done(std::move(outcome));
@@ -510,8 +508,7 @@ void Peer::OnReply(protocol::ReplyReceived& reply) {
   // Destroyed after the erase, not inside it (a callback's destructor may
   // run code that must not see the table mid-erase).
   StreamItemCallback on_item = std::move(p.on_item);
-  if (p.correlation.valid()) ids_->Settle(p.correlation);
-  ReleasePayload(p);
+  EndRequest(p);
   in_flight_ids_.erase(p.id);
   in_flight_.erase(it);  // `p` is gone from here on
   ++stats_.replies;

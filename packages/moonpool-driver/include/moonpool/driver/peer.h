@@ -348,8 +348,10 @@ class Peer final : private ConnectionHandler {
   // for ready.
   void FailFast();
   void Complete(Pending& p, absl::StatusOr<absl::string_view> outcome);
-  // Gives `p`'s payload string to options_.buffers, if any.
-  void ReleasePayload(Pending& p);
+  // `p` is over (answered, failed or cancelled): its exactly-once id is
+  // settled and its payload string goes to options_.buffers, if any. Its
+  // callback is the caller's to call or drop.
+  void EndRequest(Pending& p);
   // Sends `p` on the connection; on failure `p` is left intact.
   [[nodiscard]] absl::Status Submit(Pending& p);
   // Runs SubmitQueued on the next turn.
