@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev
-  libuv1-dev libcapnp-dev capnproto libabsl-dev libxxhash-dev
+  libuv1-dev libcapnp-dev capnproto libabsl-dev libxxhash-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev iproute2 procps python3
   python3-xxhash
 )

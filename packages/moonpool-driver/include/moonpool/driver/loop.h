@@ -37,7 +37,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/listener.h"
 #include "moonpool/driver/stream.h"
@@ -93,7 +95,22 @@ class Loop {
   // turn starts and after the poll returns), constant within a callback.
   virtual absl::Time Now() const = 0;
   // Seeded pseudo-random numbers; the seed is the implementation's option.
+  // Not for keys: TLS takes OpenSSL's randomness (see FillTlsRandom).
   virtual uint64_t Random() = 0;
+
+  // The two things TLS (tls_stream.h) would otherwise take from the system,
+  // so that a simulated loop can replay a TLS run from its seed.
+  // FillTlsRandom fills `out` and returns true to stand in for OpenSSL's
+  // random source while this loop's TLS streams work; false (UvLoop, and the
+  // default) leaves OpenSSL's own CSPRNG in charge. Only a loop that is never
+  // used for real traffic may return true.
+  virtual bool FillTlsRandom(absl::Span<unsigned char> out) {
+    (void)out;
+    return false;
+  }
+  // The calendar time certificates are checked against (validity dates).
+  // The default, and UvLoop: the system clock. SimLoop: its virtual time.
+  virtual absl::Time WallTime() const { return absl::Now(); }
 
   // Whether the Buggify site `site` takes its rare but legal path this time
   // (after FoundationDB's BUGGIFY: a tiny buffer, an early ping, a delayed

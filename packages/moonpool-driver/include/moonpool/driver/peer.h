@@ -77,6 +77,7 @@
 #include "moonpool/driver/loop.h"
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/timer.h"
+#include "moonpool/driver/tls_context.h"
 #include "moonpool/envelope/correlation_id.h"
 #include "moonpool/envelope/endpoint.h"
 #include "moonpool/envelope/envelope_view.h"
@@ -123,6 +124,13 @@ struct PeerOptions {
   // (or it is cancelled), for the next request's encoding
   // (buffer_pool.h); borrowed, must outlive the Peer. nullptr: freed.
   BufferPool* buffers = nullptr;
+  // Set: every connection is TLS (tls_context.h), made with this client
+  // context, and a connection counts as connected once its TLS handshake
+  // has succeeded. A handshake that fails is a failed connect (the Status
+  // says why: Unauthenticated for a certificate that fails verification).
+  // The expected server name is the context's, else the host of the
+  // Peer's address.
+  std::shared_ptr<const TlsContext> tls;
 };
 
 struct PeerRequestOptions {

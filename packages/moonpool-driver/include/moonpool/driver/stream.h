@@ -15,11 +15,13 @@
 #define MOONPOOL_DRIVER_STREAM_H_
 
 #include <cstddef>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "moonpool/driver/address.h"
+#include "moonpool/driver/peer_identity.h"
 
 namespace moonpool::driver {
 
@@ -92,6 +94,11 @@ class Stream {
 
   virtual const Address& local_address() const = 0;
   virtual const Address& peer_address() const = 0;
+  // Who the peer proved to be: set by a TLS stream (tls_stream.h) whose
+  // peer presented a verified certificate; nullptr for any other stream.
+  virtual std::shared_ptr<const PeerIdentity> peer_identity() const {
+    return nullptr;
+  }
 };
 
 }  // namespace moonpool::driver

@@ -34,6 +34,7 @@
 #include "moonpool/driver/task.h"
 #include "moonpool/transport/method.h"
 #include "moonpool/transport/request_context.h"
+#include "moonpool/transport/server_options.h"
 
 namespace moonpool::transport {
 
@@ -56,6 +57,10 @@ struct HandlerOptions {
   // at once (a one-way message is dropped), so a slow method cannot take
   // the server's whole in-flight budget unnoticed. 0: none waits.
   size_t max_queued = 1024;
+  // Runs before each call of this method, after the server's and the
+  // service's authorizers (server_options.h); a non-OK Status is the call's
+  // answer and the handler does not run. Empty: allowed.
+  Authorizer authorize;
 };
 
 }  // namespace moonpool::transport

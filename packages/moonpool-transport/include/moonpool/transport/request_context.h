@@ -31,6 +31,7 @@
 #define MOONPOOL_TRANSPORT_REQUEST_CONTEXT_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -39,6 +40,7 @@
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/cancellation.h"
 #include "moonpool/driver/loop.h"
+#include "moonpool/driver/peer_identity.h"
 #include "moonpool/envelope/correlation_id.h"
 #include "moonpool/transport/incoming_message.h"
 
@@ -69,6 +71,13 @@ class RequestContext {
   bool cancelled() const { return cancelled_; }
 
   const driver::Address& peer_address() const { return message_.peer_address; }
+  // The client's verified TLS certificate (subject, SANs); nullptr on a
+  // plaintext connection, or when the client presented no certificate (a
+  // server that does not require one). The pointer stays valid for the
+  // whole call, even after its connection closes.
+  const driver::PeerIdentity* peer_identity() const {
+    return peer_identity_.get();
+  }
   // The incarnation of the client's transport, from its Hello: with
   // correlation_id() it names this request uniquely, even across the
   // client's reconnects. 0 only while unknown (it never is once a request
@@ -105,6 +114,7 @@ class RequestContext {
   IncomingMessage message_;               // owns the request's payload
   absl::string_view method_name_;
   uint64_t peer_incarnation_ = 0;
+  std::shared_ptr<const driver::PeerIdentity> peer_identity_;
   bool cancelled_ = false;
   absl::string_view cancel_reason_;
   mutable std::optional<driver::CancellationSource> source_;

@@ -9,13 +9,29 @@
 #define MOONPOOL_TRANSPORT_SERVER_OPTIONS_H_
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "moonpool/driver/address.h"
 #include "moonpool/driver/listener.h"
+#include "moonpool/driver/tls_context.h"
 #include "moonpool/protocol/connection_options.h"
 #include "moonpool/protocol/outcome_table.h"
 
 namespace moonpool::transport {
+
+class RequestContext;
+
+// Decides whether a call may run, before its handler does: OK to run it;
+// any other Status is the call's answer (by convention PermissionDenied, or
+// Unauthenticated when the peer proved no identity), and the handler never
+// runs. It reads the context: the peer's verified identity
+// (RequestContext::peer_identity), its address, the method's name. It runs
+// on the loop's thread and must not suspend. Copyable, so that one
+// authorizer can guard several methods.
+using Authorizer = std::function<absl::Status(const RequestContext&)>;
 
 struct ServerOptions {
   // Each accepted connection's settings (keepalive, frame and output
@@ -71,6 +87,24 @@ struct ServerOptions {
   // the kernel does not take, so this bounds that copy; the rest waits in
   // the protocol's bounded output.
   size_t stream_high_water_bytes = size_t{1} << 20;
+
+  // Set: every accepted connection is TLS (driver/tls_context.h), made
+  // with this server context. A connection counts against max_connections
+  // from its accept, handshake included; one whose handshake fails is
+  // closed and counted (ServerStats::tls_handshake_failures), and nothing
+  // else notices. Handlers see the client's verified certificate in
+  // RequestContext::peer_identity().
+  std::shared_ptr<const driver::TlsContext> tls;
+  // Told of every TLS handshake that fails, with the client's address and
+  // why (driver/tls_stream.h lists the Status codes), for a log: the
+  // connection is already closed. Empty: counted only.
+  std::function<void(const driver::Address&, const absl::Status&)>
+      on_tls_handshake_failure;
+  // Runs before every method call of this server, before the per-service
+  // and per-method authorizers (ServerTransport::Authorize,
+  // HandlerOptions::authorize); the first non-OK answer refuses the call.
+  // Empty: every call is allowed here.
+  Authorizer authorize;
 
   static protocol::ConnectionOptions DefaultConnectionOptions() {
     protocol::ConnectionOptions o;

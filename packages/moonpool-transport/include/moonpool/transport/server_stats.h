@@ -15,6 +15,12 @@ struct ServerStats {
   uint64_t connections_open = 0;      // gauge
   uint64_t connections_refused = 0;   // closed at once: max_connections
   uint64_t accept_errors = 0;         // accept(2) failed (out of fds, ...)
+  // TLS (ServerOptions::tls): handshakes that succeeded, and those that
+  // failed (certificate refused, timeout, not TLS, alert, reset); a failed
+  // one is closed and counted nowhere else.
+  uint64_t tls_handshakes = 0;
+  uint64_t tls_handshake_failures = 0;
+  uint64_t tls_handshaking = 0;  // gauge: accepted, handshake not yet done
   uint64_t requests_received = 0;
   uint64_t one_way_received = 0;
   uint64_t replies_sent = 0;        // Reply

@@ -251,6 +251,16 @@ class ServerTransport final : private internal::StreamSink {
   // Every served method's counters, in the order they were registered.
   std::vector<MethodStats> all_method_stats() const;
 
+  // Guards every method of `service` (the part of a method's name before
+  // its '/': "kv.KeyValue"), registered before or after: `authorize` runs
+  // before each call, after ServerOptions::authorize and before the
+  // method's own HandlerOptions::authorize; a non-OK Status is the call's
+  // answer and its handler does not run. A second call for the same service
+  // replaces the first; an empty `authorize` removes it. InvalidArgument
+  // for an empty service name or one with a '/'.
+  [[nodiscard]] absl::Status Authorize(absl::string_view service,
+                                       Authorizer authorize);
+
   // Sends a request to the client on connection `connection_id` (as
   // IncomingMessage::connection_id names it) and yields its decoded reply,
   // or why there is none: the client's error Status (Unimplemented when it
