@@ -1,5 +1,6 @@
 // grpc_echo: the gRPC C++ baseline of transport_benchmark, a unary echo
-// (echo.proto) over insecure HTTP/2 on loopback; and of stream_benchmark, a
+// (echo.proto) over insecure HTTP/2 on loopback (or HTTP/2 over mutual TLS:
+// NAME_tls); and of stream_benchmark, a
 // server stream (Echo.Stream) of generated items consumed as they come.
 //
 // One loop thread per side maps onto gRPC's completion-queue API:
@@ -23,6 +24,15 @@
 //     GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, with BDP probing off so that
 //     gRPC does not grow it behind the workload's back. At the end the
 //     client cancels (TryCancel) and collects the CANCELLED status.
+//   - TLS (a workload NAME_tls, peer_harness.h): the same, with gRPC's SSL
+//     credentials instead of insecure ones: the server presents server.pem
+//     and requires and verifies a client certificate
+//     (GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY), the
+//     client presents client.pem, both trust ca.pem; the client dials
+//     127.0.0.1 and checks it against the server certificate's IP SAN, as
+//     moonpool's client does. The protocol version is gRPC's (and OpenSSL's)
+//     choice: TLS 1.3 on Debian 12's gRPC 1.51 with OpenSSL 3.0, checked
+//     with `openssl s_client` (benchmarks/README.md, TLS).
 // gRPC core still owns a few threads of its own (timers, an executor for
 // resolution and some callbacks), so allocations cannot all be counted on
 // the two loop threads: allocs_per_request is null here.
@@ -158,13 +168,36 @@ class StreamCall final : public ServerTag {
   uint64_t next_ = 0;
 };
 
+// The server's credentials: insecure, or mutual TLS from options' certs.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
+    const Options& options) {
+  if (!options.tls) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = ReadFileOrDie(TlsFile(options, "ca.pem"));
+  ssl.pem_key_cert_pairs.push_back(
+      {ReadFileOrDie(TlsFile(options, "server.key")),
+       ReadFileOrDie(TlsFile(options, "server.pem"))});
+  return grpc::SslServerCredentials(ssl);
+}
+
+// The client's credentials: insecure, or mutual TLS from options' certs.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
+    const Options& options) {
+  if (!options.tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFileOrDie(TlsFile(options, "ca.pem"));
+  ssl.pem_private_key = ReadFileOrDie(TlsFile(options, "client.key"));
+  ssl.pem_cert_chain = ReadFileOrDie(TlsFile(options, "client.pem"));
+  return grpc::SslCredentials(ssl);
+}
+
 class Server {
  public:
   // Listens on 127.0.0.1 on an ephemeral port.
-  Server() {
+  explicit Server(const Options& options) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port_);
+    builder.AddListeningPort("127.0.0.1:0", ServerCredentials(options), &port_);
     builder.RegisterService(&service_);
     builder.SetMaxReceiveMessageSize(kMaxMessage);
     builder.SetMaxSendMessageSize(kMaxMessage);
@@ -222,6 +255,8 @@ class Client {
   // loop thread.
   void Run(int port) {
     const std::string target = "127.0.0.1:" + std::to_string(port);
+    const std::shared_ptr<grpc::ChannelCredentials> credentials =
+        ChannelCredentials(options_);
     for (int i = 0; i < options_.workload.connections; ++i) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -234,8 +269,7 @@ class Client {
                     static_cast<int>(options_.workload.window_bytes));
         args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
       }
-      auto channel = grpc::CreateCustomChannel(
-          target, grpc::InsecureChannelCredentials(), args);
+      auto channel = grpc::CreateCustomChannel(target, credentials, args);
       if (!channel->WaitForConnected(std::chrono::system_clock::now() +
                                      std::chrono::seconds(10))) {
         Die("client: channel " + std::to_string(i) + " did not connect");
@@ -445,10 +479,12 @@ class Client {
 
 int main(int argc, char** argv) {
   using namespace moonpool::bench::peers;
-  const Options options = ParseOptionsOrDie(argc, argv, WorkloadKinds::kBoth);
+  const Options options =
+      ParseOptionsOrDie(argc, argv, WorkloadKinds::kBoth,
+                        /*accepts_threads=*/false, /*accepts_tls=*/true);
   ConfigureMalloc();
 
-  Server server;
+  Server server(options);
   const int in_flight =
       options.workload.in_flight * options.workload.connections;
   const bool stream = options.workload.is_stream();

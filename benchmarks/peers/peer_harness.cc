@@ -28,6 +28,11 @@ WorkloadKinds& AcceptedKinds() {
   return kinds;
 }
 
+bool& AcceptsTls() {
+  static bool accepts = false;
+  return accepts;
+}
+
 bool Accepted(const Workload& w) {
   switch (AcceptedKinds()) {
     case WorkloadKinds::kUnary:
@@ -52,7 +57,13 @@ void PrintUsage(std::FILE* out) {
   std::fprintf(out,
                "\n  --duration_ms  measured time after the warm-up "
                "(default 2000)\n"
-               "  --warmup_ms    time run and discarded first (default 300)\n"
+               "  --warmup_ms    time run and discarded first (default 300)\n");
+  if (AcceptsTls()) {
+    std::fprintf(out,
+                 "  NAME_tls       NAME over mutual TLS 1.3, with --certs DIR "
+                 "(from moonpool-make-test-certs DIR)\n");
+  }
+  std::fprintf(out,
                "Prints one JSON object on stdout (benchmarks/peers/README.md)."
                "\n");
 }
@@ -99,9 +110,20 @@ static std::optional<std::pair<std::string_view, int>> SplitThreads(
   return std::make_pair(name.substr(0, at), n);
 }
 
+// Splits "NAME_tls" into NAME.
+static std::optional<std::string_view> SplitTls(std::string_view name) {
+  constexpr std::string_view kSuffix = "_tls";
+  if (name.size() <= kSuffix.size() ||
+      name.substr(name.size() - kSuffix.size()) != kSuffix) {
+    return std::nullopt;
+  }
+  return name.substr(0, name.size() - kSuffix.size());
+}
+
 Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds,
-                          bool accepts_threads) {
+                          bool accepts_threads, bool accepts_tls) {
   AcceptedKinds() = kinds;
+  AcceptsTls() = accepts_tls;
   if (argc > 0) {
     std::string_view name = argv[0];
     if (size_t slash = name.rfind('/'); slash != std::string_view::npos) {
@@ -124,7 +146,7 @@ Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds,
       value = arg.substr(eq + 1);
     }
     if (flag != "--workload" && flag != "--duration_ms" &&
-        flag != "--warmup_ms") {
+        flag != "--warmup_ms" && !(accepts_tls && flag == "--certs")) {
       UsageError("unknown argument '" + std::string(arg) + "'");
     }
     if (!value) {
@@ -134,20 +156,27 @@ Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds,
     if (flag == "--workload") {
       workload.reset();
       options.threads = 1;
+      options.tls = false;
       std::string_view base = *value;
-      if (auto split = SplitThreads(*value); split && accepts_threads) {
+      if (auto tls = SplitTls(base); tls && accepts_tls) {
+        base = *tls;
+        options.tls = true;
+      }
+      if (auto split = SplitThreads(base); split && accepts_threads) {
         base = split->first;
         options.threads = split->second;
       }
       for (const Workload& w : kWorkloads) {
         if (w.name == base && Accepted(w) && !w.is_stream()) workload = w;
-        if (w.name == *value && Accepted(w)) workload = w;
+        if (w.name == *value && Accepted(w) && !options.tls) workload = w;
       }
       // The report names what was asked for: NAME_tN (a view of argv).
       if (workload) workload->name = *value;
       if (!workload) {
         UsageError("unknown workload '" + std::string(*value) + "'");
       }
+    } else if (flag == "--certs") {
+      options.certs_dir = std::string(*value);
     } else if (flag == "--duration_ms") {
       options.duration = std::chrono::milliseconds(ParseMillis(flag, *value));
       if (options.duration.count() == 0) UsageError("--duration_ms is 0");
@@ -156,8 +185,31 @@ Options ParseOptionsOrDie(int argc, char** argv, WorkloadKinds kinds,
     }
   }
   if (!workload) UsageError("--workload is required");
+  if (options.tls && options.certs_dir.empty()) {
+    UsageError(
+        "a _tls workload needs --certs DIR (made by "
+        "packages/moonpool-driver/tools/moonpool-make-test-certs DIR)");
+  }
   options.workload = *workload;
   return options;
+}
+
+std::string TlsFile(const Options& options, std::string_view name) {
+  return options.certs_dir + "/" + std::string(name);
+}
+
+std::string ReadFileOrDie(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) Die("cannot open " + path);
+  std::string bytes;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) {
+    bytes.append(buf, n);
+  }
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) Die("cannot read " + path);
+  return bytes;
 }
 
 void ConfigureMalloc() {

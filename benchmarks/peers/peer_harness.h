@@ -85,6 +85,11 @@ struct Options {
   // Server loops, and client threads, for a workload named NAME_tN (see
   // ParseOptionsOrDie); 1 otherwise.
   int threads = 1;
+  // A workload named NAME_tls (see ParseOptionsOrDie): every connection is
+  // mutual TLS 1.3 with the certificates of `certs_dir`.
+  bool tls = false;
+  // --certs DIR: the directory moonpool-make-test-certs wrote (TlsFile).
+  std::string certs_dir;
   std::chrono::milliseconds duration{2000};  // measured, after the warm-up
   std::chrono::milliseconds warmup{300};     // run, then discarded
 };
@@ -103,10 +108,26 @@ struct Options {
 // on thread c mod N, so NAME must have at least N). Options::threads is N,
 // and Options::workload is NAME's with the name NAME_tN, which the report
 // carries. ci/bench's "threads" table runs these.
+//
+// A program that can run over TLS (grpc_echo, transport_benchmark) passes
+// `accepts_tls`: then a unary workload NAME_tls (NAME possibly NAME_tN:
+// 100conn_t2_tls) is NAME with every connection mutual TLS, the server
+// presenting server.pem (localhost, 127.0.0.1) and the client client.pem,
+// each trusting ca.pem, from the directory given as `--certs DIR` (made by
+// packages/moonpool-driver/tools/moonpool-make-test-certs DIR; required
+// with such a name). Options::tls is true and the report carries the name
+// with the suffix. ci/bench's "TLS" table runs these.
 inline constexpr int kMaxThreads = 256;
 Options ParseOptionsOrDie(int argc, char** argv,
                           WorkloadKinds kinds = WorkloadKinds::kUnary,
-                          bool accepts_threads = false);
+                          bool accepts_threads = false,
+                          bool accepts_tls = false);
+
+// The path of `name` ("ca.pem", "server.key", ...) in options.certs_dir.
+std::string TlsFile(const Options& options, std::string_view name);
+
+// The whole content of the file at `path`; Die when it cannot be read.
+std::string ReadFileOrDie(const std::string& path);
 
 // Fixes glibc's mmap and trim thresholds (32 MiB, 256 MiB) so that a 1 MiB
 // message freed and allocated again stays in the heap instead of costing page
