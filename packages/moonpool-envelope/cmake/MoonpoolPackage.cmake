@@ -42,16 +42,34 @@ function(moonpool_install_package layer)
     DESTINATION ${cmake_dir})
 endfunction()
 
-# moonpool_add_test(<name> LAYER <layer> SOURCES <src>... LIBS <lib>...):
+# moonpool_add_test(<name> LAYER <layer> SOURCES <src>... LIBS <lib>...
+#                   [CERTS <fixture> <dir>]):
 # one GoogleTest binary, its tests discovered into CTest with label <layer>.
+# CERTS: every discovered test requires the CTest fixture <fixture> and sees
+# MOONPOOL_TEST_CERTS=<dir> in its environment; the fixture is the one
+# moonpool_add_test_certs(<fixture> <dir>) defines (moonpool-driver's
+# MoonpoolTestCerts.cmake), which writes the TLS test certificates there.
 function(moonpool_add_test name)
-  cmake_parse_arguments(ARG "" "LAYER" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "" "LAYER" "SOURCES;LIBS;CERTS" ${ARGN})
   find_package(GTest REQUIRED)
   include(GoogleTest)
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
   moonpool_set_warnings(${name})
+  set(cert_properties)
+  if(DEFINED ARG_CERTS)
+    list(LENGTH ARG_CERTS cert_args)
+    if(NOT cert_args EQUAL 2)
+      message(FATAL_ERROR
+        "moonpool_add_test(${name}): CERTS takes <fixture> <dir>, got '${ARG_CERTS}'")
+    endif()
+    list(GET ARG_CERTS 0 cert_fixture)
+    list(GET ARG_CERTS 1 cert_dir)
+    set(cert_properties
+      FIXTURES_REQUIRED ${cert_fixture}
+      ENVIRONMENT MOONPOOL_TEST_CERTS=${cert_dir})
+  endif()
   gtest_discover_tests(${name}
-    PROPERTIES LABELS ${ARG_LAYER}
+    PROPERTIES LABELS ${ARG_LAYER} ${cert_properties}
     DISCOVERY_TIMEOUT 60)
 endfunction()
