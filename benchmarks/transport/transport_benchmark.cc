@@ -49,6 +49,14 @@
 // every client's samples, allocations and CPU summed over every loop
 // thread (client thread 0 asks every server loop for its snapshots).
 //
+// TLS (issue 17): a workload NAME_tls (peer_harness.h; ci/bench runs
+// 64B_x256_tls and 1MiB_x16_tls) is NAME with every connection mutual TLS
+// 1.3: ServerOptions::tls a server TlsContext (server.pem, requiring client
+// certificates verified against ca.pem), ClientOptions::peer.tls a client
+// one (client.pem, trusting ca.pem, checking the dialled 127.0.0.1 against
+// the server certificate's IP SAN), from `--certs DIR`. The handshakes
+// happen in the warm-up; the window measures the records alone.
+//
 // MOONPOOL_BENCH_HANDLERS=N (environment) overrides the number of server
 // handler tasks (default 4), for experiments; ci/bench does not set it.
 //
@@ -99,6 +107,7 @@
 #include "moonpool/driver/sleep.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/task_scope.h"
+#include "moonpool/driver/tls_context.h"
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/transport/capnp_message.h"
 #include "moonpool/transport/capnp_reader.h"
@@ -120,6 +129,8 @@ namespace {
 using moonpool::driver::Address;
 using moonpool::driver::Task;
 using moonpool::driver::TaskScope;
+using moonpool::driver::TlsConfig;
+using moonpool::driver::TlsContext;
 using moonpool::driver::UvLoop;
 using moonpool::transport::CapnpMessage;
 using moonpool::transport::CapnpReader;
@@ -186,6 +197,36 @@ size_t HandlerCount() {
   return 4;
 }
 
+// Both ends' TLS contexts of a NAME_tls workload (null otherwise), made once
+// and shared by every loop and connection.
+struct TlsContexts {
+  std::shared_ptr<const TlsContext> server;
+  std::shared_ptr<const TlsContext> client;
+};
+
+TlsContexts MakeTlsContexts(const Options& options) {
+  TlsContexts contexts;
+  if (!options.tls) return contexts;
+  TlsConfig server;
+  server.certificate_chain_file = peers::TlsFile(options, "server.pem");
+  server.private_key_file = peers::TlsFile(options, "server.key");
+  server.trusted_ca_file = peers::TlsFile(options, "ca.pem");
+  server.require_client_certificate = true;
+  absl::StatusOr<std::shared_ptr<const TlsContext>> s =
+      TlsContext::CreateServer(server);
+  if (!s.ok()) Die("server TLS context: " + s.status().ToString());
+  TlsConfig client;
+  client.certificate_chain_file = peers::TlsFile(options, "client.pem");
+  client.private_key_file = peers::TlsFile(options, "client.key");
+  client.trusted_ca_file = peers::TlsFile(options, "ca.pem");
+  absl::StatusOr<std::shared_ptr<const TlsContext>> c =
+      TlsContext::CreateClient(client);
+  if (!c.ok()) Die("client TLS context: " + c.status().ToString());
+  contexts.server = *std::move(s);
+  contexts.client = *std::move(c);
+  return contexts;
+}
+
 // ---------------------------------------------------------------------------
 // Server: transport::ServerThreads, one loop (N for a workload NAME_tN, on
 // one port), each loop a ServerTransport and a few echo handlers.
@@ -193,9 +234,11 @@ size_t HandlerCount() {
 class Server {
  public:
   // Starts the loops and waits until they are bound.
-  Server(Api api, int threads) : snapshots_(static_cast<size_t>(threads)) {
+  Server(Api api, int threads, std::shared_ptr<const TlsContext> tls)
+      : snapshots_(static_cast<size_t>(threads)) {
     moonpool::transport::ServerThreadsOptions options;
     options.threads = static_cast<size_t>(threads);
+    options.server.tls = std::move(tls);
     options.on_task_error = [](size_t, const absl::Status& s) {
       Die("server: a task failed: " + s.ToString());
     };
@@ -308,8 +351,9 @@ class Client {
   // Only the client that `snapshots_server` asks the server for its
   // allocation and CPU snapshots (with several client threads, the first).
   Client(const Options& options, Api api, bool exactly_once, Server& server,
-         bool snapshots_server = true)
-      : snapshots_server_(snapshots_server),
+         std::shared_ptr<const TlsContext> tls, bool snapshots_server = true)
+      : tls_(std::move(tls)),
+        snapshots_server_(snapshots_server),
         options_(options),
         api_(api),
         exactly_once_(exactly_once),
@@ -322,6 +366,7 @@ class Client {
     loop_ = &loop;
     ClientOptions client_options;
     client_options.expected_peers = 1;
+    client_options.peer.tls = tls_;
     client_options.peer.max_queued_requests =
         std::max<size_t>(client_options.peer.max_queued_requests,
                          static_cast<size_t>(options_.workload.in_flight));
@@ -487,6 +532,7 @@ class Client {
     if (snapshots_server_) server_.RequestEndSnapshot();
   }
 
+  const std::shared_ptr<const TlsContext> tls_;
   const bool snapshots_server_;
   const Options options_;
   const Api api_;
@@ -577,13 +623,15 @@ RunResult RunOnce(const Options& options, Api api, bool exactly_once = false) {
   // NAME_tN: N server loops and N client threads, client t with
   // connections t, t + N, ... of the workload.
   const int threads = options.threads;
-  Server server(api, threads);
+  const TlsContexts tls = MakeTlsContexts(options);
+  Server server(api, threads, tls.server);
   std::vector<std::unique_ptr<Client>> clients;
   for (int t = 0; t < threads; ++t) {
     Options share = options;
     share.workload.connections =
         (options.workload.connections - t + threads - 1) / threads;
     clients.push_back(std::make_unique<Client>(share, api, exactly_once, server,
+                                               tls.client,
                                                /*snapshots_server=*/t == 0));
   }
   std::vector<std::thread> client_threads;
@@ -704,7 +752,8 @@ int main(int argc, char** argv) {
   }
   Options options =
       ParseOptionsOrDie(static_cast<int>(args.size()), args.data(),
-                        WorkloadKinds::kUnary, /*accepts_threads=*/true);
+                        WorkloadKinds::kUnary, /*accepts_threads=*/true,
+                        /*accepts_tls=*/true);
   if (options.workload.connections < options.threads) {
     Die("a workload of " + std::to_string(options.workload.connections) +
         " connection(s) cannot be shared by " +
