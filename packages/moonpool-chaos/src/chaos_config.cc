@@ -80,6 +80,10 @@ ChaosConfig ChaosConfig::Random(SimRandom& rng, bool swarm) {
   c.resolve_slow_max =
       c.resolve_slow_min +
       later.UniformDuration(absl::Milliseconds(100), absl::Seconds(5));
+  // TLS came later still: drawn after the resolver's, from the same fork,
+  // so a plan's faults are what they were; a plan without TLS runs exactly
+  // as before it existed. In either mode (it is not a fault family).
+  c.tls = later.Bernoulli(0.5);
   return c;
 }
 
@@ -97,7 +101,7 @@ std::string ChaosConfig::ToString() const {
       "latency=[%s,%s] tail=%g/%s stall=%g clog=%g stall_for=[%s,%s] "
       "reset=%g half_close=%g refuse=%g hang=%g partial_write=%g "
       "short_read=%g bit_flip=%g/%d kernel_buffer=%d resolve_failed=%g "
-      "resolve_slow=%g resolve_slow_for=[%s,%s]",
+      "resolve_slow=%g resolve_slow_for=[%s,%s]%s",
       absl::FormatDuration(latency.min), absl::FormatDuration(latency.typical),
       latency.tail_probability, absl::FormatDuration(latency.tail_mean),
       stall_probability, clog_probability, absl::FormatDuration(stall_min),
@@ -107,7 +111,7 @@ std::string ChaosConfig::ToString() const {
       short_read_probability, bit_flip_probability, max_bit_flips,
       kernel_buffer_bytes, resolve_failed_probability, resolve_slow_probability,
       absl::FormatDuration(resolve_slow_min),
-      absl::FormatDuration(resolve_slow_max));
+      absl::FormatDuration(resolve_slow_max), tls ? " tls" : "");
 }
 
 }  // namespace moonpool::chaos

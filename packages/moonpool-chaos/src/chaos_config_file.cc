@@ -76,6 +76,17 @@ absl::Status SetField(ChaosConfig& c, absl::string_view key,
     c.max_bit_flips = v;
     return absl::OkStatus();
   }
+  if (key == "tls") {
+    if (value == "true" || value == "1" || value == "on") {
+      c.tls = true;
+    } else if (value == "false" || value == "0" || value == "off") {
+      c.tls = false;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ": not true or false: '", value, "'"));
+    }
+    return absl::OkStatus();
+  }
   if (key == "kernel_buffer_bytes") {
     size_t v = 0;
     if (!absl::SimpleAtoi(value, &v) || v < 1) {

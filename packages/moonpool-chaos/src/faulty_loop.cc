@@ -24,6 +24,10 @@ FaultyLoop::~FaultyLoop() { DestroyTasks(); }
 
 absl::Time FaultyLoop::Now() const { return inner_.Now(); }
 uint64_t FaultyLoop::Random() { return inner_.Random(); }
+bool FaultyLoop::FillTlsRandom(absl::Span<unsigned char> out) {
+  return inner_.FillTlsRandom(out);
+}
+absl::Time FaultyLoop::WallTime() const { return inner_.WallTime(); }
 
 void FaultyLoop::Always(bool held, absl::string_view name,
                         absl::string_view detail) {

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "moonpool/chaos/sim_loop.h"
 
 namespace moonpool::chaos {
@@ -13,9 +14,8 @@ namespace {
 // The plan's own stream, apart from the SimLoop's (same seed, other salt).
 constexpr uint64_t kPlanSalt = 0x9e3779b97f4a7c15ULL;
 
-}  // namespace
 
-ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed) {
+ChaosConfig PlanWithoutOverrides(const RunSpec& spec, uint64_t seed) {
   switch (spec.config) {
     case ConfigMode::kNone:
       return ChaosConfig{};
@@ -26,6 +26,28 @@ ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed) {
   }
   SimRandom plan(seed ^ kPlanSalt);
   return ChaosConfig::Random(plan);
+}
+
+}  // namespace
+
+ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed) {
+  ChaosConfig c = PlanWithoutOverrides(spec, seed);
+  if (spec.tls.has_value()) c.tls = *spec.tls;
+  return c;
+}
+
+std::string CompareRuns(const SeedResult& first, const SeedResult& again) {
+  if (first.trace_hash != again.trace_hash) {
+    return absl::StrFormat("nondeterminism: trace hash %016x then %016x",
+                           first.trace_hash, again.trace_hash);
+  }
+  if (first.wire_hash != again.wire_hash) {
+    return absl::StrFormat(
+        "nondeterminism: same trace, other bytes on the wire (wire hash "
+        "%016x then %016x)",
+        first.wire_hash, again.wire_hash);
+  }
+  return "";
 }
 
 SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
@@ -52,6 +74,7 @@ SeedResult RunSeed(const RunSpec& spec, uint64_t seed) {
     r.stats.virtual_time = context.Elapsed();
     if (r.status.ok()) r.status = sim.CheckInvariants();
     r.trace_hash = sim.trace().hash();
+    r.wire_hash = sim.wire_hash();
     r.trace_events = sim.trace().size();
     if (!r.status.ok()) {
       for (const TraceEvent& e : sim.trace().Tail()) {

@@ -36,12 +36,17 @@ constexpr absl::string_view kFaultPoints[] = {
     "fault.resolve_slow",
 };
 
+// The TLS stream's seed is the run's seed with this salt (any fixed value
+// other than the plan's, seed_runner.cc).
+constexpr uint64_t kTlsRandomSalt = 0x7f4a7c159e3779b9ULL;
+
 }  // namespace
 
 SimCore::SimCore(SimLoop* owner, SimLoopOptions options)
     : owner_(owner),
       options_(std::move(options)),
       rng_(options_.seed),
+      tls_rng_(options_.seed ^ kTlsRandomSalt),
       trace_(options_.trace),
       registry_scope_(&assertions_) {
   for (absl::string_view name : kFaultPoints) assertions_.Declare(name);
@@ -127,6 +132,21 @@ uint64_t SimCore::LoopRandom() {
   const uint64_t v = rng_.Next();
   TraceEvent(TraceKind::kRandom, v);
   return v;
+}
+
+void SimCore::FillTlsRandom(absl::Span<unsigned char> out) {
+  // The driver asks for no bytes to learn whether this loop supplies them:
+  // that draws nothing and leaves no record.
+  if (out.empty()) return;
+  size_t i = 0;
+  while (i < out.size()) {
+    uint64_t word = tls_rng_.Next();
+    for (int b = 0; b < 8 && i < out.size(); ++b, ++i) {
+      out[i] = static_cast<unsigned char>(word);
+      word >>= 8;
+    }
+  }
+  TraceEvent(TraceKind::kTlsRandom, out.size());
 }
 
 // ---------------------------------------------------------------- scheduling
@@ -313,6 +333,11 @@ bool SimHost::up() const { return state_->up; }
 uint32_t SimHost::id() const { return state_->id; }
 absl::Time SimHost::Now() const { return core_->Now(); }
 uint64_t SimHost::Random() { return core_->LoopRandom(); }
+bool SimHost::FillTlsRandom(absl::Span<unsigned char> out) {
+  core_->FillTlsRandom(out);
+  return true;
+}
+absl::Time SimHost::WallTime() const { return core_->Now(); }
 bool SimHost::Buggify(absl::string_view site) { return core_->Buggify(site); }
 void SimHost::Always(bool held, absl::string_view name,
                      absl::string_view detail) {
@@ -392,12 +417,18 @@ const std::vector<IntegrityViolation>& SimLoop::violations() const {
 absl::Status SimLoop::CheckInvariants() const {
   return core_->CheckInvariants();
 }
+uint64_t SimLoop::wire_hash() const { return core_->wire_hash(); }
 size_t SimLoop::pending_events() const { return core_->pending_events(); }
 size_t SimLoop::live_connections() const { return core_->live_connections(); }
 SimRandom& SimLoop::random_source() { return core_->rng(); }
 
 absl::Time SimLoop::Now() const { return core_->Now(); }
 uint64_t SimLoop::Random() { return core_->LoopRandom(); }
+bool SimLoop::FillTlsRandom(absl::Span<unsigned char> out) {
+  core_->FillTlsRandom(out);
+  return true;
+}
+absl::Time SimLoop::WallTime() const { return core_->Now(); }
 bool SimLoop::Buggify(absl::string_view site) { return core_->Buggify(site); }
 void SimLoop::Always(bool held, absl::string_view name,
                      absl::string_view detail) {

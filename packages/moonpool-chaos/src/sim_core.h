@@ -23,6 +23,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/types/span.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -153,6 +154,10 @@ class SimCore final {
   int64_t now_ns() const { return now_ns_; }
   int64_t ToNs(absl::Time t) const;
   uint64_t LoopRandom();
+  // driver::Loop::FillTlsRandom for every host: bytes from the TLS stream
+  // of the seed (tls_rng_), never from rng_, so a run without TLS draws
+  // what it drew before TLS existed.
+  void FillTlsRandom(absl::Span<unsigned char> out);
   // driver::Loop::Buggify for every host (buggify.h has the model).
   bool Buggify(absl::string_view site);
   // Records an Always point of the layers below (driver::Loop::Always).
@@ -216,6 +221,7 @@ class SimCore final {
     return violations_;
   }
   absl::Status CheckInvariants() const;
+  uint64_t wire_hash() const { return wire_hash_; }
   size_t pending_events() const { return events_.size(); }
   size_t live_connections() const { return connections_.size() - reap_.size(); }
   void PlantFault(PlantedFault f) { planted_ = f; }
@@ -249,6 +255,8 @@ class SimCore final {
   void ResetConnection(Connection& c, const absl::Status& status);
   void HalfClose(Connection& c, int w);
   int64_t DrawLatency();
+  // Folds a segment's bytes, as put on the wire, into wire_hash_.
+  void HashWire(uint64_t dir, absl::string_view bytes);
   void CheckDelivered(Connection& c, int w, absl::Span<const char> bytes);
   void CheckEnd(Connection& c, int w);
   void Violation(Connection& c, int w, std::string what);
@@ -257,6 +265,9 @@ class SimCore final {
   SimLoop* const owner_;
   SimLoopOptions options_;
   SimRandom rng_;
+  // OpenSSL's randomness while this simulation's TLS streams work: derived
+  // from the seed apart from rng_ (see FillTlsRandom).
+  SimRandom tls_rng_;
   Trace trace_;
   AssertionRegistry assertions_;
   ScopedAssertionRegistry registry_scope_;
@@ -290,6 +301,8 @@ class SimCore final {
   std::vector<uint64_t> reap_;
 
   std::vector<IntegrityViolation> violations_;
+  // Every segment's bytes in the order they left (SimLoop::wire_hash).
+  uint64_t wire_hash_ = 0xCBF29CE484222325ull;
   PlantedFault planted_ = PlantedFault::kNone;
 };
 

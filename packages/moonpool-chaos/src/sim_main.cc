@@ -154,7 +154,8 @@ std::vector<FlagDef> RunnerFlags(Args& a) {
        "key=value file",
        Into(&a.config_arg)},
       {"check-determinism", Kind::kOptionalInt, "[N]",
-       "run every seed (or the first N) twice and compare trace hashes",
+       "run every seed (or the first N) twice and compare trace and wire "
+       "hashes",
        [&a](absl::string_view text, std::string* error) {
          if (text.empty()) {
            a.determinism = -1;
@@ -175,6 +176,17 @@ std::vector<FlagDef> RunnerFlags(Args& a) {
          }
          return true;
        }},
+      {"tls", Kind::kValue, "on|off",
+       "every seed's transports with mutual TLS (on) or plaintext (off); "
+       "default: as the plan says (half the random plans)",
+       [&a](absl::string_view text, std::string* error) {
+         if (text == "on" || text == "off") {
+           a.spec.tls = text == "on";
+           return true;
+         }
+         *error = "expected on or off";
+         return false;
+       }},
       {"buggify", Kind::kBool, "",
        "Buggify sites live (default; --no-buggify turns them off)",
        Into(&a.spec.buggify)},
@@ -194,7 +206,8 @@ std::string Usage(const Args& a) {
   const std::string pad(p.size(), ' ');
   std::string u = absl::StrCat(
       "usage: ", p, " [--workload NAME] (--seed N | --seeds A..B)\n", pad,
-      "        [--config random|none|FILE] [--check-determinism [N]]\n", pad,
+      "        [--config random|none|FILE] [--tls on|off]\n", pad,
+      "        [--check-determinism [N]]\n", pad,
       "        [--shard K/N] [--json FILE] [--require-coverage P,..]\n", pad,
       "        [--no-buggify] [--failures-only] [the program's own flags]\n",
       "       ", p, " merge A.json B.json ... [--json OUT]\n", pad,
@@ -476,10 +489,9 @@ int Sweep(const Args& a, std::ostream& out, std::ostream& err) {
     if (twice) {
       ++checked;
       SeedResult again = RunSeed(a.spec, seed);
+      divergence = CompareRuns(r, again);
       if (again.trace_hash != r.trace_hash) {
-        divergence = absl::StrFormat(
-            "nondeterminism: trace hash %016x then %016x; %s", r.trace_hash,
-            again.trace_hash, Divergence(a.spec, seed));
+        absl::StrAppend(&divergence, "; ", Divergence(a.spec, seed));
       }
     }
     ++report.seeds_run;
@@ -547,6 +559,10 @@ std::string ReproduceCommand(absl::string_view program, const RunSpec& spec,
   std::vector<std::string> words = {
       ShellQuote(program), "--workload", ShellQuote(spec.workload),  "--seed",
       absl::StrCat(seed),  "--config",   ShellQuote(ConfigArg(spec))};
+  if (spec.tls.has_value()) {
+    words.push_back("--tls");
+    words.push_back(*spec.tls ? "on" : "off");
+  }
   if (!spec.buggify) words.push_back("--no-buggify");
 #ifdef MOONPOOL_PLANTED_BUGS
   // The test-only build takes its planted bug from the environment: the

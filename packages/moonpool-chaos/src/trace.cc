@@ -101,6 +101,8 @@ absl::string_view TraceKindName(TraceKind kind) {
       return "host_restarted";
     case TraceKind::kBuggify:
       return "buggify";
+    case TraceKind::kTlsRandom:
+      return "tls_random";
     case TraceKind::kUser:
       return "user";
   }

@@ -87,13 +87,21 @@ struct ChaosConfig {
   // yet read; the rest waits in the stream's own queue.
   size_t kernel_buffer_bytes = 256 * 1024;
 
+  // Not a fault: whether the workloads' transports speak mutual TLS
+  // (driver/tls_stream.h) over the simulated network, with certificates
+  // made from the seed (sim_certificates.h). A switch of the plan so that a
+  // swarm covers both, a plan file can force it (tls=true), and a failing
+  // seed's plan says which it ran. SimLoop itself ignores it; FaultyLoop
+  // too. Random() turns it on in half the plans.
+  bool tls = false;
+
   // No faults at all (the default).
   static ChaosConfig None() { return ChaosConfig{}; }
   // A plan drawn from `rng`; with `swarm`, each family is on or off per
   // draw, otherwise every family is on.
   static ChaosConfig Random(SimRandom& rng, bool swarm = true);
 
-  // True if any fault probability is non-zero.
+  // True if any fault probability is non-zero (tls is not a fault).
   bool any_fault() const;
   // "latency=[50us,500us] tail=0.01/20ms stall=0.001 ..." (not load bearing).
   std::string ToString() const;

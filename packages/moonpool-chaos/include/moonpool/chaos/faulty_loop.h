@@ -61,6 +61,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "moonpool/chaos/chaos_config.h"
 #include "moonpool/chaos/sim_random.h"
 #include "moonpool/driver/loop.h"
@@ -107,6 +108,10 @@ class FaultyLoop final : public driver::Loop {
 
   absl::Time Now() const override;
   uint64_t Random() override;
+  // The inner loop's: a UvLoop leaves TLS to OpenSSL's own randomness and
+  // the system clock.
+  bool FillTlsRandom(absl::Span<unsigned char> out) override;
+  absl::Time WallTime() const override;
   bool Buggify(absl::string_view site) override;
   void Always(bool held, absl::string_view name,
               absl::string_view detail) override;

@@ -22,6 +22,7 @@
 #include <cerrno>  // program_invocation_name (glibc)
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -41,7 +42,11 @@ struct SweepOptions {
   // (drawn from the seed), "none", or the path of a plan file.
   std::string config = "random";
   bool buggify = true;
-  // The first this many seeds run twice; their trace hashes must agree.
+  // Set: every seed with mutual TLS (true) or plaintext (false), whatever
+  // the plan says (RunSpec::tls).
+  std::optional<bool> tls;
+  // The first this many seeds run twice; their trace hashes, and the bytes
+  // they put on the simulated wire, must agree.
   uint64_t check_determinism = 0;
   // Your RunSimMain program, as you run it ("./my-sim"); when set, the
   // failure message also gives its reproducing command.
@@ -79,6 +84,7 @@ inline ::testing::AssertionResult SweepSeeds(absl::string_view workload,
   RunSpec spec;
   spec.workload = std::string(workload);
   spec.buggify = options.buggify;
+  spec.tls = options.tls;
   if (absl::Status s = SetConfig(options.config, spec); !s.ok()) {
     return ::testing::AssertionFailure()
            << "SweepSeeds(\"" << workload << "\"): config: " << s;
@@ -101,10 +107,7 @@ inline ::testing::AssertionResult SweepSeeds(absl::string_view workload,
       broken = r.status.ToString();
     } else if (i < options.check_determinism) {
       const SeedResult again = RunSeed(spec, seed);
-      if (again.trace_hash != r.trace_hash) {
-        broken = absl::StrCat("nondeterminism: trace hash ", r.trace_hash,
-                              " then ", again.trace_hash);
-      }
+      broken = CompareRuns(r, again);
     }
     if (broken.empty()) continue;
     ::testing::AssertionResult failure = ::testing::AssertionFailure();

@@ -11,13 +11,17 @@
 // Config modes: kNone (no faults), kRandom (ChaosConfig::Random from the
 // seed, swarm mode), kFile (a fixed plan, ParseChaosConfig). The plan for a
 // random seed is drawn from SimRandom(seed ^ kPlanSalt), not the SimLoop's
-// stream.
+// stream. RunSpec::tls, when set, overrides the plan's TLS switch.
+//
+// Determinism: a seed replays when two runs agree on the trace hash and on
+// the wire hash (every byte on the simulated wire); SameRun compares both.
 //
 // Ownership: plain values; nothing outlives the call.
 #ifndef MOONPOOL_CHAOS_SEED_RUNNER_H_
 #define MOONPOOL_CHAOS_SEED_RUNNER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -38,6 +42,10 @@ struct RunSpec {
   ChaosConfig file_config = {};  // kFile's plan
   std::string config_file = {};  // kFile: the file it came from, if any
   bool buggify = true;
+  // Set: overrides the plan's ChaosConfig::tls (the runner's --tls on|off)
+  // in every config mode; unset: the plan decides (half the random plans,
+  // a file's tls key, never with kNone).
+  std::optional<bool> tls;
   // Keep the full trace (for divergence reports; costs memory).
   bool keep_full_trace = false;
 };
@@ -46,6 +54,7 @@ struct SeedResult {
   uint64_t seed = 0;
   absl::Status status;  // the broken invariant, or OK
   uint64_t trace_hash = 0;
+  uint64_t wire_hash = 0;  // SimLoop::wire_hash: the bytes on the wire
   uint64_t trace_events = 0;
   std::string trace_tail;  // the last events, one per line (failures only)
   std::string chaos;       // the plan, ChaosConfig::ToString
@@ -53,6 +62,10 @@ struct SeedResult {
   AssertionRegistry assertions;
   std::vector<TraceEvent> full_trace;  // with keep_full_trace
 };
+
+// Whether two results of one seed are the same run: equal trace and wire
+// hashes. Empty if so, else what differs, for a report.
+std::string CompareRuns(const SeedResult& first, const SeedResult& again);
 
 // The plan a seed runs with under `spec`.
 ChaosConfig PlanFor(const RunSpec& spec, uint64_t seed);

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "moonpool/driver/address.h"
 #include "moonpool/driver/loop.h"
 
@@ -53,6 +55,10 @@ class SimHost final : public driver::Loop {
 
   absl::Time Now() const override;
   uint64_t Random() override;
+  // The SimLoop's (sim_loop.h): TLS randomness from the seed, and the
+  // virtual time as the calendar.
+  bool FillTlsRandom(absl::Span<unsigned char> out) override;
+  absl::Time WallTime() const override;
   bool Buggify(absl::string_view site) override;
   void Always(bool held, absl::string_view name,
               absl::string_view detail) override;

@@ -63,6 +63,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "moonpool/chaos/chaos_config.h"
 #include "moonpool/chaos/sim_host.h"
 #include "moonpool/chaos/sim_random.h"
@@ -152,6 +153,12 @@ class SimLoop final : public driver::Loop {
   // ---- Observation.
   uint64_t seed() const;
   const Trace& trace() const;
+  // A hash of every byte put on the simulated wire (after the faults), in
+  // the order segments left, with their connection and direction. The
+  // trace hash covers sizes and times; this covers contents, so two runs
+  // of a seed that agree on both sent the same bytes (with TLS: the same
+  // ciphertext, keys and randoms included).
+  uint64_t wire_hash() const;
   // Appends a kUser record (workloads mark their own events).
   void TraceUser(uint64_t a, uint64_t b = 0, uint64_t c = 0);
   AssertionRegistry& assertions();
@@ -169,6 +176,16 @@ class SimLoop final : public driver::Loop {
   // ---- driver::Loop, acting for the default host.
   absl::Time Now() const override;
   uint64_t Random() override;
+  // OpenSSL's randomness while a TLS stream of this simulation (on any of
+  // its hosts) works: bytes from a stream derived from the seed apart from
+  // Random()'s, so a TLS run replays (its keys, hello randoms and nonces
+  // are the same each time) and a run without TLS draws what it drew
+  // before. Each fill is a trace record (kTlsRandom, its size). Never use
+  // a SimLoop for real traffic: these keys are a function of the seed.
+  bool FillTlsRandom(absl::Span<unsigned char> out) override;
+  // Certificates are checked against the virtual time, which starts at
+  // options.start (2023-11-14 by default).
+  absl::Time WallTime() const override;
   bool Buggify(absl::string_view site) override;
   // Recorded in this simulation's assertion registry: a false one fails the
   // run (the runner's invariants list it as "always.<name>").
