@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "moonpool/driver/buggify_sites.h"
+#include "moonpool/driver/tls_stream.h"
 
 #ifdef MOONPOOL_PLANTED_BUGS
 #include "moonpool_planted.h"
@@ -389,6 +390,35 @@ void Peer::OnConnected(absl::Status status) {
     ConnectFailed(status);
     return;
   }
+  if (options_.tls != nullptr) {
+    // Connected means handshaken: a connection whose TLS handshake fails is
+    // a failed connect, with the handshake's Status (bounded by the
+    // context's handshake_timeout, not connect_timeout).
+    const std::string& configured = options_.tls->config().server_name;
+    absl::StatusOr<std::unique_ptr<TlsStream>> tls = TlsStream::Connect(
+        loop_, std::move(connecting_), options_.tls,
+        configured.empty() ? address_.host() : configured,
+        [this](absl::Status handshake) {
+          if (!handshake.ok()) {
+            ++stats_.tls_handshake_failures;
+            ConnectFailed(absl::Status(
+                handshake.code(), absl::StrCat("TLS with ", current_.ToString(),
+                                               ": ", handshake.message())));
+            return;
+          }
+          StartConnection();
+        });
+    if (!tls.ok()) {
+      ConnectFailed(tls.status());
+      return;
+    }
+    connecting_ = std::move(*tls);
+    return;
+  }
+  StartConnection();
+}
+
+void Peer::StartConnection() {
   ++stats_.connections;
   ++connection_number_;
   state_ = PeerState::kConnected;

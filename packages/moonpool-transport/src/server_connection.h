@@ -32,6 +32,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
              std::unique_ptr<driver::Stream> stream)
       : server_(server),
         id_(id),
+        peer_identity_(stream->peer_identity()),
         bound_(server.loop_.Buggify(buggify_sites::kBoundOfOne)
                    ? 1
                    : server.options_.max_requests_in_flight_per_connection),
@@ -47,6 +48,10 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
   driver::ConnectionDriver& driver() { return driver_; }
   const driver::ConnectionDriver& driver() const { return driver_; }
   size_t in_flight() const { return driver_.requests_being_served(); }
+  // The client's verified TLS certificate, or nullptr.
+  const std::shared_ptr<const driver::PeerIdentity>& peer_identity() const {
+    return peer_identity_;
+  }
   // The client's Hello incarnation (0 before the handshake).
   uint64_t peer_incarnation() const { return peer_incarnation_; }
   // Requests in flight it may have before reading pauses.
@@ -234,6 +239,7 @@ class ServerTransport::Connection final : private driver::ConnectionHandler {
 
   ServerTransport& server_;
   const uint64_t id_;
+  const std::shared_ptr<const driver::PeerIdentity> peer_identity_;
   const size_t bound_;
   driver::ConnectionDriver driver_;
   absl::flat_hash_map<uint64_t, driver::ReplyCallback> calls_;

@@ -43,6 +43,7 @@ void ServerCall::Release(driver::BufferPool& buffers) {
   context.Cancel("the call has ended");
   context.source_.reset();
   context.token_ = driver::CancellationToken();
+  context.peer_identity_.reset();
   buffers.Give(std::move(context.message_.envelope.payload));
 }
 
@@ -89,6 +90,37 @@ absl::Status ServerTransport::Services::Register(absl::string_view name,
   m->stats.name = m->name;
   in_order_.push_back(m.get());
   methods_.emplace(token, std::move(m));
+  return absl::OkStatus();
+}
+
+absl::Status ServerTransport::Services::Authorize(absl::string_view service,
+                                                  Authorizer authorize) {
+  if (service.empty() || service.find('/') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Authorize: \"", service,
+        "\" is not a service name (the part of a method name before '/')"));
+  }
+  if (!authorize) {
+    service_authorizers_.erase(std::string(service));
+  } else {
+    service_authorizers_[std::string(service)] = std::move(authorize);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerTransport::Services::Authorized(
+    const ServedMethod& m, const RequestContext& context) const {
+  if (const Authorizer& a = server_.options_.authorize; a) {
+    if (absl::Status s = a(context); !s.ok()) return s;
+  }
+  if (!service_authorizers_.empty()) {
+    const absl::string_view name = m.name;
+    auto it = service_authorizers_.find(name.substr(0, name.find('/')));
+    if (it != service_authorizers_.end()) {
+      if (absl::Status s = it->second(context); !s.ok()) return s;
+    }
+  }
+  if (m.options.authorize) return m.options.authorize(context);
   return absl::OkStatus();
 }
 
@@ -186,6 +218,19 @@ void ServerTransport::Services::Dispatch(Connection& c,
   }
   ServerCall* call = NewCall();
   call->Reset(std::move(message), m, c.peer_incarnation(), server_.loop_.Now());
+  call->context.peer_identity_ = c.peer_identity();
+  if (absl::Status allowed = Authorized(m, call->context); !allowed.ok()) {
+    ++m.stats.denied;
+    IncomingMessage refused = std::move(call->message());
+    call->context.peer_identity_.reset();
+    FreeCall(call);
+    if (request) {
+      Refuse(std::move(refused), std::move(allowed));
+    } else {
+      server_.buffers_.Give(std::move(refused.envelope.payload));
+    }
+    return;
+  }
   ++live_;
   if (request) {
     by_id_.emplace(

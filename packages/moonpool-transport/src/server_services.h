@@ -110,6 +110,7 @@ class ServerTransport::Services {
   absl::Status Register(absl::string_view name, Endpoint token,
                         HandlerOptions options, CallRunner runner,
                         bool streaming);
+  absl::Status Authorize(absl::string_view service, Authorizer authorize);
   // `message` is a request or a one-way message for a non-zero token,
   // received on `c`; a request already counts in the server's in_flight_.
   void Dispatch(Connection& c, IncomingMessage message);
@@ -149,6 +150,10 @@ class ServerTransport::Services {
  private:
   using CallKey = std::pair<uint64_t, uint64_t>;  // connection, correlation
 
+  // The first refusal of the server's, the service's and the method's
+  // authorizers, in that order; OK when all allow the call.
+  absl::Status Authorized(const internal::ServedMethod& m,
+                          const RequestContext& context) const;
   internal::ServerCall* NewCall();
   void FreeCall(internal::ServerCall* call);
   void Start(internal::ServerCall* call);
@@ -190,6 +195,8 @@ class ServerTransport::Services {
   absl::flat_hash_map<Endpoint, std::unique_ptr<internal::ServedMethod>>
       methods_;
   std::vector<internal::ServedMethod*> in_order_;  // registration order
+  // Per-service authorizers, by service name (Authorize).
+  absl::flat_hash_map<std::string, Authorizer> service_authorizers_;
   // Requests of live calls (queued or running), for cancels.
   absl::flat_hash_map<CallKey, internal::ServerCall*> by_id_;
   // Every live call, newest first (owned here: made by NewCall, handed to

@@ -74,7 +74,10 @@ ServerTransport::ServerTransport(driver::Loop& loop, ServerOptions options)
     options_.connection.incarnation = loop_.Random();
   }
   connections_.reserve(std::min<size_t>(options_.max_connections, 1024));
-  reap_timer_ = loop_.CreateTimer([this] { graveyard_.clear(); });
+  reap_timer_ = loop_.CreateTimer([this] {
+    graveyard_.clear();
+    graveyard_streams_.clear();
+  });
   outcome_timer_ = loop_.CreateTimer([this] {
     outcome_timer_at_ = absl::InfiniteFuture();
     outcomes_.AdvanceTime(loop_.Now());
@@ -95,17 +98,71 @@ void ServerTransport::OnAccept(
     return;
   }
   if (state_ != State::kOpen ||
-      connections_.size() >= options_.max_connections) {
+      connections_.size() + handshaking_.size() >= options_.max_connections) {
     ++stats_.connections_refused;
     (*stream)->Close();
     return;
   }
+  if (options_.tls != nullptr) {
+    StartTls(std::move(*stream));
+    return;
+  }
+  AddConnection(std::move(*stream));
+}
+
+void ServerTransport::AddConnection(std::unique_ptr<driver::Stream> stream) {
   ++stats_.connections_accepted;
   const uint64_t id = next_connection_id_++;
-  auto c = std::make_unique<Connection>(*this, id, std::move(*stream));
+  auto c = std::make_unique<Connection>(*this, id, std::move(stream));
   Connection& ref = *c;
   connections_.emplace(id, std::move(c));
   ref.Start();
+}
+
+void ServerTransport::StartTls(std::unique_ptr<driver::Stream> stream) {
+  // Counted against max_connections from now: a client that connects and
+  // never finishes its handshake holds a slot until handshake_timeout.
+  const driver::Address peer = stream->peer_address();
+  const uint64_t key = next_handshake_id_++;
+  absl::StatusOr<std::unique_ptr<driver::TlsStream>> tls =
+      driver::TlsStream::Accept(
+          loop_, std::move(stream), options_.tls,
+          [this, key, peer](absl::Status handshake) {
+            auto it = handshaking_.find(key);
+            if (it == handshaking_.end()) return;
+            std::unique_ptr<driver::TlsStream> done = std::move(it->second);
+            handshaking_.erase(it);
+            if (!handshake.ok()) {
+              ++stats_.tls_handshake_failures;
+              if (options_.on_tls_handshake_failure) {
+                options_.on_tls_handshake_failure(peer, handshake);
+              }
+              // Destroyed on a later turn, not inside its own callback's
+              // caller's frames any longer than needed.
+              graveyard_streams_.push_back(std::move(done));
+              reap_timer_->Start(loop_.Now());
+              return;
+            }
+            ++stats_.tls_handshakes;
+            if (state_ != State::kOpen) {
+              done->Close();
+              return;
+            }
+            AddConnection(std::move(done));
+          });
+  if (!tls.ok()) {
+    ++stats_.tls_handshake_failures;
+    if (options_.on_tls_handshake_failure) {
+      options_.on_tls_handshake_failure(peer, tls.status());
+    }
+    return;
+  }
+  handshaking_.emplace(key, std::move(*tls));
+}
+
+absl::Status ServerTransport::Authorize(absl::string_view service,
+                                        Authorizer authorize) {
+  return services_->Authorize(service, std::move(authorize));
 }
 
 ServerTransport::Connection* ServerTransport::Find(uint64_t id) const {
@@ -442,6 +499,7 @@ void ServerTransport::CloseNow() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   listener_.reset();
+  handshaking_.clear();
   outcome_timer_->Stop();
   outcome_timer_at_ = absl::InfiniteFuture();
   // Handlers first: destroyed at their suspension points, before the
@@ -466,6 +524,7 @@ void ServerTransport::CloseNow() {
 ServerStats ServerTransport::stats() const {
   ServerStats s = stats_;
   s.connections_open = connections_.size();
+  s.tls_handshaking = handshaking_.size();
   for (const auto& [id, c] : connections_) {
     const driver::ConnectionDriverStats cs = c->driver().stats();
     s.bytes_in += cs.connection.bytes_in;

@@ -195,6 +195,8 @@ struct PeerStats {
   uint64_t resolutions = 0;       // name lookups started (none for a literal)
   uint64_t resolve_failures = 0;  // lookups failed or timed out
   uint64_t connect_attempts = 0;  // TCP connects, one per address tried
+  // TLS handshakes that failed after a TCP connect (PeerOptions::tls).
+  uint64_t tls_handshake_failures = 0;
   uint64_t connections = 0;       // established (TCP connected)
   uint64_t handshakes = 0;
   uint64_t requests = 0;  // accepted by Request
@@ -336,6 +338,8 @@ class Peer final : private ConnectionHandler {
   // A connect to `current_` failed: the next address, or a backoff.
   void ConnectFailed(const absl::Status& why);
   void OnConnected(absl::Status status);
+  // The connection is up (and, with TLS, handshaken): start its driver.
+  void StartConnection();
   void ScheduleReconnect(const absl::Status& why);
   void OnReply(protocol::ReplyReceived& reply);
   void OnStreamItem(const protocol::StreamItemReceived& item);

@@ -39,6 +39,10 @@ struct MethodStats {
   // max_queued more waited (one-way messages past it are dropped, counted
   // here too).
   uint64_t rejected = 0;
+  // Refused by an authorizer (ServerOptions::authorize, Authorize,
+  // HandlerOptions::authorize) before its handler ran; one-way messages
+  // refused are dropped, counted here too.
+  uint64_t denied = 0;
   // Dropped unanswered while queued: the deadline had passed when a handler
   // slot freed (the client had given up), or the connection was gone.
   uint64_t expired = 0;

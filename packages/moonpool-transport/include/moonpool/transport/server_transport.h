@@ -70,6 +70,7 @@
 #include "moonpool/driver/stream.h"
 #include "moonpool/driver/task.h"
 #include "moonpool/driver/timer.h"
+#include "moonpool/driver/tls_stream.h"
 #include "moonpool/envelope/endpoint.h"
 #include "moonpool/transport/codec.h"
 #include "moonpool/transport/incoming_message.h"
@@ -325,6 +326,10 @@ class ServerTransport final : private internal::StreamSink {
   }
 
   void OnAccept(absl::StatusOr<std::unique_ptr<driver::Stream>> stream);
+  void AddConnection(std::unique_ptr<driver::Stream> stream);
+  // Wraps an accepted stream in TLS (ServerOptions::tls); it becomes a
+  // connection once its handshake succeeds.
+  void StartTls(std::unique_ptr<driver::Stream> stream);
   void Enqueue(IncomingMessage message);
   // Pops the next message to hand out, dropping expired and orphaned
   // requests on the way.
@@ -461,6 +466,12 @@ class ServerTransport final : private internal::StreamSink {
   // Dead connections, destroyed from reap_timer_ (never inside their own
   // callbacks).
   std::vector<std::unique_ptr<Connection>> graveyard_;
+  // TLS streams whose handshake failed, destroyed from reap_timer_ too.
+  std::vector<std::unique_ptr<driver::TlsStream>> graveyard_streams_;
+  // Accepted TLS connections whose handshake has not finished.
+  absl::flat_hash_map<uint64_t, std::unique_ptr<driver::TlsStream>>
+      handshaking_;
+  uint64_t next_handshake_id_ = 1;
   std::unique_ptr<driver::Timer> reap_timer_;
   // Connections stopped by a bound (ids; entries of dead ones are skipped).
   std::vector<uint64_t> paused_;
