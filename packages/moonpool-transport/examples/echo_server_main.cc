@@ -8,6 +8,16 @@
 //                        [--read-timeout SECONDS] [--idle-timeout SECONDS]
 //                        [--reply-delay-ms MS] [--count-runs]
 //                        [--exactly-once-max-records-per-client N] ...
+//                        [--tls-cert FILE --tls-key FILE [--tls-ca FILE]
+//                         [--tls-require-client-cert]
+//                         [--tls-handshake-timeout DURATION]]
+//
+// With --tls-cert and --tls-key every connection is TLS 1.3
+// (transport/program_tls.h has the flags; ServerOptions::tls): --tls-ca
+// verifies client certificates, --tls-require-client-cert makes them
+// required (mutual TLS). Each failed handshake is told on stderr,
+// "moonpool-echo-server: TLS handshake from ADDRESS failed: STATUS", and
+// counted in the stats line (tls_handshakes, tls_handshake_failures).
 //
 // --threads N serves on N loops, one thread each, all on the one port
 // (transport::ServerThreads, SO_REUSEPORT: the kernel spreads the
@@ -61,6 +71,7 @@
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/protocol/outcome_table.h"
 #include "moonpool/transport/program_flags.h"
+#include "moonpool/transport/program_tls.h"
 #include "moonpool/transport/server_threads.h"
 #include "moonpool/transport/server_transport.h"
 
@@ -119,7 +130,9 @@ constexpr char kUsage[] =
     "      [--reply-delay-ms MS] [--count-runs]\n"
     "      [--exactly-once-max-records-per-client N]\n"
     "      [--exactly-once-max-bytes-per-client BYTES]\n"
-    "      [--exactly-once-max-records N] [--exactly-once-max-bytes BYTES]\n\n"
+    "      [--exactly-once-max-records N] [--exactly-once-max-bytes BYTES]\n"
+    "      [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
+    "       [--tls-require-client-cert] [--tls-handshake-timeout DURATION]]\n\n"
     "Flag names take dashes or underscores. SIGINT/SIGTERM: graceful close\n"
     "(drain), exit 0; a second one: close now.";
 
@@ -134,6 +147,7 @@ struct Flags {
   double reply_delay_ms;
   bool count_runs;
   moonpool::protocol::OutcomeTableOptions exactly_once;
+  std::shared_ptr<const moonpool::driver::TlsContext> tls;  // null: plaintext
 };
 
 Flags ReadFlags(int argc, char** argv) {
@@ -171,6 +185,12 @@ Flags ReadFlags(int argc, char** argv) {
     UsageError(kProgram, "--read-timeout is not > 0");
   if (!(f.idle_timeout_s > 0))
     UsageError(kProgram, "--idle-timeout is not > 0");
+  absl::StatusOr<std::shared_ptr<const moonpool::driver::TlsContext>> tls =
+      moonpool::transport::MakeProgramTls(
+          moonpool::driver::TlsRole::kServer,
+          moonpool::transport::ProgramTlsFlagValues());
+  if (!tls.ok()) UsageError(kProgram, tls.status().message());
+  f.tls = *std::move(tls);
   return f;
 }
 
@@ -227,6 +247,15 @@ int main(int argc, char** argv) {
   options.server.read_timeout = absl::Seconds(flags.read_timeout_s);
   options.server.idle_timeout = absl::Seconds(flags.idle_timeout_s);
   options.server.exactly_once = flags.exactly_once;
+  options.server.tls = flags.tls;
+  // Called on the loop's thread that accepted the connection; one fprintf
+  // is one write of a line, so the loops' lines do not mix.
+  options.server.on_tls_handshake_failure = [](const Address& from,
+                                               const absl::Status& why) {
+    std::fprintf(stderr,
+                 "moonpool-echo-server: TLS handshake from %s failed: %s\n",
+                 from.ToString().c_str(), why.ToString().c_str());
+  };
   std::atomic<bool> failed{false};
   options.on_task_error = [&failed](size_t, const absl::Status& s) {
     std::fprintf(stderr, "moonpool-echo-server: task failed: %s\n",
@@ -346,12 +375,20 @@ int main(int argc, char** argv) {
                  static_cast<unsigned long long>(all.runs.size()),
                  static_cast<unsigned long long>(more_than_once));
   }
+  // Summed here from each loop's own counters.
+  uint64_t tls_handshakes = 0;
+  uint64_t tls_handshake_failures = 0;
+  for (const moonpool::transport::ServerStats& s : per_loop) {
+    tls_handshakes += s.tls_handshakes;
+    tls_handshake_failures += s.tls_handshake_failures;
+  }
   std::fprintf(
       stderr,
       "moonpool-echo-server: stats: connections_accepted=%llu "
       "connections_refused=%llu requests_received=%llu replies_sent=%llu "
       "protocol_errors=%llu keepalive_timeouts=%llu read_timeouts=%llu "
-      "idle_timeouts=%llu backpressure_pauses=%llu orphaned_dropped=%llu\n",
+      "idle_timeouts=%llu backpressure_pauses=%llu orphaned_dropped=%llu "
+      "tls_handshakes=%llu tls_handshake_failures=%llu\n",
       static_cast<unsigned long long>(st.connections_accepted),
       static_cast<unsigned long long>(st.connections_refused),
       static_cast<unsigned long long>(st.requests_received),
@@ -361,7 +398,9 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(st.read_timeouts),
       static_cast<unsigned long long>(st.idle_timeouts),
       static_cast<unsigned long long>(st.backpressure_pauses),
-      static_cast<unsigned long long>(st.orphaned_dropped));
+      static_cast<unsigned long long>(st.orphaned_dropped),
+      static_cast<unsigned long long>(tls_handshakes),
+      static_cast<unsigned long long>(tls_handshake_failures));
   servers.reset();
   return failed ? 1 : 0;
 }

@@ -59,8 +59,12 @@ void ParseProgramFlags(int argc, char** argv, absl::string_view usage,
   const std::string main_base(
       main_file.substr(main_file.find_last_of('/') + 1));
   absl::FlagsUsageConfig config;
+  // The program's own flags, and the TLS flags it shares with the other
+  // programs (program_tls.h), which are registered only in a program that
+  // uses them.
   auto is_main = [main_base](absl::string_view file) {
-    return absl::EndsWith(file, "/" + main_base) || file == main_base;
+    return absl::EndsWith(file, "/" + main_base) || file == main_base ||
+           absl::EndsWith(file, "/program_tls.cc") || file == "program_tls.cc";
   };
   config.contains_help_flags = is_main;
   config.contains_helpshort_flags = is_main;

@@ -6,7 +6,8 @@
 //     identifiers (--max_connections), while the programs have always been
 //     documented, scripted and tested with --max-connections. Both work.
 //   - --help (and -h) lists the flags of the program's own main file (absl
-//     would look for a file named after the program).
+//     would look for a file named after the program), and the TLS flags
+//     of program_tls.h when the program uses them.
 //   - A positional argument, or a value that breaks a flag's own rule (a
 //     count of 0, through UsageError), is a usage error: the message, then
 //     exit status 2.
