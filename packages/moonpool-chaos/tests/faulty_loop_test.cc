@@ -12,16 +12,24 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "gtest/gtest.h"
 #include "moonpool/chaos/chaos_config.h"
+#include "moonpool/chaos/sim_certificates.h"
+#include "moonpool/driver/task.h"
+#include "moonpool/driver/task_scope.h"
+#include "moonpool/driver/tls_context.h"
 #include "moonpool/driver/uv_loop.h"
+#include "moonpool/transport/client_transport.h"
+#include "moonpool/transport/server_transport.h"
 #include "sim_test_util.h"
 
 namespace moonpool::chaos {
 namespace {
 
+using driver::Task;
 using testing::Pair;
 using testing::Pattern;
 using testing::Recorder;
@@ -322,6 +330,126 @@ TEST(FaultyLoop, ResolveIsTheInnerLoopsUntouchedByThePlan) {
   ASSERT_TRUE(answer->ok()) << answer->status();
   EXPECT_FALSE((*answer)->empty());
   EXPECT_EQ((*answer)->front().port(), 80);
+}
+
+// ---- TLS under faults on real sockets (issue 17) ----
+
+Task<void> EchoTls(transport::ServerTransport& server) {
+  while (std::optional<transport::IncomingMessage> m =
+             co_await server.NextMessage()) {
+    if (m->is_request()) {
+      EXPECT_TRUE(server.Reply(*m, m->envelope.payload).ok());
+    }
+  }
+}
+
+struct TlsOutcomes {
+  int ok = 0;
+  int failed = 0;  // a legal transport outcome
+  int done = 0;
+};
+
+// One lane: `n` requests one after another, each payload naming itself, so
+// a reply that is not its own request's bytes shows.
+Task<void> TlsLane(transport::ClientTransport& client, driver::Address to,
+                   int lane, int n, TlsOutcomes* out) {
+  for (int i = 0; i < n; ++i) {
+    transport::RequestOptions o;
+    o.timeout = absl::Seconds(5);
+    o.idempotent = i % 2 == 0;
+    const std::string req =
+        absl::StrCat("lane ", lane, " request ", i, " ", Pattern(1000 + i, i));
+    absl::StatusOr<std::string> r =
+        co_await client.Request<std::string>(to, req, o);
+    ++out->done;
+    if (r.ok()) {
+      EXPECT_TRUE(*r == req) << "lane " << lane << " request " << i
+                             << ": a reply that is not its request's echo";
+      ++out->ok;
+      continue;
+    }
+    ++out->failed;
+    const absl::StatusCode code = r.status().code();
+    EXPECT_TRUE(code == absl::StatusCode::kUnavailable ||
+                code == absl::StatusCode::kAborted ||
+                code == absl::StatusCode::kDeadlineExceeded)
+        << "lane " << lane << " request " << i << ": " << r.status();
+    if (o.idempotent) {
+      EXPECT_NE(code, absl::StatusCode::kAborted) << r.status();
+    }
+  }
+}
+
+TEST(FaultyLoop, TlsRequestsUnderFaultsToARealTlsServerEndLegally) {
+  driver::UvLoop uv(driver::UvLoopOptions{.seed = 11});
+  // Certificates made in process (as the simulation's), for 127.0.0.1.
+  absl::StatusOr<SimCertificateAuthority> ca =
+      SimCertificateAuthority::Create(11);
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  absl::StatusOr<SimCertificate> server_cert =
+      ca->Issue({.common_name = "localhost", .ip_addresses = {"127.0.0.1"}});
+  absl::StatusOr<SimCertificate> client_cert = ca->Issue(
+      {.common_name = "client-0", .uris = {"spiffe://moonpool.sim/client-0"}});
+  ASSERT_TRUE(server_cert.ok() && client_cert.ok());
+  auto server_tls =
+      driver::TlsContext::CreateServer(ca->ServerConfig(*server_cert));
+  auto client_tls =
+      driver::TlsContext::CreateClient(ca->ClientConfig(&*client_cert));
+  ASSERT_TRUE(server_tls.ok()) << server_tls.status();
+  ASSERT_TRUE(client_tls.ok()) << client_tls.status();
+
+  // The server is a plain UvLoop TLS ServerTransport; only the client's
+  // side of each connection is faulty (its writes split and held, its
+  // reads cut short, now and then its connection reset).
+  transport::ServerOptions so;
+  so.tls = *server_tls;
+  auto server =
+      transport::ServerTransport::Bind(uv, driver::Address::Loopback(0), so);
+  ASSERT_TRUE(server.ok()) << server.status();
+  driver::TaskScope server_tasks(
+      uv, [](absl::Status s) { ADD_FAILURE() << "server task failed: " << s; });
+  server_tasks.Spawn(EchoTls(**server));
+
+  ChaosConfig chaos = DelaysPartialWritesShortReads();
+  chaos.reset_probability = 0.005;
+  FaultyLoop loop(uv, {.seed = 11, .chaos = chaos});
+  transport::ClientOptions co;
+  co.peer.tls = *client_tls;
+  co.peer.backoff.initial = absl::Milliseconds(5);
+  co.peer.backoff.max = absl::Milliseconds(50);
+  {
+    transport::ClientTransport client(loop, co);
+    driver::TaskScope client_tasks(loop, [](absl::Status s) {
+      ADD_FAILURE() << "client task failed: " << s;
+    });
+    constexpr int kLanes = 4, kPerLane = 100;
+    TlsOutcomes out;
+    for (int l = 0; l < kLanes; ++l) {
+      client_tasks.Spawn(
+          TlsLane(client, (*server)->address(), l, kPerLane, &out));
+    }
+    uv.RunUntil([&] { return out.done == kLanes * kPerLane; },
+                uv.Now() + absl::Seconds(120));
+    EXPECT_EQ(out.done, kLanes * kPerLane);
+    // Most succeed: the faults delay and split, and resets are rare.
+    EXPECT_GE(out.ok, out.done * 8 / 10)
+        << out.failed << " failed; " << loop.faults().ToString();
+    const FaultCounts& f = loop.faults();
+    EXPECT_GT(f.partial_writes, 0u) << f.ToString();
+    EXPECT_GT(f.short_reads, 0u) << f.ToString();
+    EXPECT_GT(f.delays, 0u) << f.ToString();
+    // Resets, and so new connections, each with its own TLS handshake.
+    EXPECT_GT(f.resets, 0u) << f.ToString();
+    const transport::ServerStats st = (*server)->stats();
+    EXPECT_GT(st.tls_handshakes, 1u) << f.ToString();
+    // Every connection the server kept was a verified TLS one.
+    EXPECT_EQ(st.protocol_errors, 0u);
+    client_tasks.Clear();
+    client.Close();
+  }
+  server_tasks.Clear();
+  server->reset();
+  uv.RunUntil([] { return false; }, uv.Now() + absl::Milliseconds(20));
 }
 
 }  // namespace

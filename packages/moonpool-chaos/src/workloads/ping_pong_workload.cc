@@ -28,6 +28,7 @@
 #include "moonpool/protocol/outcome_table.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/server_transport.h"
+#include "workloads/workload_tls.h"
 
 namespace moonpool::chaos {
 namespace {
@@ -237,6 +238,9 @@ class PingPongRun {
   // Slot s's exactly-once counters over all its incarnations so far.
   protocol::OutcomeTableStats ExactlyOnceStats(int s) const;
   void ExactlyOnceCoverage();
+  // With ChaosConfig::tls: the contexts of every server and client.
+  absl::Status SetUpTls();
+  void TlsCoverage();
   void SendOneWay(int c, int server, bool quiet);
   bool Lossy(const AssertionRegistry& reg) const;
   Task<void> Controller();
@@ -285,6 +289,12 @@ class PingPongRun {
   // (its reply names it), per request key.
   absl::btree_map<std::pair<uint64_t, uint64_t>, int> eo_runs_;
   absl::btree_map<uint64_t, uint64_t> eo_ran_on_;
+  // TLS (ChaosConfig::tls, read once at the start: the quiet phase's plan
+  // has it off): the contexts, and what the servers and outcomes counted.
+  bool tls_ = false;
+  internal::WorkloadTls tls_contexts_;
+  uint64_t tls_handshakes_ = 0, tls_handshake_failures_ = 0;
+  uint64_t tls_record_failures_ = 0;
 };
 
 absl::Status PingPongRun::StartServer(int s) {
@@ -293,6 +303,7 @@ absl::Status PingPongRun::StartServer(int s) {
   so.drain_timeout = absl::Seconds(1);
   so.max_requests_in_flight = kServerMaxInFlight;
   so.connection.incarnation = ++slot.incarnation;
+  if (tls_) so.tls = tls_contexts_.servers[s];
   if (eo_small_bounds_) {
     so.exactly_once.max_records_per_client = eo_max_records_per_client_;
     so.exactly_once.max_records = eo_max_records_;
@@ -330,6 +341,8 @@ void PingPongRun::AccountServer(int s, const ServerProcess& p) {
   const transport::ServerStats st = p.transport->stats();
   server_keepalive_timeouts_ += st.keepalive_timeouts;
   server_protocol_errors_ += st.protocol_errors;
+  tls_handshakes_ += st.tls_handshakes;
+  tls_handshake_failures_ += st.tls_handshake_failures;
   AddExactlyOnce(servers_[s].exactly_once, st.exactly_once);
 }
 
@@ -440,6 +453,33 @@ void PingPongRun::ExactlyOnceCoverage() {
   Sometimes(sum.duplicates_completed > 0, "exactly_once.duplicate_completed");
   Sometimes(sum.forgotten_answers > 0, "exactly_once.forgotten_answered");
   Sometimes(resent > 0, "exactly_once.resent");
+}
+
+absl::Status PingPongRun::SetUpTls() {
+  tls_ = sim_.chaos().tls;
+  if (!tls_) return absl::OkStatus();
+  std::vector<internal::SimServerName> names;
+  for (const ServerSlot& s : servers_) {
+    names.push_back({std::string(s.target.host()), s.ip});
+  }
+  absl::StatusOr<internal::WorkloadTls> tls =
+      internal::MakeWorkloadTls(sim_.seed(), names, o_.clients);
+  if (!tls.ok()) return tls.status();
+  tls_contexts_ = *std::move(tls);
+  return absl::OkStatus();
+}
+
+void PingPongRun::TlsCoverage() {
+  uint64_t handshakes = tls_handshakes_, failures = tls_handshake_failures_;
+  for (const ServerSlot& s : servers_) {
+    if (s.process == nullptr) continue;
+    const transport::ServerStats st = s.process->transport->stats();
+    handshakes += st.tls_handshakes;
+    failures += st.tls_handshake_failures;
+  }
+  Sometimes(handshakes > 0, "tls.handshake");
+  Sometimes(failures > 0, "tls.handshake_failed");
+  Sometimes(tls_record_failures_ > 0, "tls.bit_flip_caught");
 }
 
 void PingPongRun::StopServerNow(int s) {
@@ -597,6 +637,7 @@ Task<void> PingPongRun::OneRequest(int c, int server, Mode mode,
   const std::string id = absl::StrCat("c", c, "/", seq);
   const bool wants_error = error != absl::StatusCode::kOk;
   const absl::StatusCode code = reply.status().code();
+  if (internal::EndedByTlsRecordFailure(reply.status())) ++tls_record_failures_;
   // What the transport itself may end a request with (Cancelled only to
   // be reported as outcome_kind below).
   const bool transport_outcome = code == absl::StatusCode::kDeadlineExceeded ||
@@ -859,6 +900,7 @@ bool PingPongRun::Lossy(const AssertionRegistry& reg) const {
 absl::Status PingPongRun::Execute(WorkloadStats& stats) {
   AssertionRegistry& reg = sim_.assertions();
   for (absl::string_view n : kOutcomePoints) reg.Declare(n);
+  for (absl::string_view n : internal::kTlsCoveragePoints) reg.Declare(n);
   DrawExactlyOnce();
   const absl::Time t0 = sim_.Now();
   start_ = t0;
@@ -883,13 +925,16 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
     slot.target = *target;
     servers_.push_back(std::move(slot));
   }
+  if (absl::Status st = SetUpTls(); !st.ok()) return st;
   for (int c = 0; c < o_.clients; ++c) {
     absl::StatusOr<SimHost*> h = sim_.AddHost(absl::StrCat("10.0.1.", c + 1));
     if (!h.ok()) return h.status();
     ClientSlot slot;
     slot.host = *h;
     slot.one_ways_unreceived.assign(o_.servers, 0);
-    slot.transport = std::make_unique<ClientTransport>(**h);
+    transport::ClientOptions options;
+    if (tls_) options.peer.tls = tls_contexts_.clients[c];
+    slot.transport = std::make_unique<ClientTransport>(**h, options);
     slot.tasks = std::make_unique<TaskScope>(**h, [this](absl::Status e) {
       Fail(absl::InternalError(
           absl::StrCat("client task failed: ", e.ToString())));
@@ -1032,6 +1077,7 @@ absl::Status PingPongRun::Execute(WorkloadStats& stats) {
         lossy ? "" : " with no connection lost in the run")));
   }
   ExactlyOnceCoverage();
+  TlsCoverage();
   return finish(failure_);
 }
 

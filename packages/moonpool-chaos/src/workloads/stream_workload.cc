@@ -13,6 +13,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,6 +32,7 @@
 #include "moonpool/transport/server_transport.h"
 #include "moonpool/transport/stream_method.h"
 #include "moonpool/transport/stream_writer.h"
+#include "workloads/workload_tls.h"
 
 namespace moonpool::chaos {
 namespace {
@@ -296,6 +298,12 @@ class StreamRun {
   bool chaos_over_ = false;
   bool controller_done_ = true;
   bool graceful_ = false, abrupt_ = false;
+  // TLS (ChaosConfig::tls, read once at the start: the quiet phase's plan
+  // has it off): the contexts, and what the servers and ends counted.
+  bool tls_ = false;
+  internal::WorkloadTls tls_contexts_;
+  uint64_t tls_handshakes_ = 0, tls_handshake_failures_ = 0;
+  uint64_t tls_record_failures_ = 0;
 };
 
 // Counts the handlers alive (a killed server destroys them mid-way).
@@ -314,6 +322,7 @@ absl::Status StreamRun::StartServer() {
   ServerOptions so;
   so.drain_timeout = absl::Seconds(1);
   so.connection.incarnation = ++incarnation_;
+  if (tls_) so.tls = tls_contexts_.servers[0];
   absl::StatusOr<std::unique_ptr<ServerTransport>> t =
       ServerTransport::Bind(*server_host_, server_host_->Addr(kPort), so);
   if (!t.ok()) {
@@ -341,6 +350,8 @@ void StreamRun::StopServerNow() {
   const transport::ServerStats st = server_->transport->stats();
   server_keepalive_timeouts_ += st.keepalive_timeouts + st.read_timeouts;
   server_protocol_errors_ += st.protocol_errors;
+  tls_handshakes_ += st.tls_handshakes;
+  tls_handshake_failures_ += st.tls_handshake_failures;
   server_.reset();
 }
 
@@ -369,10 +380,22 @@ bool StreamRun::Lossy() const {
          restarts_ > 0 || keepalive > 0 || protocol_errors > 0;
 }
 
-Task<absl::Status> StreamRun::Handle(RequestContext& /*ctx*/,
-                                     std::string request,
+Task<absl::Status> StreamRun::Handle(RequestContext& ctx, std::string request,
                                      StreamWriter<std::string>& out) {
   const HandlerCount alive(handlers_running_);
+  if (tls_) {
+    // Mutual TLS: every call comes from a client whose certificate the
+    // server verified, and the handler sees who.
+    const driver::PeerIdentity* who = ctx.peer_identity();
+    if (who == nullptr || who->uris.size() != 1 ||
+        !absl::StartsWith(who->uris[0], "spiffe://moonpool.sim/client-")) {
+      Violation("tls_peer_identity",
+                absl::StrCat("a handler's peer identity is ",
+                             who == nullptr ? std::string("missing")
+                                            : absl::StrCat("subject '",
+                                                           who->subject, "'")));
+    }
+  }
   SimRandom& rng = sim_.random_source();
   std::optional<Request> r = ParseRequest(request);
   if (!r.has_value() || !streams_.contains(r->key)) {
@@ -526,6 +549,7 @@ void StreamRun::Ended(uint64_t key, StreamRecord& rec, const absl::Status& end,
   const Plan& p = rec.plan;
   const std::string id = KeyName(key);
   sim_.TraceUser(12, key, static_cast<uint64_t>(end.code()));
+  if (internal::EndedByTlsRecordFailure(end)) ++tls_record_failures_;
   if (cancelled) {
     Sometimes(true, "stream.end.cancel");
     return;
@@ -771,6 +795,7 @@ void StreamRun::Teardown() {
 absl::Status StreamRun::Execute(WorkloadContext& ctx) {
   AssertionRegistry& reg = sim_.assertions();
   for (absl::string_view n : kCoveragePoints) reg.Declare(n);
+  for (absl::string_view n : internal::kTlsCoveragePoints) reg.Declare(n);
   const absl::Time t0 = sim_.Now();
   SimRandom& rng = sim_.random_source();
   if (sim_.chaos().any_fault()) {
@@ -789,12 +814,22 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
       driver::HostPort::FromParts(kServerName, kPort);
   if (!target.ok()) return target.status();
   target_ = *target;
+  tls_ = sim_.chaos().tls;
+  if (tls_) {
+    absl::StatusOr<internal::WorkloadTls> tls = internal::MakeWorkloadTls(
+        sim_.seed(), {{std::string(kServerName), std::string(kServerIp)}},
+        o_.clients);
+    if (!tls.ok()) return tls.status();
+    tls_contexts_ = *std::move(tls);
+  }
   for (int c = 0; c < o_.clients; ++c) {
     absl::StatusOr<SimHost*> ch = sim_.AddHost(absl::StrCat("10.0.4.", c + 1));
     if (!ch.ok()) return ch.status();
     ClientSlot slot;
     slot.host = *ch;
-    slot.transport = std::make_unique<ClientTransport>(**ch);
+    transport::ClientOptions options;
+    if (tls_) options.peer.tls = tls_contexts_.clients[c];
+    slot.transport = std::make_unique<ClientTransport>(**ch, options);
     slot.tasks = std::make_unique<TaskScope>(**ch, [this](absl::Status e) {
       Fail(absl::InternalError(
           absl::StrCat("client task failed: ", e.ToString())));
@@ -877,6 +912,15 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
         "half-close, bit flip, kill, restart, keepalive timeout or protocol "
         "error in the run")));
   }
+  uint64_t handshakes = tls_handshakes_, failures = tls_handshake_failures_;
+  if (server_ != nullptr) {
+    const transport::ServerStats st = server_->transport->stats();
+    handshakes += st.tls_handshakes;
+    failures += st.tls_handshake_failures;
+  }
+  Sometimes(handshakes > 0, "tls.handshake");
+  Sometimes(failures > 0, "tls.handshake_failed");
+  Sometimes(tls_record_failures_ > 0, "tls.bit_flip_caught");
   return finish(failure_);
 }
 
