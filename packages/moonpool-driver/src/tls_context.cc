@@ -73,6 +73,10 @@ absl::Status LoadKey(SSL_CTX* ctx, const TlsConfig& c) {
   if (!c.private_key_file.empty()) {
     if (SSL_CTX_use_PrivateKey_file(ctx, c.private_key_file.c_str(),
                                     SSL_FILETYPE_PEM) != 1) {
+      if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+        return Invalid(absl::StrCat("private_key_file \"", c.private_key_file,
+                                    "\" does not match the certificate"));
+      }
       return Invalid(
           absl::StrCat("private_key_file \"", c.private_key_file, "\""));
     }
@@ -83,7 +87,12 @@ absl::Status LoadKey(SSL_CTX* ctx, const TlsConfig& c) {
     if (key == nullptr) return Invalid("private_key_pem");
     const int used = SSL_CTX_use_PrivateKey(ctx, key);
     EVP_PKEY_free(key);
-    if (used != 1) return Invalid("private_key_pem");
+    if (used != 1) {
+      if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+        return Invalid("private_key_pem does not match the certificate");
+      }
+      return Invalid("private_key_pem");
+    }
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return Invalid("the private key does not match the certificate");
