@@ -6,6 +6,12 @@
 //   moonpool-kv --server HOST:PORT scan START [END] [--limit N]
 //               [--window-bytes N]
 //   [--timeout SECONDS] [--fail-fast]
+//   [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME]
+//   [--tls] [--tls-handshake-timeout DURATION]
+//
+// The --tls* flags (transport/program_tls.h) call over TLS 1.3, verifying
+// the server against --tls-ca; --tls-cert and --tls-key are the client
+// certificate a server with mutual TLS or --authorize-subject asks for.
 //
 // HOST is a name or an IP literal. It prints the result on stdout: a Get's
 // value as its bytes, or "(not found)"; "OK" for a Put; "deleted", or
@@ -20,6 +26,7 @@
 // --timeout bounds a scan as a whole.
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +49,7 @@
 #include "moonpool/driver/uv_loop.h"
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/program_flags.h"
+#include "moonpool/transport/program_tls.h"
 
 ABSL_FLAG(std::string, server, "", "HOST:PORT of the server (required)");
 ABSL_FLAG(double, timeout, 5, "seconds the call may take");
@@ -72,7 +80,9 @@ constexpr char kUsage[] =
     "  moonpool-kv --server HOST:PORT put KEY VALUE\n"
     "  moonpool-kv --server HOST:PORT delete KEY\n"
     "  moonpool-kv --server HOST:PORT scan START [END] [--limit N]\n"
-    "      [--window-bytes N]\n\n"
+    "      [--window-bytes N]\n"
+    "  [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
+    "      [--tls-server-name NAME] [--tls] [--tls-handshake-timeout D]\n\n"
     "Exit status: 0 the call succeeded (a missing key included), 1 it "
     "failed,\n2 usage.";
 
@@ -87,8 +97,10 @@ struct Command {
 std::vector<std::string> ParseFlags(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig config;
+  // Its own flags and the shared TLS ones.
   auto is_main = [](absl::string_view file) {
-    return absl::EndsWith(file, "kv_client_main.cc");
+    return absl::EndsWith(file, "kv_client_main.cc") ||
+           absl::EndsWith(file, "program_tls.cc");
   };
   config.contains_help_flags = is_main;
   config.contains_helpshort_flags = is_main;
@@ -225,8 +237,16 @@ int main(int argc, char** argv) {
   options.window_bytes = absl::GetFlag(FLAGS_window_bytes);
   if (options.window_bytes == 0) UsageError(kProgram, "--window-bytes is 0");
 
+  absl::StatusOr<std::shared_ptr<const moonpool::driver::TlsContext>> tls =
+      moonpool::transport::MakeProgramTls(
+          moonpool::driver::TlsRole::kClient,
+          moonpool::transport::ProgramTlsFlagValues());
+  if (!tls.ok()) UsageError(kProgram, tls.status().message());
+  moonpool::transport::ClientOptions client_options;
+  client_options.peer.tls = *std::move(tls);
+
   moonpool::driver::UvLoop loop;
-  ClientTransport client(loop);
+  ClientTransport client(loop, std::move(client_options));
   int exit_status = 1;
   moonpool::driver::TaskScope tasks(loop, [](absl::Status s) {
     std::fprintf(stderr, "%s: task failed: %s\n", kProgram,

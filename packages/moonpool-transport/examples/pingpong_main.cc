@@ -8,6 +8,18 @@
 //                     [--payload BYTES] [--duration SECONDS] [--idempotent]
 //                     [--exactly-once] [--requests N] [--never-settle]
 //                     [--timeout SECONDS] [--allow-faults] [--json FILE]
+//                     [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
+//                     [--tls-server-name NAME] [--tls]
+//                     [--tls-handshake-timeout DURATION]
+//
+// Any --tls* flag (transport/program_tls.h) makes every connection TLS 1.3
+// (PeerOptions::tls), verifying the server against --tls-ca and the name
+// --tls-server-name (default: the host of --connect); --tls-cert and
+// --tls-key are its client certificate for mutual TLS. TLS needs --connect
+// and is not for --never-settle. A handshake that fails is a failed connect:
+// the requests waiting for it end with the Status saying why (printed as
+// UNEXPECTED lines unless --allow-faults), and the summary counts the failed
+// handshakes and gives the connection's last error.
 //
 // --exactly-once marks every request exactly-once (RequestOptions): after a
 // connection loss it is sent again with the same id to the same server
@@ -90,6 +102,7 @@
 #include "moonpool/transport/client_transport.h"
 #include "moonpool/transport/graceful_shutdown.h"
 #include "moonpool/transport/program_flags.h"
+#include "moonpool/transport/program_tls.h"
 #include "moonpool/transport/request_options.h"
 #include "moonpool/transport/server_threads.h"
 
@@ -148,7 +161,9 @@ constexpr char kUsage[] =
     "      [--in-flight K] [--payload BYTES] [--duration SECONDS]\n"
     "      [--timeout SECONDS] [--idempotent] [--exactly-once]\n"
     "      [--requests N] [--never-settle] [--allow-faults]\n"
-    "      [--max-backoff SECONDS] [--json FILE]\n\n"
+    "      [--max-backoff SECONDS] [--json FILE]\n"
+    "      [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
+    "      [--tls-server-name NAME] [--tls] [--tls-handshake-timeout D]\n\n"
     "Flag names take dashes or underscores. SIGINT/SIGTERM: stop starting\n"
     "requests and report; a second one: cancel what is in flight.";
 
@@ -167,6 +182,7 @@ struct Flags {
   bool never_settle;
   bool allow_faults;
   std::string json;
+  std::shared_ptr<const moonpool::driver::TlsContext> tls;  // null: plaintext
 };
 
 Flags ReadFlags(int argc, char** argv) {
@@ -207,6 +223,18 @@ Flags ReadFlags(int argc, char** argv) {
   if (!(f.duration_s >= 0)) UsageError(kProgram, "--duration is negative");
   if (!(f.timeout_s > 0)) UsageError(kProgram, "--timeout is not > 0");
   if (!(f.max_backoff_s > 0)) UsageError(kProgram, "--max-backoff is not > 0");
+  absl::StatusOr<std::shared_ptr<const moonpool::driver::TlsContext>> tls =
+      moonpool::transport::MakeProgramTls(
+          moonpool::driver::TlsRole::kClient,
+          moonpool::transport::ProgramTlsFlagValues());
+  if (!tls.ok()) UsageError(kProgram, tls.status().message());
+  f.tls = *std::move(tls);
+  if (f.tls != nullptr && f.connect.empty()) {
+    UsageError(kProgram, "the --tls* flags need --connect");
+  }
+  if (f.tls != nullptr && f.never_settle) {
+    UsageError(kProgram, "--never-settle speaks plaintext only");
+  }
   return f;
 }
 
@@ -429,6 +457,9 @@ struct PeerTotals {
   uint64_t retries = 0;
   uint64_t resent_exactly_once = 0;
   uint64_t exactly_once_aborted = 0;
+  uint64_t tls_handshake_failures = 0;
+  // A connection's last error (Peer::last_error), when one had any.
+  std::string last_error;
 };
 
 // --never-settle: one bare connection whose exactly-once requests are
@@ -615,6 +646,10 @@ void ReadPeers(ClientLoop& cl) {
       cl.peers.retries += peer->stats().retries;
       cl.peers.resent_exactly_once += peer->stats().resent_exactly_once;
       cl.peers.exactly_once_aborted += peer->stats().exactly_once_aborted;
+      cl.peers.tls_handshake_failures += peer->stats().tls_handshake_failures;
+      if (!peer->last_error().ok()) {
+        cl.peers.last_error = peer->last_error().ToString();
+      }
     }
   }
 }
@@ -703,6 +738,7 @@ int main(int argc, char** argv) {
 
   ClientOptions client_options;
   client_options.peer.backoff.max = absl::Seconds(flags.max_backoff_s);
+  client_options.peer.tls = flags.tls;
   client_options.peer.max_queued_requests = std::max<size_t>(
       client_options.peer.max_queued_requests, flags.in_flight);
   // Loop 0 is the main thread's. Connection c goes to loop c mod T, and
@@ -816,6 +852,8 @@ int main(int argc, char** argv) {
     peers.retries += cl.peers.retries;
     peers.resent_exactly_once += cl.peers.resent_exactly_once;
     peers.exactly_once_aborted += cl.peers.exactly_once_aborted;
+    peers.tls_handshake_failures += cl.peers.tls_handshake_failures;
+    if (!cl.peers.last_error.empty()) peers.last_error = cl.peers.last_error;
     if (t == 0) continue;
     const Run& r = cl.run;
     run.started += r.started;
@@ -867,6 +905,13 @@ int main(int argc, char** argv) {
                 " Aborted (the server restarted)\n",
                 peers.resent_exactly_once, peers.exactly_once_aborted);
   }
+  if (flags.tls != nullptr) {
+    std::printf("tls:        %" PRIu64 " handshakes failed\n",
+                peers.tls_handshake_failures);
+  }
+  if (!peers.last_error.empty()) {
+    std::printf("last error: %s\n", peers.last_error.c_str());
+  }
   std::printf("result:     %s%s\n", passed ? "PASS" : "FAIL",
               run.interrupted ? " (interrupted by a signal)" : "");
 
@@ -894,6 +939,8 @@ int main(int argc, char** argv) {
         ",\n  \"exactly_once\": ", flags.exactly_once ? "true" : "false",
         ",\n  \"resent_exactly_once\": ", peers.resent_exactly_once,
         ",\n  \"exactly_once_aborted\": ", peers.exactly_once_aborted,
+        ",\n  \"tls\": ", flags.tls != nullptr ? "true" : "false",
+        ",\n  \"tls_handshake_failures\": ", peers.tls_handshake_failures,
         ",\n  \"interrupted\": ", run.interrupted ? "true" : "false",
         ",\n  \"passed\": ", passed ? "true" : "false", "\n}\n");
     FILE* f = std::fopen(flags.json.c_str(), "w");
