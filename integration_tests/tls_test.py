@@ -167,7 +167,15 @@ def run_failing_pingpong(a, server, tls_flags):
         out, _ = p.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         raise Failure("failing pingpong still running after 20 s")
+    # A sanitizer's report also exits 1: name it, and keep the output.
+    crash = re.search(r"^(SUMMARY: .*|.*runtime error: .*)$", out, re.M)
+    if crash is not None:
+        path = os.path.join(tmpdir, f"pingpong-{time.monotonic_ns()}.out")
+        with open(path, "w") as f:
+            f.write(out)
+        raise Failure(f"pingpong crashed: {crash.group(1)} (output: {path})")
     check(p.returncode == 1, f"pingpong exited {p.returncode}: {out[-2000:]}")
+    check("\nresult:     FAIL" in out, f"pingpong gave no result: {out[-2000:]}")
     check(re.search(r"^requests: .* 0 ok", out, re.M) is not None,
           f"a request succeeded: {out[-2000:]}")
     for line in out.splitlines():
