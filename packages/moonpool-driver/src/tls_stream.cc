@@ -465,7 +465,9 @@ void TlsStream::Impl::OnReadEnd(absl::Status status) {
   transport_ended_ = true;
   transport_end_ = std::move(status);
   if (state_ == State::kHandshaking) {
+    Guard g(this);
     DriveHandshake();  // reads an alert that came just before the end
+    if (g.gone) return;
     if (state_ == State::kHandshaking) {
       FailHandshake(absl::UnavailableError(
           "TLS handshake: the connection ended during the handshake"));

@@ -610,7 +610,11 @@ std::optional<Event> Connection::NextEvent() {
                            "connection closed by the peer inside a frame", end);
         } else if (!(goodbye_sent_ || goodbye_received_) || !pending_.empty() ||
                    !awaiting_reply_.empty()) {
-          why = absl::UnavailableError("connection closed by the peer");
+          why = absl::UnavailableError(
+              state_ == ConnectionState::kHandshaking
+                  ? "connection closed by the peer before its Hello (is it a "
+                    "moonpool peer, with TLS configured alike on both ends?)"
+                  : "connection closed by the peer");
         }
       }
       Close(std::move(why));
