@@ -20,6 +20,10 @@ cmake --build --preset tsan --target moonpool_driver_test \
   moonpool_transport_test moonpool_server_threads_test moonpool-pingpong
 
 dir=build/tsan/packages
+# The TLS tests read the test PKI from MOONPOOL_TEST_CERTS (CTest's fixture
+# sets it; these binaries run directly).
+export MOONPOOL_TEST_CERTS=build/tsan/test-certs
+packages/moonpool-driver/tools/moonpool-make-test-certs "$MOONPOOL_TEST_CERTS" >/dev/null
 "$dir/moonpool-driver/moonpool_driver_test" --gtest_brief=1
 "$dir/moonpool-transport/moonpool_transport_test" --gtest_brief=1
 "$dir/moonpool-transport/moonpool-pingpong" --connections 8 --in-flight 8 \

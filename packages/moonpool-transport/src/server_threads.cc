@@ -60,6 +60,9 @@ ServerStats SumServerStats(absl::Span<const ServerStats> stats) {
     t.connections_open += s.connections_open;
     t.connections_refused += s.connections_refused;
     t.accept_errors += s.accept_errors;
+    t.tls_handshakes += s.tls_handshakes;
+    t.tls_handshake_failures += s.tls_handshake_failures;
+    t.tls_handshaking += s.tls_handshaking;
     t.requests_received += s.requests_received;
     t.one_way_received += s.one_way_received;
     t.replies_sent += s.replies_sent;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "moonpool/driver/tls_context.h"
 #include "transport_test_util.h"
 
 namespace moonpool::transport::testing {
@@ -31,11 +33,34 @@ Task<void> CountingEcho(ServerTransport& server, std::atomic<int>* answered) {
   }
 }
 
-TEST(ServerThreadsTest, TwoLoopsOnOnePortBothServeAndEveryRequestIsAnswered) {
+// TLS contexts from the test PKI (MOONPOOL_TEST_CERTS), mutual TLS: one
+// server context shared by both loops' threads, as ServerThreads users do.
+std::shared_ptr<const driver::TlsContext> TestTls(bool server) {
+  const char* dir = std::getenv("MOONPOOL_TEST_CERTS");
+  if (dir == nullptr) {
+    ADD_FAILURE() << "MOONPOOL_TEST_CERTS is not set (run through ctest)";
+    return nullptr;
+  }
+  driver::TlsConfig c;
+  const std::string who = server ? "server" : "client";
+  c.certificate_chain_file = absl::StrCat(dir, "/", who, ".pem");
+  c.private_key_file = absl::StrCat(dir, "/", who, ".key");
+  c.trusted_ca_file = absl::StrCat(dir, "/ca.pem");
+  c.require_client_certificate = server;
+  auto ctx = server ? driver::TlsContext::CreateServer(c)
+                    : driver::TlsContext::CreateClient(c);
+  EXPECT_TRUE(ctx.ok()) << ctx.status();
+  return ctx.ok() ? *ctx : nullptr;
+}
+
+void TwoLoopsServeEveryRequest(bool tls) {
   std::array<std::atomic<int>, 2> answered{};
   std::array<std::optional<size_t>, 2> setup_index;
   ServerThreadsOptions options;
   options.threads = 2;
+  if (tls) options.server.tls = TestTls(/*server=*/true);
+  ClientOptions client_options = FastClient();
+  if (tls) client_options.peer.tls = TestTls(/*server=*/false);
   absl::StatusOr<std::unique_ptr<ServerThreads>> servers = ServerThreads::Start(
       Address::Loopback(0), std::move(options),
       [&](ServerLoop& s) -> absl::Status {
@@ -61,7 +86,8 @@ TEST(ServerThreadsTest, TwoLoopsOnOnePortBothServeAndEveryRequestIsAnswered) {
     TaskScope scope(loop, FailOnError());
     while (clients.size() < kMaxConnections &&
            (answered[0].load() == 0 || answered[1].load() == 0)) {
-      clients.push_back(std::make_unique<ClientTransport>(loop, FastClient()));
+      clients.push_back(
+          std::make_unique<ClientTransport>(loop, client_options));
       replies.emplace_back();
       scope.Spawn(Store(
           clients.back()->Request<std::string>(
@@ -94,6 +120,16 @@ TEST(ServerThreadsTest, TwoLoopsOnOnePortBothServeAndEveryRequestIsAnswered) {
   EXPECT_EQ(total.replies_sent,
             static_cast<uint64_t>(answered[0].load() + answered[1].load()));
   EXPECT_EQ((*servers)->task_errors(), 0u);
+  EXPECT_EQ(total.tls_handshakes, tls ? replies.size() : 0u);
+  EXPECT_EQ(total.tls_handshake_failures, 0u);
+}
+
+TEST(ServerThreadsTest, TwoLoopsOnOnePortBothServeAndEveryRequestIsAnswered) {
+  TwoLoopsServeEveryRequest(/*tls=*/false);
+}
+
+TEST(ServerThreadsTest, TwoLoopsShareOneTlsContext) {
+  TwoLoopsServeEveryRequest(/*tls=*/true);
 }
 
 TEST(ServerThreadsTest, StartRefusesNoLoopsAndASharedFixedIncarnation) {
