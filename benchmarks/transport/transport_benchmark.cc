@@ -56,6 +56,10 @@
 // one (client.pem, trusting ca.pem, checking the dialled 127.0.0.1 against
 // the server certificate's IP SAN), from `--certs DIR`. The handshakes
 // happen in the warm-up; the window measures the records alone.
+// MOONPOOL_BENCH_TLS_CIPHERSUITES=LIST (environment; OpenSSL's TLS 1.3
+// list, e.g. TLS_AES_128_GCM_SHA256) sets both contexts' cipher suites
+// through TlsContext::native_handle(), for experiments; ci/bench does not
+// set it (OpenSSL's default order picks TLS_AES_256_GCM_SHA384).
 //
 // MOONPOOL_BENCH_HANDLERS=N (environment) overrides the number of server
 // handler tasks (default 4), for experiments; ci/bench does not set it.
@@ -80,6 +84,8 @@
 // So the cost of the services layer is the difference between the two Cap'n
 // Proto columns: the same bytes on the wire (but the endpoint token), the
 // same encode and decode at both ends.
+#include <openssl/ssl.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -224,6 +230,14 @@ TlsContexts MakeTlsContexts(const Options& options) {
   if (!c.ok()) Die("client TLS context: " + c.status().ToString());
   contexts.server = *std::move(s);
   contexts.client = *std::move(c);
+  if (const char* suites = std::getenv("MOONPOOL_BENCH_TLS_CIPHERSUITES")) {
+    for (const auto& context : {contexts.server, contexts.client}) {
+      if (SSL_CTX_set_ciphersuites(context->native_handle(), suites) != 1) {
+        Die(std::string("MOONPOOL_BENCH_TLS_CIPHERSUITES: OpenSSL refused ") +
+            suites);
+      }
+    }
+  }
   return contexts;
 }
 
