@@ -8,6 +8,8 @@
 #   3. configure and build every packages/moonpool-<layer> standalone against
 #      that prefix (BUILD_TESTING=OFF), so each layer finds the ones below it
 #      installed;
+#   3b. when moonpool-driver is installed: a project that finds it runs
+#      moonpool_add_test_certs() (the installed moonpool-make-test-certs);
 #   4. when moonpool-chaos is installed: configure and build
 #      integration_tests/sim_consumer (the chaos README's own workload, runner
 #      and GoogleTest sweep) against that prefix and run it
@@ -204,6 +206,40 @@ for pkg in "${packages[@]}"; do
 done
 if [[ ${#built[@]} -eq 0 ]]; then
   fail "no package under ${MOONPOOL_SOURCE_DIR}/packages"
+fi
+
+# --- 3b. The TLS test certificates from the installed tree. ----------------
+# moonpool-driver installs moonpool-make-test-certs and MoonpoolTestCerts.cmake;
+# a project that finds the package gets moonpool_add_test_certs(), whose
+# fixture must run the installed script (the layers above use it when their
+# tests are built standalone).
+if [[ " ${installed_layers[*]} " == *" driver "* ]]; then
+  [[ -x ${prefix}/bin/moonpool-make-test-certs ]] ||
+    fail "not installed: ${prefix}/bin/moonpool-make-test-certs"
+  certs_src=${tmp}/certs-consumer-src
+  certs_build=${tmp}/certs-consumer
+  mkdir -p "${certs_src}"
+  cat >"${certs_src}/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.25)
+project(certs_consumer LANGUAGES C CXX)
+find_package(moonpool-driver 0.1 REQUIRED)
+enable_testing()
+moonpool_add_test_certs(certs_consumer_certs ${CMAKE_BINARY_DIR}/certs)
+add_test(NAME certs_consumer_has_them
+  COMMAND test -s ${CMAKE_BINARY_DIR}/certs/ca.pem -a -s ${CMAKE_BINARY_DIR}/certs/server.key)
+set_tests_properties(certs_consumer_has_them PROPERTIES
+  FIXTURES_REQUIRED certs_consumer_certs)
+file(WRITE ${CMAKE_BINARY_DIR}/script_path.txt "${MOONPOOL_MAKE_TEST_CERTS}")
+CMAKE
+  step certs-consumer-configure "${cmake_cmd}" -S "${certs_src}" -B "${certs_build}" \
+    "${configure_args[@]}"
+  script=$(cat "${certs_build}/script_path.txt")
+  [[ ${script} == "${prefix}"/* ]] ||
+    fail "MOONPOOL_MAKE_TEST_CERTS is '${script}', not in ${prefix}"
+  ctest_cmd=ctest
+  if [[ ${cmake_cmd} == */* ]]; then ctest_cmd=$(dirname "${cmake_cmd}")/ctest; fi
+  step certs-consumer-ctest "${ctest_cmd}" --test-dir "${certs_build}" \
+    --output-on-failure
 fi
 
 # --- 4. The chaos README's example: a user's workload and runner. ----------
