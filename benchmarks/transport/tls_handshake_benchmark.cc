@@ -17,7 +17,9 @@
 //       ServerTransport on a thread of its own (transport::ServerThreads,
 //       one loop): TCP connect, the TLS 1.3 handshake when T=1 (mutual,
 //       ServerOptions::tls and PeerOptions::tls), moonpool's Hello, one
-//       round trip, Close. T=0 is the same in plaintext.
+//       round trip, Close. T=0 is the same in plaintext. With T=1 the run
+//       fails unless the server counted a TLS handshake per connection
+//       (ServerStats::tls_handshakes, also reported as a counter).
 //
 // Certificates: `--certs=DIR` (made by
 // packages/moonpool-driver/tools/moonpool-make-test-certs DIR, as ci/bench
@@ -29,6 +31,7 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -315,6 +318,15 @@ void BM_TransportFirstRequest(benchmark::State& state) {
         static_cast<double>(stats.tls_handshakes);
     state.counters["server_tls_failures"] =
         static_cast<double>(stats.tls_handshake_failures);
+    // Every connection must have been TLS: a rate of plaintext connections
+    // under this name would be a lie.
+    if (stats.tls_handshakes < static_cast<uint64_t>(state.iterations())) {
+      state.SkipWithError(("the server counted " +
+                           std::to_string(stats.tls_handshakes) +
+                           " TLS handshakes for " +
+                           std::to_string(state.iterations()) + " connections")
+                              .c_str());
+    }
   }
   SetRate(state, tls ? "handshakes_per_second" : "connections_per_second");
 }
