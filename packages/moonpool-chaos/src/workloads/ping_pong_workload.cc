@@ -477,6 +477,15 @@ void PingPongRun::TlsCoverage() {
     handshakes += st.tls_handshakes;
     failures += st.tls_handshake_failures;
   }
+  // The clients' side of a failed handshake (a server may never see one
+  // that a reset cut short before its first flight).
+  for (const ClientSlot& c : clients_) {
+    for (const ServerSlot& s : servers_) {
+      if (const driver::Peer* p = c.transport->peer(s.target); p != nullptr) {
+        failures += p->stats().tls_handshake_failures;
+      }
+    }
+  }
   Sometimes(handshakes > 0, "tls.handshake");
   Sometimes(failures > 0, "tls.handshake_failed");
   Sometimes(tls_record_failures_ > 0, "tls.bit_flip_caught");

@@ -918,6 +918,11 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
     handshakes += st.tls_handshakes;
     failures += st.tls_handshake_failures;
   }
+  for (const ClientSlot& c : clients_) {
+    if (const driver::Peer* p = c.transport->peer(target_); p != nullptr) {
+      failures += p->stats().tls_handshake_failures;
+    }
+  }
   Sometimes(handshakes > 0, "tls.handshake");
   Sometimes(failures > 0, "tls.handshake_failed");
   Sometimes(tls_record_failures_ > 0, "tls.bit_flip_caught");

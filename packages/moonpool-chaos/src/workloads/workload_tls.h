@@ -25,8 +25,9 @@ namespace moonpool::chaos::internal {
 // The coverage points of a workload that may run TLS, declared in every run
 // so that one never reached across a sweep shows as a hole:
 //   tls.handshake         a TLS handshake succeeded (a server counted it);
-//   tls.handshake_failed  one failed (a reset, a flipped bit or a stall
-//                         past the timeout during it), on either side;
+//   tls.handshake_failed  one failed (a reset, a flipped bit, a kill or a
+//                         stall past the timeout during it), as a server's
+//                         or a client Peer's counter says;
 //   tls.bit_flip_caught   a record that failed authentication ended a
 //                         connection (DataLoss from the TLS stream), seen in
 //                         the outcome of a request that was on it.
