@@ -21,7 +21,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <string>
@@ -133,7 +135,7 @@ class TlsStream::Impl final : public StreamHandler {
 
   ~Impl() override {
     if (guard_ != nullptr) *guard_ = true;
-    if (ssl_ != nullptr) SSL_free(ssl_);  // frees both BIOs
+    if (ssl_ != nullptr) SSL_free(ssl_);  // frees bio_
   }
 
   absl::Status Start(bool server, absl::string_view server_name);
@@ -162,10 +164,7 @@ class TlsStream::Impl final : public StreamHandler {
   }
 
   // ---- StreamHandler, for the wrapped stream ----
-  absl::Span<char> ReadBuffer(size_t) override {
-    cipher_in_.resize(kCipherReadChunk);
-    return absl::MakeSpan(cipher_in_);
-  }
+  absl::Span<char> ReadBuffer(size_t) override;
   void OnRead(size_t n) override;
   void OnReadEnd(absl::Status status) override;
   void OnWritten(size_t n) override;
@@ -214,7 +213,15 @@ class TlsStream::Impl final : public StreamHandler {
   // segments completed at once, or the wrapped stream's error.
   absl::StatusOr<size_t> SendCipher(size_t plain);
   size_t Account(size_t cipher_written);
+  size_t cipher_in_pending() const { return in_end_ - in_pos_; }
   void ScheduleDeferred();
+
+  // The BIO OpenSSL reads and writes ciphertext through.
+  static BIO_METHOD* TransportBioMethod();
+  static int BioWrite(BIO* b, const char* data, size_t len, size_t* written);
+  static int BioRead(BIO* b, char* out, size_t len, size_t* read);
+  static long BioCtrl(BIO* b, int cmd, long num, void* ptr);
+  static int BioCreate(BIO* b);
   void RunDeferred();
 
   Loop& loop_;
@@ -223,8 +230,7 @@ class TlsStream::Impl final : public StreamHandler {
   HandshakeCallback on_handshake_;
   const bool deterministic_;
   SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;  // owned by ssl_
-  BIO* wbio_ = nullptr;  // owned by ssl_
+  BIO* bio_ = nullptr;  // ours (TransportBio), owned by ssl_
   StreamHandler* handler_ = nullptr;
   State state_ = State::kHandshaking;
   bool* guard_ = nullptr;
@@ -236,7 +242,15 @@ class TlsStream::Impl final : public StreamHandler {
   bool shutdown_sent_ = false;
   absl::Status write_error_;
   std::string held_;  // plaintext written before the handshake ended
+  // Ciphertext read from the wrapped stream: [in_pos_, in_end_) is what
+  // OpenSSL has not taken yet. OpenSSL reads it from here through bio_ and
+  // writes ciphertext into cipher_out_, which goes to the wrapped stream's
+  // Write after each OpenSSL call: no memory BIO, so no copy into one and no
+  // zeroing of its buffer.
   std::vector<char> cipher_in_;
+  size_t in_pos_ = 0;
+  size_t in_end_ = 0;
+  std::string cipher_out_;
   std::deque<Segment> segments_;
   std::shared_ptr<const PeerIdentity> identity_;
   std::unique_ptr<Timer> handshake_timer_;
@@ -253,18 +267,13 @@ absl::Status TlsStream::Impl::Start(bool server, absl::string_view name) {
     return absl::ResourceExhaustedError(
         absl::StrCat("TLS: SSL_new: ", internal::TakeOpenSslErrors()));
   }
-  rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(BIO_s_mem());
-  if (rbio_ == nullptr || wbio_ == nullptr) {
-    BIO_free(rbio_);
-    BIO_free(wbio_);
-    rbio_ = wbio_ = nullptr;
+  BIO_METHOD* method = TransportBioMethod();
+  bio_ = method != nullptr ? BIO_new(method) : nullptr;
+  if (bio_ == nullptr) {
     return absl::ResourceExhaustedError("TLS: BIO_new failed");
   }
-  // An empty read BIO means "more to come", not end of stream: the end is
-  // the wrapped stream's to say (OnReadEnd).
-  BIO_set_mem_eof_return(rbio_, -1);
-  SSL_set_bio(ssl_, rbio_, wbio_);
+  BIO_set_data(bio_, this);
+  SSL_set_bio(ssl_, bio_, bio_);  // one reference, taken by ssl_
   // Certificates are checked against the loop's calendar, so a simulated
   // run checks them against its virtual time.
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
@@ -432,8 +441,7 @@ void TlsStream::Impl::FailHandshake(absl::Status why) {
   state_ = State::kFailed;
   handshake_timer_->Stop();
   // The alert OpenSSL wrote (if any) goes out before the close.
-  if (transport_ != nullptr && BIO_ctrl_pending(wbio_) > 0 &&
-      write_error_.ok()) {
+  if (transport_ != nullptr && !cipher_out_.empty() && write_error_.ok()) {
     (void)SendCipher(0);
   }
   if (transport_ != nullptr) transport_->Close();
@@ -443,17 +451,27 @@ void TlsStream::Impl::FailHandshake(absl::Status why) {
 
 // ---- Reading ----
 
-void TlsStream::Impl::OnRead(size_t n) {
-  if (BIO_write(rbio_, cipher_in_.data(), static_cast<int>(n)) !=
-      static_cast<int>(n)) {
-    // Only an allocation failure gets here.
-    if (state_ == State::kHandshaking) {
-      FailHandshake(absl::ResourceExhaustedError("TLS: out of memory"));
-    } else {
-      EndRead(absl::ResourceExhaustedError("TLS: out of memory"));
+absl::Span<char> TlsStream::Impl::ReadBuffer(size_t) {
+  if (in_pos_ == in_end_) in_pos_ = in_end_ = 0;
+  if (cipher_in_.size() - in_end_ < kCipherReadChunk / 4) {
+    // Keep what OpenSSL has not taken at the front; grow only when it is
+    // most of the buffer (a reader that stopped reading with records
+    // pending, and one more read already under way).
+    if (in_pos_ > 0) {
+      std::memmove(cipher_in_.data(), cipher_in_.data() + in_pos_,
+                   cipher_in_pending());
     }
-    return;
+    in_end_ -= in_pos_;
+    in_pos_ = 0;
+    if (cipher_in_.size() - in_end_ < kCipherReadChunk / 4) {
+      cipher_in_.resize(std::max(kCipherReadChunk, 2 * cipher_in_.size()));
+    }
   }
+  return absl::MakeSpan(cipher_in_).subspan(in_end_);
+}
+
+void TlsStream::Impl::OnRead(size_t n) {
+  in_end_ += n;
   if (state_ == State::kHandshaking) {
     DriveHandshake();
     return;
@@ -481,7 +499,7 @@ void TlsStream::Impl::Pump() {
   if (state_ != State::kOpen || read_ended_) return;
   Guard g(this);
   while (reading_ && handler_ != nullptr) {
-    if (SSL_pending(ssl_) == 0 && BIO_ctrl_pending(rbio_) == 0) {
+    if (SSL_pending(ssl_) == 0 && cipher_in_pending() == 0) {
       if (transport_ended_) EndRead(TruncatedEnd());
       return;
     }
@@ -501,7 +519,7 @@ void TlsStream::Impl::Pump() {
     }
     const int e = SSL_get_error(ssl_, r);
     // A KeyUpdate, or an alert, may have been written in reply.
-    if (BIO_ctrl_pending(wbio_) > 0 && write_error_.ok()) {
+    if (!cipher_out_.empty() && write_error_.ok()) {
       (void)SendCipher(0);
       if (g.gone) return;
     }
@@ -561,8 +579,7 @@ absl::Status TlsStream::Impl::StartReading() {
   }
   // Plaintext OpenSSL holds, or an end already seen, is delivered on a
   // later turn, never inside this call.
-  if (SSL_pending(ssl_) > 0 || BIO_ctrl_pending(rbio_) > 0 ||
-      transport_ended_) {
+  if (SSL_pending(ssl_) > 0 || cipher_in_pending() > 0 || transport_ended_) {
     ScheduleDeferred();
   }
   return absl::OkStatus();
@@ -621,17 +638,14 @@ absl::StatusOr<size_t> TlsStream::Impl::Write(absl::Span<const char> bytes) {
 }
 
 absl::StatusOr<size_t> TlsStream::Impl::SendCipher(size_t plain) {
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(wbio_, &data);
-  if (n <= 0) {
+  if (cipher_out_.empty()) {
     // Nothing to send: plaintext of 0 bytes only.
     return plain == 0 ? size_t{0} : Account(0);
   }
-  segments_.push_back(Segment{static_cast<size_t>(n), plain});
-  absl::StatusOr<size_t> taken =
-      transport_->Write(absl::MakeConstSpan(data, static_cast<size_t>(n)));
-  // The wrapped stream copied what it did not take.
-  (void)BIO_reset(wbio_);
+  segments_.push_back(Segment{cipher_out_.size(), plain});
+  absl::StatusOr<size_t> taken = transport_->Write(cipher_out_);
+  // The wrapped stream copied what it did not take; the capacity stays.
+  cipher_out_.clear();
   if (!taken.ok()) {
     write_error_ = taken.status();
     return taken.status();
@@ -712,6 +726,69 @@ void TlsStream::Impl::Close() {
   if (handshake_timer_ != nullptr) handshake_timer_->Stop();
   if (deferred_timer_ != nullptr) deferred_timer_->Stop();
   if (transport_ != nullptr) transport_->Close();
+}
+
+// ---- The BIO ----
+
+BIO_METHOD* TlsStream::Impl::TransportBioMethod() {
+  // Made once and kept for the process: OpenSSL has no static BIO_METHOD
+  // for a custom BIO, and the method holds no state of any stream.
+  static BIO_METHOD* const method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                 "moonpool transport");
+    if (m == nullptr) return m;
+    BIO_meth_set_write_ex(m, &BioWrite);
+    BIO_meth_set_read_ex(m, &BioRead);
+    BIO_meth_set_ctrl(m, &BioCtrl);
+    BIO_meth_set_create(m, &BioCreate);
+    return m;
+  }();
+  return method;
+}
+
+int TlsStream::Impl::BioCreate(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+int TlsStream::Impl::BioWrite(BIO* b, const char* data, size_t len,
+                              size_t* written) {
+  BIO_clear_retry_flags(b);
+  auto* impl = static_cast<Impl*>(BIO_get_data(b));
+  impl->cipher_out_.append(data, len);
+  *written = len;
+  return 1;
+}
+
+int TlsStream::Impl::BioRead(BIO* b, char* out, size_t len, size_t* read) {
+  BIO_clear_retry_flags(b);
+  auto* impl = static_cast<Impl*>(BIO_get_data(b));
+  const size_t n = std::min(len, impl->cipher_in_pending());
+  if (n == 0) {
+    // Nothing yet is "more to come", not an end: the end of stream is the
+    // wrapped stream's to say (OnReadEnd).
+    BIO_set_retry_read(b);
+    *read = 0;
+    return 0;
+  }
+  std::memcpy(out, impl->cipher_in_.data() + impl->in_pos_, n);
+  impl->in_pos_ += n;
+  *read = n;
+  return 1;
+}
+
+long TlsStream::Impl::BioCtrl(BIO* b, int cmd, long, void*) {
+  auto* impl = static_cast<Impl*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING:
+      return static_cast<long>(impl->cipher_in_pending());
+    case BIO_CTRL_WPENDING:
+      return static_cast<long>(impl->cipher_out_.size());
+    default:
+      return 0;
+  }
 }
 
 // ---- TlsStream ----
