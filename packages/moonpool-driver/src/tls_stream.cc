@@ -1,6 +1,7 @@
-// TlsStream: OpenSSL over memory BIOs. The wrapped Stream's reads go into
-// the read BIO, and whatever OpenSSL writes into the write BIO goes to the
-// wrapped Stream's Write at once. The handler above sees plaintext.
+// TlsStream: OpenSSL over memory, through a BIO of ours (TransportBio):
+// OpenSSL reads ciphertext from the buffer the wrapped Stream read into, and
+// what it writes is collected and goes to the wrapped Stream's Write after
+// each OpenSSL call. The handler above sees plaintext.
 //
 // Write accounting. The Stream contract counts the caller's bytes (Write's
 // return value plus OnWritten add up to every byte written), but the wrapped
