@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz smoke test: builds the `fuzz` preset (clang 14, libFuzzer, ASan+UBSan)
 # and, for each libFuzzer target in fuzz/ (frame_decoder, protocol_connection,
-# capnp_codec, envelope_fast_path):
+# capnp_codec, envelope_fast_path, tls_record):
 #   1. checks that the committed seed corpus fuzz/corpus/<target>/ is what its
 #      generator writes;
 #   2. replays every input in fuzz/regressions/<target>/;
@@ -35,6 +35,7 @@ targets=(
   "protocol_connection make_protocol_connection_seeds"
   "capnp_codec make_capnp_codec_seeds"
   "envelope_fast_path make_envelope_fast_path_seeds"
+  "tls_record make_tls_record_seeds"
 )
 
 build_targets=()
