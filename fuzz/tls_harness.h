@@ -187,6 +187,10 @@ class Collector final : public driver::StreamHandler {
   void OnRead(size_t n) override {
     ++calls;
     if (end.has_value() || n == 0 || n > buffer_.size()) ++contract_breaks;
+    // Checked here, once per byte: every client writes Pattern().
+    for (size_t i = 0; i < std::min(n, buffer_.size()); ++i) {
+      if (buffer_[i] != PatternByte(delivered.size() + i)) ++foreign_bytes;
+    }
     delivered.append(buffer_.data(), std::min(n, buffer_.size()));
   }
   void OnReadEnd(absl::Status status) override {
@@ -206,6 +210,8 @@ class Collector final : public driver::StreamHandler {
   // OnRead calls after the end, with n == 0, or past the buffer: each one
   // breaks the Stream contract.
   int contract_breaks = 0;
+  // Delivered bytes that differ from Pattern() at their offset.
+  size_t foreign_bytes = 0;
   size_t written_reported = 0;
   absl::Status write_error;
 
