@@ -34,7 +34,7 @@ TEST(TlsSweep, ASeedWithTlsReplaysItsTraceAndItsBytesOnTheWire) {
                                << a.trace_tail;
     EXPECT_EQ(CompareRuns(a, b), "") << "seed " << seed;
     EXPECT_EQ(a.wire_hash, b.wire_hash);
-    EXPECT_TRUE(Held(a, "tls.handshake")) << "seed " << seed;
+    EXPECT_TRUE(Held(a, "tls.handshake_done")) << "seed " << seed;
     EXPECT_THAT(a.chaos, HasSubstr(" tls"));
     // The same seed without TLS is another run: TLS was really on.
     RunSpec plain = spec;
@@ -87,7 +87,7 @@ TEST(TlsSweep, APlanWithTlsOffRunsAsIfTheSwitchDidNotExist) {
     const SeedResult a = RunSeed(drawn, seed);
     const SeedResult b = RunSeed(off, seed);
     EXPECT_EQ(CompareRuns(a, b), "") << "seed " << seed;
-    EXPECT_FALSE(Held(a, "tls.handshake"));
+    EXPECT_FALSE(Held(a, "tls.handshake_done"));
   }
   EXPECT_EQ(checked, 2);
 }
@@ -110,9 +110,9 @@ TEST(TlsSweep, APlanFileAndTheRunnerFlagSetIt) {
   std::ostringstream out, err;
   EXPECT_EQ(RunSimMain(static_cast<int>(argv.size()), argv.data(), out, err), 0)
       << out.str() << err.str();
-  EXPECT_THAT(out.str(), HasSubstr("tls.handshake"));
+  EXPECT_THAT(out.str(), HasSubstr("tls.handshake_done"));
   EXPECT_THAT(out.str(), ::testing::ContainsRegex(
-                             "[1-9]/[0-9]+ +sometimes  tls.handshake\n"));
+                             "[1-9]/[0-9]+ +sometimes  tls.handshake_done\n"));
 }
 
 }  // namespace

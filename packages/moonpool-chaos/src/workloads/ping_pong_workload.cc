@@ -486,7 +486,7 @@ void PingPongRun::TlsCoverage() {
       }
     }
   }
-  Sometimes(handshakes > 0, "tls.handshake");
+  Sometimes(handshakes > 0, "tls.handshake_done");
   Sometimes(failures > 0, "tls.handshake_failed");
   Sometimes(tls_record_failures_ > 0, "tls.bit_flip_caught");
 }

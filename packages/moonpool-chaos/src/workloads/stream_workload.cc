@@ -923,7 +923,7 @@ absl::Status StreamRun::Execute(WorkloadContext& ctx) {
       failures += p->stats().tls_handshake_failures;
     }
   }
-  Sometimes(handshakes > 0, "tls.handshake");
+  Sometimes(handshakes > 0, "tls.handshake_done");
   Sometimes(failures > 0, "tls.handshake_failed");
   Sometimes(tls_record_failures_ > 0, "tls.bit_flip_caught");
   return finish(failure_);

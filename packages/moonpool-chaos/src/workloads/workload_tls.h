@@ -24,7 +24,7 @@ namespace moonpool::chaos::internal {
 
 // The coverage points of a workload that may run TLS, declared in every run
 // so that one never reached across a sweep shows as a hole:
-//   tls.handshake         a TLS handshake succeeded (a server counted it);
+//   tls.handshake_done    a TLS handshake succeeded (a server counted it);
 //   tls.handshake_failed  one failed (a reset, a flipped bit, a kill or a
 //                         stall past the timeout during it), as a server's
 //                         or a client Peer's counter says;
@@ -32,7 +32,7 @@ namespace moonpool::chaos::internal {
 //                         connection (DataLoss from the TLS stream), seen in
 //                         the outcome of a request that was on it.
 inline constexpr absl::string_view kTlsCoveragePoints[] = {
-    "tls.handshake",
+    "tls.handshake_done",
     "tls.handshake_failed",
     "tls.bit_flip_caught",
 };
