@@ -2,10 +2,10 @@
 // process, as a function of a seed: an Ed25519 CA and the leaf certificates
 // it signs (servers and clients, for mutual TLS), as PEM text for
 // driver::TlsConfig's *_pem fields. Ed25519 because both its keys (32 bytes
-// drawn from the seed, EVP_PKEY_new_raw_private_key) and its signatures are
-// deterministic: the same seed gives the same certificates byte for byte,
-// so a TLS run of a SimLoop replays, and no openssl CLI, file or committed
-// key is involved.
+// drawn from the seed; driver/ed25519_certificates.h makes the X.509) and
+// its signatures are deterministic: the same seed gives the same certificates
+// byte for byte, so a TLS run of a SimLoop replays, and no openssl CLI, file or
+// committed key is involved.
 //
 // Public because a user's own workloads (the runner links them: sim_main.h)
 // need certificates to honour ChaosConfig::tls the way the built-in ones
@@ -36,6 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "moonpool/chaos/sim_random.h"
+#include "moonpool/driver/ed25519_certificates.h"
 #include "moonpool/driver/tls_context.h"
 
 namespace moonpool::chaos {
@@ -79,7 +80,7 @@ class SimCertificateAuthority {
   driver::TlsConfig ClientConfig(const SimCertificate* leaf = nullptr) const;
 
  private:
-  using RawKey = std::array<unsigned char, 32>;  // an Ed25519 private key
+  using RawKey = driver::Ed25519Key;
   SimCertificateAuthority(SimRandom keys, SimCertificate ca, RawKey ca_key)
       : keys_(keys), ca_(std::move(ca)), ca_key_(ca_key) {}
 
