@@ -14,7 +14,7 @@ namespace {
 // The plan's own stream, apart from the SimLoop's (same seed, other salt).
 constexpr uint64_t kPlanSalt = 0x9e3779b97f4a7c15ULL;
 
-
+// The plan of `spec` for `seed` before RunSpec's overrides (tls).
 ChaosConfig PlanWithoutOverrides(const RunSpec& spec, uint64_t seed) {
   switch (spec.config) {
     case ConfigMode::kNone:
