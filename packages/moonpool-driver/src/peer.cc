@@ -194,6 +194,16 @@ absl::Status Peer::SendOneWay(Endpoint endpoint, std::string payload) {
 }
 
 absl::Status Peer::Submit(Pending& p) {
+  if (!handshaken_ && options_.tls != nullptr) {
+    // In TLS 1.3 the server checks the client's certificate (or its
+    // absence, when it requires one) after the client's handshake has
+    // ended, and refuses with an alert on the next read. Until the server's
+    // Hello shows it did not, nothing is written, so a refusal leaves the
+    // requests queued and the attempt failed with the alert's reason, never
+    // "maybe delivered". One round trip per connection, not per request.
+    return absl::FailedPreconditionError(
+        "over TLS, requests wait for the server's Hello");
+  }
   if (!p.done) return driver_->SendOneWay(p.options.endpoint, p.payload);
   protocol::RequestOptions options;
   options.deadline = p.options.deadline;

@@ -472,6 +472,11 @@ absl::Span<char> TlsStream::Impl::ReadBuffer(size_t) {
 }
 
 void TlsStream::Impl::OnRead(size_t n) {
+  if (read_ended_) {
+    // A read already under way when reading ended: nobody will read it.
+    in_pos_ = in_end_ = 0;
+    return;
+  }
   in_end_ += n;
   if (state_ == State::kHandshaking) {
     DriveHandshake();
@@ -566,6 +571,10 @@ absl::Status TlsStream::Impl::TruncatedEnd() const {
 void TlsStream::Impl::EndRead(absl::Status status) {
   if (read_ended_) return;
   read_ended_ = true;
+  // Nothing more will be read: what the peer still sends (after its
+  // close_notify, or a bad record) must not pile up here.
+  if (transport_ != nullptr && !transport_ended_) transport_->StopReading();
+  in_pos_ = in_end_ = 0;
   if (handler_ != nullptr) handler_->OnReadEnd(std::move(status));
 }
 
@@ -574,7 +583,7 @@ absl::Status TlsStream::Impl::StartReading() {
     return absl::FailedPreconditionError("TLS stream is closed");
   }
   reading_ = true;
-  if (state_ != State::kOpen) return absl::OkStatus();
+  if (state_ != State::kOpen || read_ended_) return absl::OkStatus();
   if (!transport_ended_) {
     if (absl::Status s = transport_->StartReading(); !s.ok()) return s;
   }

@@ -129,7 +129,11 @@ struct PeerOptions {
   // has succeeded. A handshake that fails is a failed connect (the Status
   // says why: Unauthenticated for a certificate that fails verification).
   // The expected server name is the context's, else the host of the
-  // Peer's address.
+  // Peer's address. Requests wait for the server's Hello before they are
+  // first written on a connection (one round trip per connection): in TLS
+  // 1.3 a server refuses a client certificate (or its absence) only after
+  // the client's handshake has ended, and a request written before that
+  // would end "maybe delivered" instead of failing with the reason.
   std::shared_ptr<const TlsContext> tls;
 };
 
