@@ -178,7 +178,7 @@ std::vector<FlagDef> RunnerFlags(Args& a) {
        }},
       {"tls", Kind::kValue, "on|off",
        "every seed's transports with mutual TLS (on) or plaintext (off); "
-       "default: as the plan says (half the random plans)",
+       "default: as the plan says (a quarter of the random plans)",
        [&a](absl::string_view text, std::string* error) {
          if (text == "on" || text == "off") {
            a.spec.tls = text == "on";

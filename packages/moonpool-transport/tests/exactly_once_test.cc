@@ -641,9 +641,10 @@ TEST(ExactlyOnce, AQueuedCallWhoseConnectionDiedRunsOnceForItsResend) {
   Runs runs;
   bool hold = true;
   // One handler at a time: the second call waits in the method's queue.
-  ASSERT_TRUE(ServeCounting(loop, *server, &runs, &hold, nullptr,
-                            HandlerOptions{.max_concurrent = 1})
-                  .ok());
+  HandlerOptions one_at_a_time;
+  one_at_a_time.max_concurrent = 1;
+  ASSERT_TRUE(
+      ServeCounting(loop, *server, &runs, &hold, nullptr, one_at_a_time).ok());
   Proxy proxy(loop, server->address());
   ClientTransport client(loop, FastClient());
   TaskScope scope(loop, FailOnError());

@@ -92,7 +92,7 @@ struct ChaosConfig {
   // made from the seed (sim_certificates.h). A switch of the plan so that a
   // swarm covers both, a plan file can force it (tls=true), and a failing
   // seed's plan says which it ran. SimLoop itself ignores it; FaultyLoop
-  // too. Random() turns it on in half the plans.
+  // too. Random() turns it on in a quarter of the plans.
   bool tls = false;
 
   // No faults at all (the default).

@@ -44,7 +44,7 @@ struct SweepOptions {
   bool buggify = true;
   // Set: every seed with mutual TLS (true) or plaintext (false), whatever
   // the plan says (RunSpec::tls).
-  std::optional<bool> tls;
+  std::optional<bool> tls = std::nullopt;
   // The first this many seeds run twice; their trace hashes, and the bytes
   // they put on the simulated wire, must agree.
   uint64_t check_determinism = 0;

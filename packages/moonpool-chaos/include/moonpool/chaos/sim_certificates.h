@@ -43,10 +43,10 @@ namespace moonpool::chaos {
 
 // What a leaf certificate says.
 struct SimCertificateSpec {
-  std::string common_name;                // the subject's CN
-  std::vector<std::string> dns_names;     // subjectAltName DNS entries
-  std::vector<std::string> ip_addresses;  // subjectAltName IP literals
-  std::vector<std::string> uris;          // subjectAltName URIs (SPIFFE)
+  std::string common_name = {};                // the subject's CN
+  std::vector<std::string> dns_names = {};     // subjectAltName DNS entries
+  std::vector<std::string> ip_addresses = {};  // subjectAltName IP literals
+  std::vector<std::string> uris = {};          // subjectAltName URIs (SPIFFE)
 };
 
 // A certificate and its key, PEM text (a key as unencrypted PKCS#8).

@@ -134,7 +134,7 @@ struct PeerOptions {
   // 1.3 a server refuses a client certificate (or its absence) only after
   // the client's handshake has ended, and a request written before that
   // would end "maybe delivered" instead of failing with the reason.
-  std::shared_ptr<const TlsContext> tls;
+  std::shared_ptr<const TlsContext> tls = nullptr;
 };
 
 struct PeerRequestOptions {

@@ -60,7 +60,7 @@ struct HandlerOptions {
   // Runs before each call of this method, after the server's and the
   // service's authorizers (server_options.h); a non-OK Status is the call's
   // answer and the handler does not run. Empty: allowed.
-  Authorizer authorize;
+  Authorizer authorize = nullptr;
 };
 
 }  // namespace moonpool::transport

@@ -94,17 +94,17 @@ struct ServerOptions {
   // closed and counted (ServerStats::tls_handshake_failures), and nothing
   // else notices. Handlers see the client's verified certificate in
   // RequestContext::peer_identity().
-  std::shared_ptr<const driver::TlsContext> tls;
+  std::shared_ptr<const driver::TlsContext> tls = nullptr;
   // Told of every TLS handshake that fails, with the client's address and
   // why (driver/tls_stream.h lists the Status codes), for a log: the
   // connection is already closed. Empty: counted only.
   std::function<void(const driver::Address&, const absl::Status&)>
-      on_tls_handshake_failure;
+      on_tls_handshake_failure = nullptr;
   // Runs before every method call of this server, before the per-service
   // and per-method authorizers (ServerTransport::Authorize,
   // HandlerOptions::authorize); the first non-OK answer refuses the call.
   // Empty: every call is allowed here.
-  Authorizer authorize;
+  Authorizer authorize = nullptr;
 
   static protocol::ConnectionOptions DefaultConnectionOptions() {
     protocol::ConnectionOptions o;
