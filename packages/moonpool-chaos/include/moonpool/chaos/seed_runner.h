@@ -43,8 +43,8 @@ struct RunSpec {
   std::string config_file = {};  // kFile: the file it came from, if any
   bool buggify = true;
   // Set: overrides the plan's ChaosConfig::tls (the runner's --tls on|off)
-  // in every config mode; unset: the plan decides (a quarter of the random plans,
-  // a file's tls key, never with kNone).
+  // in every config mode; unset: the plan decides (a quarter of the random
+  // plans, a file's tls key, never with kNone).
   std::optional<bool> tls = std::nullopt;
   // Keep the full trace (for divergence reports; costs memory).
   bool keep_full_trace = false;

@@ -63,9 +63,9 @@ enum class TraceKind : uint16_t {
   kHostRestarted = 51,       // a = host id
   kBuggify = 60,             // a = hash of the site name, b = fired
   kTlsRandom = 61,  // a = bytes handed to OpenSSL (Loop::FillTlsRandom)
-  kResolve = 70,   // a = resolution id, b = hash of the name, c = host
-  kResolved = 71,  // a = resolution id, b = addresses (0: failed)
-  kUser = 100,     // a, b, c: the caller's (SimLoop::TraceUser)
+  kResolve = 70,    // a = resolution id, b = hash of the name, c = host
+  kResolved = 71,   // a = resolution id, b = addresses (0: failed)
+  kUser = 100,      // a, b, c: the caller's (SimLoop::TraceUser)
 };
 
 absl::string_view TraceKindName(TraceKind kind);

@@ -201,7 +201,7 @@ struct PeerStats {
   uint64_t connect_attempts = 0;  // TCP connects, one per address tried
   // TLS handshakes that failed after a TCP connect (PeerOptions::tls).
   uint64_t tls_handshake_failures = 0;
-  uint64_t connections = 0;       // established (TCP connected)
+  uint64_t connections = 0;  // established (TCP connected)
   uint64_t handshakes = 0;
   uint64_t requests = 0;  // accepted by Request
   uint64_t retries = 0;   // sent again after a connection ended
